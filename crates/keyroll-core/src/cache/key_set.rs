@@ -1,0 +1,133 @@
+//! An immutable snapshot of a source's versions, indexed for lookups on the hot path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::key::KeyVersion;
+use crate::policy::RotationPolicy;
+
+/// Every version a source listed at one load, newest first, indexed by kid and by `x5t`.
+///
+/// Snapshots never change; a refresh publishes a new one.
+#[derive(Debug)]
+pub struct KeySet {
+    versions: Vec<Arc<KeyVersion>>,
+    by_kid: HashMap<String, Arc<KeyVersion>>,
+    by_x5t: HashMap<String, Arc<KeyVersion>>,
+    loaded_at: SystemTime,
+    max_age: Option<Duration>,
+    generation: u64,
+}
+
+/// What a lookup found.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum KeyLookup {
+    /// A version that validates now.
+    Valid(Arc<KeyVersion>),
+    /// A known version that must not validate now (disabled, expired or not yet valid).
+    NotValid(Arc<KeyVersion>),
+    /// No version has this id.
+    Unknown,
+}
+
+/// A version reference from a token header.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum KeyRef<'a> {
+    /// By `kid`.
+    Kid(&'a str),
+    /// By certificate SHA-1 thumbprint (`x5t`), for tokens without a kid.
+    X5t(&'a str),
+}
+
+impl KeySet {
+    pub(crate) fn new(
+        mut versions: Vec<KeyVersion>,
+        loaded_at: SystemTime,
+        max_age: Option<Duration>,
+        generation: u64,
+    ) -> Self {
+        versions.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.kid.cmp(&a.kid)));
+        let versions: Vec<Arc<KeyVersion>> = versions.into_iter().map(Arc::new).collect();
+        let mut by_kid = HashMap::with_capacity(versions.len());
+        let mut by_x5t = HashMap::new();
+        // Newest first, so on a duplicate id the newest version wins.
+        for version in &versions {
+            by_kid
+                .entry(version.kid.clone())
+                .or_insert_with(|| Arc::clone(version));
+            if let Some(x5t) = &version.x5t {
+                by_x5t
+                    .entry(x5t.trim_end_matches('=').to_owned())
+                    .or_insert_with(|| Arc::clone(version));
+            }
+        }
+        KeySet {
+            versions,
+            by_kid,
+            by_x5t,
+            loaded_at,
+            max_age,
+            generation,
+        }
+    }
+
+    /// Every version, newest first (disabled and expired ones included).
+    pub fn versions(&self) -> &[Arc<KeyVersion>] {
+        &self.versions
+    }
+
+    /// When the source last answered with this content.
+    pub fn loaded_at(&self) -> SystemTime {
+        self.loaded_at
+    }
+
+    /// The freshness hint the source gave.
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// A counter that grows with every successful load.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Looks a version up and classifies it under `policy` at `now`.
+    pub fn lookup(&self, key: KeyRef<'_>, policy: &RotationPolicy, now: SystemTime) -> KeyLookup {
+        let found = match key {
+            KeyRef::Kid(kid) => self.by_kid.get(kid),
+            KeyRef::X5t(x5t) => self.by_x5t.get(x5t.trim_end_matches('=')),
+        };
+        match found {
+            Some(version) if policy.validates(version, now) => {
+                KeyLookup::Valid(Arc::clone(version))
+            }
+            Some(version) => KeyLookup::NotValid(Arc::clone(version)),
+            None => KeyLookup::Unknown,
+        }
+    }
+
+    /// The versions that validate at `now`, newest first.
+    pub fn validation_set(&self, policy: &RotationPolicy, now: SystemTime) -> Vec<Arc<KeyVersion>> {
+        policy
+            .validation_set(&self.versions, now)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn contains_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    pub(crate) fn same_content(&self, other: &KeySet) -> bool {
+        self.versions.len() == other.versions.len()
+            && self.versions.iter().zip(&other.versions).all(|(a, b)| {
+                a.kid == b.kid
+                    && a.enabled == b.enabled
+                    && a.not_before == b.not_before
+                    && a.expires == b.expires
+            })
+    }
+}

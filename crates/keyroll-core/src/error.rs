@@ -1,0 +1,93 @@
+//! Errors shared across keyroll-core.
+
+use std::time::Duration;
+
+/// A boxed error usable as a `source()`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A key could not be parsed or used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct KeyError {
+    message: String,
+}
+
+impl KeyError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        KeyError {
+            message: message.into(),
+        }
+    }
+}
+
+/// A [`KeySource`](crate::KeySource) or [`Signer`](crate::Signer) failed.
+///
+/// The message names the source (a vault and item, a URL, a directory) and the operation; for
+/// HTTP sources it carries the status. It never contains a secret or a token.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {operation} failed: {message}")]
+pub struct SourceError {
+    source_name: String,
+    operation: String,
+    message: String,
+    status: Option<u16>,
+    retry_after: Option<Duration>,
+    #[source]
+    cause: Option<BoxError>,
+}
+
+impl SourceError {
+    /// A new error for `operation` on the source named `source_name`.
+    pub fn new(
+        source_name: impl Into<String>,
+        operation: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        SourceError {
+            source_name: source_name.into(),
+            operation: operation.into(),
+            message: message.into(),
+            status: None,
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// Attaches the HTTP status the source answered with.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Attaches the delay the source asked for before retrying.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// The source's name (a vault and item, a URL, a directory).
+    pub fn source_name(&self) -> &str {
+        &self.source_name
+    }
+
+    /// The operation that failed.
+    pub fn operation(&self) -> &str {
+        &self.operation
+    }
+
+    /// The HTTP status, when the source is reached over HTTP.
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The delay the source asked for (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}

@@ -1,0 +1,142 @@
+//! The registered claims keyroll checks, parsed without copying.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The `aud` claim: one audience or several.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// A single audience.
+    One(String),
+    /// Several audiences.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether any audience equals one of `accepted`.
+    pub fn matches_any<S: AsRef<str>>(&self, accepted: &[S]) -> bool {
+        self.iter()
+            .any(|aud| accepted.iter().any(|a| a.as_ref() == aud))
+    }
+
+    /// Every audience.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let (one, many) = match self {
+            Audience::One(aud) => (Some(aud.as_str()), &[][..]),
+            Audience::Many(auds) => (None, auds.as_slice()),
+        };
+        one.into_iter().chain(many.iter().map(String::as_str))
+    }
+}
+
+/// The registered claims (RFC 7519 §4.1) and the scope claims, as found in a token.
+///
+/// Times are Unix seconds; decimal values (as some clients send) are accepted and truncated.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RegisteredClaims {
+    /// Issuer.
+    pub iss: Option<String>,
+    /// Subject.
+    pub sub: Option<String>,
+    /// Audience.
+    pub aud: Option<Audience>,
+    /// Expiry.
+    pub exp: Option<u64>,
+    /// Not before.
+    pub nbf: Option<u64>,
+    /// Issued at.
+    pub iat: Option<u64>,
+    /// Token id.
+    pub jti: Option<String>,
+    /// OAuth scopes (`scope` or Entra's `scp`), space-separated.
+    pub scope: Option<String>,
+    /// App roles (Entra's `roles`).
+    pub roles: Vec<String>,
+}
+
+impl RegisteredClaims {
+    /// Whether the token grants `scope` (in `scope`/`scp`) or `role` (in `roles`).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|s| s.split(' ').any(|granted| granted == scope))
+            || self.roles.iter().any(|role| role == scope)
+    }
+}
+
+/// Borrowing form used while parsing, so the hot path allocates only what it keeps.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct BorrowedClaims<'a> {
+    #[serde(borrow)]
+    pub(crate) iss: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) sub: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "audience")]
+    pub(crate) aud: Option<Audience>,
+    #[serde(deserialize_with = "numeric_date")]
+    pub(crate) exp: Option<u64>,
+    #[serde(deserialize_with = "numeric_date")]
+    pub(crate) nbf: Option<u64>,
+    #[serde(deserialize_with = "numeric_date")]
+    pub(crate) iat: Option<u64>,
+    #[serde(borrow)]
+    pub(crate) jti: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) scope: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) scp: Option<Cow<'a, str>>,
+    pub(crate) roles: Option<Vec<String>>,
+}
+
+impl BorrowedClaims<'_> {
+    pub(crate) fn into_owned(self) -> RegisteredClaims {
+        RegisteredClaims {
+            iss: self.iss.map(Cow::into_owned),
+            sub: self.sub.map(Cow::into_owned),
+            aud: self.aud,
+            exp: self.exp,
+            nbf: self.nbf,
+            iat: self.iat,
+            jti: self.jti.map(Cow::into_owned),
+            scope: self.scope.or(self.scp).map(Cow::into_owned),
+            roles: self.roles.unwrap_or_default(),
+        }
+    }
+}
+
+fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    let value = f64::deserialize(deserializer)?;
+    if !value.is_finite() || !(0.0..=1e12).contains(&value) {
+        return Err(de::Error::custom("not a valid NumericDate"));
+    }
+    // Truncation is intended: NumericDate is seconds, fractions are allowed but not needed.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Ok(Some(value as u64))
+}
+
+fn audience<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Audience>, D::Error> {
+    struct AudienceVisitor;
+    impl<'de> Visitor<'de> for AudienceVisitor {
+        type Value = Audience;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
+            Ok(Audience::One(v.to_owned()))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
+            let mut many = Vec::new();
+            while let Some(aud) = seq.next_element::<String>()? {
+                many.push(aud);
+            }
+            Ok(Audience::Many(many))
+        }
+    }
+    deserializer.deserialize_any(AudienceVisitor).map(Some)
+}

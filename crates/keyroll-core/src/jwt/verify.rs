@@ -1,0 +1,460 @@
+//! Verification of inbound tokens against one or more issuers' key caches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::claims::RegisteredClaims;
+use super::token::UntrustedToken;
+use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
+use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
+use crate::clock::unix_seconds;
+use crate::key::SignatureError;
+
+/// What a token must satisfy for one issuer.
+///
+/// | setting | default |
+/// |---|---|
+/// | `algorithms` | every asymmetric algorithm (never `none` or HMAC) |
+/// | `leeway` | 60 s |
+/// | `required_claims` | `exp` |
+/// | `typ` | not checked |
+/// | `max_age` | none |
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Validation {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Accepted audiences: the token's `aud` must contain at least one. Empty: not checked.
+    pub audiences: Vec<String>,
+    /// Allowed algorithms.
+    pub algorithms: Vec<Algorithm>,
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// Claims that must be present (`exp`, `iat`, `sub`, or any other name).
+    pub required_claims: Vec<String>,
+    /// Expected `typ` header (compared case-insensitively, `application/` prefix ignored).
+    pub typ: Option<String>,
+    /// Reject tokens whose `iat` is older than this.
+    pub max_age: Option<Duration>,
+}
+
+impl Validation {
+    /// Tokens from `issuer` for any of `audiences`.
+    pub fn new<A: Into<String>>(
+        issuer: impl Into<String>,
+        audiences: impl IntoIterator<Item = A>,
+    ) -> Self {
+        Validation {
+            issuer: issuer.into(),
+            audiences: audiences.into_iter().map(Into::into).collect(),
+            algorithms: ALL_ALGORITHMS.to_vec(),
+            leeway: Duration::from_secs(60),
+            required_claims: vec!["exp".to_owned()],
+            typ: None,
+            max_age: None,
+        }
+    }
+
+    /// Sets the allowed algorithms.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Sets the leeway.
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Adds a required claim.
+    pub fn require(mut self, claim: impl Into<String>) -> Self {
+        self.required_claims.push(claim.into());
+        self
+    }
+
+    /// Sets the expected `typ`.
+    pub fn typ(mut self, typ: impl Into<String>) -> Self {
+        self.typ = Some(typ.into());
+        self
+    }
+
+    /// Sets the maximum token age.
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = Some(max_age);
+        self
+    }
+}
+
+/// An issuer the verifier trusts: its keys and its rules.
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    keys: KeyCache,
+    validation: Validation,
+}
+
+impl Issuer {
+    /// An issuer whose keys come from `keys`.
+    pub fn new(keys: KeyCache, validation: Validation) -> Self {
+        Issuer { keys, validation }
+    }
+
+    /// The key cache.
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// The rules.
+    pub fn validation(&self) -> &Validation {
+        &self.validation
+    }
+}
+
+/// Why a token is invalid. Descriptions are fixed texts: they never echo the token or any
+/// value from it, so they are safe in `WWW-Authenticate` headers and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidReason {
+    /// Not a well-formed compact JWS.
+    Malformed(&'static str),
+    /// Larger than the configured maximum.
+    TooLarge,
+    /// A JWE (five segments): encrypted tokens are not accepted.
+    Encrypted,
+    /// `alg` is `none`, symmetric or unknown.
+    UnsupportedAlgorithm,
+    /// `alg` is not in the issuer's allow-list.
+    AlgorithmNotAllowed,
+    /// A `crit` header asks for extensions this verifier does not implement.
+    CriticalHeader,
+    /// `iss` is missing or names no configured issuer.
+    UntrustedIssuer,
+    /// A required claim is missing.
+    MissingClaim,
+    /// `exp` has passed.
+    Expired,
+    /// `nbf` is in the future.
+    NotYetValid,
+    /// `iat` is in the future.
+    IssuedInFuture,
+    /// `iat` is older than the maximum age.
+    TooOld,
+    /// `aud` names none of the accepted audiences.
+    WrongAudience,
+    /// The `typ` header is not the expected one.
+    WrongType,
+    /// The token names no key (no `kid`, no `x5t`).
+    NoKeyId,
+    /// No key has the token's `kid`/`x5t`.
+    UnknownKey,
+    /// The key version is disabled, expired or not yet valid.
+    KeyNotValid,
+    /// The key does not allow the header's algorithm.
+    AlgorithmKeyMismatch,
+    /// The signature does not verify.
+    BadSignature,
+}
+
+impl InvalidReason {
+    /// A short, fixed description.
+    pub fn description(&self) -> &'static str {
+        match self {
+            InvalidReason::Malformed(what) => what,
+            InvalidReason::TooLarge => "the token is too large",
+            InvalidReason::Encrypted => "encrypted tokens (JWE) are not accepted",
+            InvalidReason::UnsupportedAlgorithm => "the token's algorithm is not supported",
+            InvalidReason::AlgorithmNotAllowed => "the token's algorithm is not allowed",
+            InvalidReason::CriticalHeader => "the token has critical header extensions",
+            InvalidReason::UntrustedIssuer => "the token's issuer is not trusted",
+            InvalidReason::MissingClaim => "the token lacks a required claim",
+            InvalidReason::Expired => "the token has expired",
+            InvalidReason::NotYetValid => "the token is not yet valid",
+            InvalidReason::IssuedInFuture => "the token was issued in the future",
+            InvalidReason::TooOld => "the token is too old",
+            InvalidReason::WrongAudience => "the token is not for this audience",
+            InvalidReason::WrongType => "the token has the wrong type",
+            InvalidReason::NoKeyId => "the token names no key",
+            InvalidReason::UnknownKey => "the token's signing key is unknown",
+            InvalidReason::KeyNotValid => "the token's signing key is disabled or expired",
+            InvalidReason::AlgorithmKeyMismatch => "the token's algorithm does not match its key",
+            InvalidReason::BadSignature => "the token's signature is invalid",
+        }
+    }
+
+    /// A stable label for metrics (`malformed`, `expired`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            InvalidReason::Malformed(_) => "malformed",
+            InvalidReason::TooLarge => "too_large",
+            InvalidReason::Encrypted => "encrypted",
+            InvalidReason::UnsupportedAlgorithm => "unsupported_algorithm",
+            InvalidReason::AlgorithmNotAllowed => "algorithm_not_allowed",
+            InvalidReason::CriticalHeader => "critical_header",
+            InvalidReason::UntrustedIssuer => "untrusted_issuer",
+            InvalidReason::MissingClaim => "missing_claim",
+            InvalidReason::Expired => "expired",
+            InvalidReason::NotYetValid => "not_yet_valid",
+            InvalidReason::IssuedInFuture => "issued_in_future",
+            InvalidReason::TooOld => "too_old",
+            InvalidReason::WrongAudience => "wrong_audience",
+            InvalidReason::WrongType => "wrong_type",
+            InvalidReason::NoKeyId => "no_key_id",
+            InvalidReason::UnknownKey => "unknown_key",
+            InvalidReason::KeyNotValid => "key_not_valid",
+            InvalidReason::AlgorithmKeyMismatch => "algorithm_key_mismatch",
+            InvalidReason::BadSignature => "bad_signature",
+        }
+    }
+}
+
+/// A token that failed validation (RFC 6750 `invalid_token`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid token: {}", reason.description())]
+pub struct InvalidToken {
+    reason: InvalidReason,
+}
+
+impl InvalidToken {
+    pub(crate) fn new(reason: InvalidReason) -> Self {
+        InvalidToken { reason }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> InvalidReason {
+        self.reason
+    }
+}
+
+/// Why verification failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The token is invalid (401).
+    #[error(transparent)]
+    Invalid(#[from] InvalidToken),
+    /// The issuer's keys are unavailable (503): never loaded, or stale past `max_stale`.
+    #[error("cannot verify tokens now: {0}")]
+    KeysUnavailable(#[source] KeyCacheError),
+}
+
+/// A token whose signature and claims were checked.
+#[derive(Clone, Debug)]
+pub struct VerifiedToken {
+    issuer: Arc<str>,
+    kid: String,
+    algorithm: Algorithm,
+    claims: RegisteredClaims,
+    payload: Arc<[u8]>,
+}
+
+impl VerifiedToken {
+    /// The issuer that vouched for the token.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The kid of the version that verified it.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// The signature algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The registered claims.
+    pub fn claims(&self) -> &RegisteredClaims {
+        &self.claims
+    }
+
+    /// The whole payload as JSON bytes, to deserialize into any claims type.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Deserializes the payload into `T`.
+    pub fn deserialize<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// Verifies tokens for a set of issuers, choosing the issuer by the token's unverified `iss`.
+///
+/// Every check that needs no signature (size, structure, algorithm, issuer, type, times,
+/// audience, required claims, key lookup) runs first, so a token failing one of them costs no
+/// signature verification; `jku`, `x5u` and `jwk` headers are never read.
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    issuers: HashMap<String, Arc<(Arc<str>, Issuer)>>,
+    max_token_len: usize,
+}
+
+impl Verifier {
+    /// A verifier for these issuers (a later issuer with the same `iss` replaces an earlier one).
+    pub fn new(issuers: impl IntoIterator<Item = Issuer>) -> Self {
+        let issuers = issuers
+            .into_iter()
+            .map(|issuer| {
+                let name: Arc<str> = issuer.validation.issuer.as_str().into();
+                (issuer.validation.issuer.clone(), Arc::new((name, issuer)))
+            })
+            .collect();
+        Verifier {
+            issuers,
+            max_token_len: 8 * 1024,
+        }
+    }
+
+    /// Sets the largest token accepted, in bytes (default 8 KiB).
+    pub fn max_token_len(mut self, max: usize) -> Self {
+        self.max_token_len = max;
+        self
+    }
+
+    /// The largest token accepted.
+    pub fn token_len_limit(&self) -> usize {
+        self.max_token_len
+    }
+
+    /// The configured issuers.
+    pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
+        self.issuers.values().map(|entry| &entry.1)
+    }
+
+    /// Verifies a compact JWS.
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        let token = UntrustedToken::parse(token, self.max_token_len)?;
+        let entry = token
+            .claims
+            .iss
+            .as_deref()
+            .and_then(|iss| self.issuers.get(iss))
+            .ok_or(InvalidToken::new(InvalidReason::UntrustedIssuer))?;
+        let (name, issuer) = (&entry.0, &entry.1);
+        check_claims(&token, &issuer.validation, unix_seconds(issuer.keys.now()))?;
+
+        let key_ref = match (&token.kid, &token.x5t) {
+            (Some(kid), _) => KeyRef::Kid(kid),
+            (None, Some(x5t)) => KeyRef::X5t(x5t),
+            (None, None) => return Err(InvalidToken::new(InvalidReason::NoKeyId).into()),
+        };
+        let version = match issuer
+            .keys
+            .find(key_ref)
+            .await
+            .map_err(VerifyError::KeysUnavailable)?
+        {
+            KeyLookup::Valid(version) => version,
+            KeyLookup::NotValid(_) => {
+                return Err(InvalidToken::new(InvalidReason::KeyNotValid).into());
+            }
+            _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
+        };
+        if !version.allows(token.algorithm) {
+            return Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into());
+        }
+        version
+            .verifying_key()
+            .verify(
+                token.algorithm,
+                token.signing_input().as_bytes(),
+                token.signature(),
+            )
+            .map_err(|e| {
+                InvalidToken::new(match e {
+                    SignatureError::AlgorithmMismatch => InvalidReason::AlgorithmKeyMismatch,
+                    _ => InvalidReason::BadSignature,
+                })
+            })?;
+        let algorithm = token.algorithm;
+        let (claims, payload) = token.into_parts();
+        Ok(VerifiedToken {
+            issuer: Arc::clone(name),
+            kid: version.kid.clone(),
+            algorithm,
+            claims,
+            payload: payload.into(),
+        })
+    }
+}
+
+fn check_claims(
+    token: &UntrustedToken<'_>,
+    rules: &Validation,
+    now: u64,
+) -> Result<(), InvalidToken> {
+    let fail = |reason| Err(InvalidToken::new(reason));
+    if !rules.algorithms.contains(&token.algorithm) {
+        return fail(InvalidReason::AlgorithmNotAllowed);
+    }
+    if let Some(expected) = &rules.typ {
+        let normalize = |t: &str| {
+            t.strip_prefix("application/")
+                .unwrap_or(t)
+                .to_ascii_lowercase()
+        };
+        if token.typ.as_deref().map(normalize) != Some(normalize(expected)) {
+            return fail(InvalidReason::WrongType);
+        }
+    }
+    let claims = &token.claims;
+    let leeway = rules.leeway.as_secs();
+    for required in &rules.required_claims {
+        let present = match required.as_str() {
+            "exp" => claims.exp.is_some(),
+            "nbf" => claims.nbf.is_some(),
+            "iat" => claims.iat.is_some(),
+            "sub" => claims.sub.is_some(),
+            "aud" => claims.aud.is_some(),
+            "jti" => claims.jti.is_some(),
+            "iss" => claims.iss.is_some(),
+            other => has_member(token.payload(), other),
+        };
+        if !present {
+            return fail(InvalidReason::MissingClaim);
+        }
+    }
+    if claims
+        .exp
+        .is_some_and(|exp| exp.saturating_add(leeway) <= now)
+    {
+        return fail(InvalidReason::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+    {
+        return fail(InvalidReason::NotYetValid);
+    }
+    if claims
+        .iat
+        .is_some_and(|iat| iat > now.saturating_add(leeway))
+    {
+        return fail(InvalidReason::IssuedInFuture);
+    }
+    if let Some(max_age) = rules.max_age {
+        match claims.iat {
+            None => return fail(InvalidReason::MissingClaim),
+            Some(iat) if now.saturating_sub(iat) > max_age.as_secs() + leeway => {
+                return fail(InvalidReason::TooOld);
+            }
+            Some(_) => {}
+        }
+    }
+    if !rules.audiences.is_empty()
+        && !claims
+            .aud
+            .as_ref()
+            .is_some_and(|aud| aud.matches_any(&rules.audiences))
+    {
+        return fail(InvalidReason::WrongAudience);
+    }
+    Ok(())
+}
+
+fn has_member(payload: &[u8], name: &str) -> bool {
+    serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(payload)
+        .is_ok_and(|map| map.contains_key(name))
+}

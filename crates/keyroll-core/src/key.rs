@@ -1,0 +1,353 @@
+//! Key versions and their parsed public keys.
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use keyroll_core::{Algorithm, KeyVersion, LocalKey};
+//!
+//! let key = LocalKey::generate(Algorithm::ES256).unwrap();
+//! let created = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+//! let version = KeyVersion::new("v1", key.public_jwk(), created)
+//!     .unwrap()
+//!     .with_algorithm(Algorithm::ES256)
+//!     .with_expires(created + Duration::from_secs(86_400));
+//! assert_eq!(version.signing_algorithm(), Algorithm::ES256);
+//! assert!(version.is_usable_at(created));
+//! assert!(!version.is_usable_at(created + Duration::from_secs(86_400)));
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_lc_rs::signature::{self, ParsedPublicKey, RsaPublicKeyComponents, VerificationAlgorithm};
+
+use crate::algorithm::{ALL_ALGORITHMS, Algorithm, Curve, KeyType};
+use crate::error::KeyError;
+use crate::jwk::{Jwk, b64url_decode};
+
+/// A public key parsed once into aws-lc-rs key objects, one per algorithm it may verify.
+///
+/// Verifying with it does no key parsing: that is what keeps keyroll's accepted-token path
+/// close to the bare signature check.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    key_type: KeyType,
+    pinned: Option<Algorithm>,
+    parsed: [Option<ParsedPublicKey>; ALL_ALGORITHMS.len()],
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("key_type", &self.key_type)
+            .field("algorithms", &self.algorithms().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl VerifyingKey {
+    /// Parses a public JWK. A key with an `alg` only verifies that algorithm; a key without one
+    /// (as Entra ID publishes them) verifies every algorithm its type allows.
+    pub fn from_jwk(jwk: &Jwk) -> Result<VerifyingKey, KeyError> {
+        let pinned = match jwk.alg.as_deref() {
+            None => None,
+            Some(name) => Some(
+                name.parse::<Algorithm>()
+                    .map_err(|e| KeyError::new(e.to_string()))?,
+            ),
+        };
+        let member = |name: &str, value: &Option<String>| -> Result<Vec<u8>, KeyError> {
+            let text = value
+                .as_deref()
+                .ok_or_else(|| KeyError::new(format!("{} key without `{name}`", jwk.kty)))?;
+            b64url_decode(text)
+                .map_err(|e| KeyError::new(format!("`{name}` is not base64url: {e}")))
+        };
+        let (key_type, material) = match jwk.kty.as_str() {
+            "RSA" => (
+                KeyType::Rsa,
+                Material::Rsa {
+                    n: member("n", &jwk.n)?,
+                    e: member("e", &jwk.e)?,
+                },
+            ),
+            "EC" => {
+                let crv = jwk.crv.as_deref().unwrap_or_default();
+                let curve = Curve::from_name(crv)
+                    .ok_or_else(|| KeyError::new(format!("unsupported EC curve `{crv}`")))?;
+                let (x, y) = (member("x", &jwk.x)?, member("y", &jwk.y)?);
+                if x.len() != curve.coordinate_len() || y.len() != curve.coordinate_len() {
+                    return Err(KeyError::new(format!(
+                        "EC coordinates of the wrong length for {crv}"
+                    )));
+                }
+                let mut point = Vec::with_capacity(1 + 2 * x.len());
+                point.push(4);
+                point.extend_from_slice(&x);
+                point.extend_from_slice(&y);
+                (KeyType::Ec(curve), Material::Point(point))
+            }
+            "OKP" if jwk.crv.as_deref() == Some("Ed25519") => {
+                (KeyType::Ed25519, Material::Point(member("x", &jwk.x)?))
+            }
+            "oct" => return Err(KeyError::new("symmetric keys are never accepted")),
+            other => return Err(KeyError::new(format!("unsupported key type `{other}`"))),
+        };
+        if let Some(alg) = pinned
+            && alg.key_type() != key_type
+        {
+            return Err(KeyError::new(format!(
+                "`alg` {alg} does not fit a {} key",
+                jwk.kty
+            )));
+        }
+        let mut parsed: [Option<ParsedPublicKey>; ALL_ALGORITHMS.len()] = Default::default();
+        let algorithms: &[Algorithm] = match pinned {
+            Some(ref alg) => std::slice::from_ref(alg),
+            None => Algorithm::for_key_type(key_type),
+        };
+        for &alg in algorithms {
+            parsed[alg.index()] = Some(material.parse(alg)?);
+        }
+        Ok(VerifyingKey {
+            key_type,
+            pinned,
+            parsed,
+        })
+    }
+
+    /// The key type.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// The algorithm the key is pinned to by its `alg`, if any.
+    pub fn pinned_algorithm(&self) -> Option<Algorithm> {
+        self.pinned
+    }
+
+    /// The algorithms this key verifies.
+    pub fn algorithms(&self) -> impl Iterator<Item = Algorithm> + '_ {
+        ALL_ALGORITHMS
+            .into_iter()
+            .filter(|alg| self.parsed[alg.index()].is_some())
+    }
+
+    /// Whether this key may verify signatures made with `alg`.
+    pub fn allows(&self, alg: Algorithm) -> bool {
+        self.parsed[alg.index()].is_some()
+    }
+
+    /// Checks `signature` over `message` with `alg`. Fails when the key does not allow `alg`
+    /// (the key's algorithm must match the header's) or the signature does not verify.
+    pub fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        let key = self.parsed[alg.index()]
+            .as_ref()
+            .ok_or(SignatureError::AlgorithmMismatch)?;
+        key.verify_sig(message, signature)
+            .map_err(|_| SignatureError::Invalid)
+    }
+}
+
+/// Why a signature check failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The key may not be used with the token's algorithm.
+    #[error("the key does not allow the token's algorithm")]
+    AlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("signature verification failed")]
+    Invalid,
+}
+
+enum Material {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Point(Vec<u8>),
+}
+
+impl Material {
+    fn parse(&self, alg: Algorithm) -> Result<ParsedPublicKey, KeyError> {
+        let rejected = |e: aws_lc_rs::error::KeyRejected| {
+            KeyError::new(format!("invalid {alg} public key: {e}"))
+        };
+        match self {
+            Material::Rsa { n, e } => {
+                let params = match alg {
+                    Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
+                    Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
+                    Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
+                    Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
+                    Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
+                    _ => &signature::RSA_PSS_2048_8192_SHA512,
+                };
+                let bits = n.iter().skip_while(|&&b| b == 0).count() * 8;
+                if bits < 2048 {
+                    return Err(KeyError::new(
+                        "RSA keys shorter than 2048 bits are not accepted",
+                    ));
+                }
+                RsaPublicKeyComponents {
+                    n: n.as_slice(),
+                    e: e.as_slice(),
+                }
+                .to_parsed_public_key(params)
+                .map_err(rejected)
+            }
+            Material::Point(bytes) => {
+                let algorithm: &'static dyn VerificationAlgorithm = match alg {
+                    Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
+                    Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
+                    Algorithm::ES512 => &signature::ECDSA_P521_SHA512_FIXED,
+                    _ => &signature::ED25519,
+                };
+                ParsedPublicKey::new(algorithm, bytes).map_err(rejected)
+            }
+        }
+    }
+}
+
+/// One version of a key, as a [`KeySource`](crate::KeySource) lists it: metadata and public key.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct KeyVersion {
+    /// The key id, as written in the `kid` header of tokens signed with this version.
+    pub kid: String,
+    /// The source's own name for this version (a Key Vault version id, a file name, …).
+    pub version: String,
+    /// When the version was created: the rotation policy orders versions by it.
+    pub created: SystemTime,
+    /// Not valid before this time, if set.
+    pub not_before: Option<SystemTime>,
+    /// Not valid from this time on, if set.
+    pub expires: Option<SystemTime>,
+    /// Whether the version is enabled. A disabled version neither signs nor validates.
+    pub enabled: bool,
+    /// The algorithm this version signs with; `None` means the default for its key type.
+    pub algorithm: Option<Algorithm>,
+    /// The public key, as published in JWKS (`kid` and `alg` set).
+    pub jwk: Jwk,
+    /// SHA-1 certificate thumbprint (base64url), for certificate-backed versions.
+    pub x5t: Option<String>,
+    /// SHA-256 certificate thumbprint (base64url), for certificate-backed versions.
+    pub x5t_s256: Option<String>,
+    /// Certificate chain (standard base64 DER, leaf first).
+    pub x5c: Vec<String>,
+    key: Arc<VerifyingKey>,
+}
+
+impl KeyVersion {
+    /// A new enabled version with no validity window. The JWK is parsed here, once.
+    pub fn new(
+        kid: impl Into<String>,
+        jwk: Jwk,
+        created: SystemTime,
+    ) -> Result<KeyVersion, KeyError> {
+        let kid = kid.into();
+        let key = VerifyingKey::from_jwk(&jwk)?;
+        let algorithm = key.pinned_algorithm();
+        let mut version = KeyVersion {
+            version: kid.clone(),
+            kid,
+            created,
+            not_before: None,
+            expires: None,
+            enabled: true,
+            algorithm,
+            jwk,
+            x5t: None,
+            x5t_s256: None,
+            x5c: Vec::new(),
+            key: Arc::new(key),
+        };
+        version.sync_jwk();
+        Ok(version)
+    }
+
+    /// Sets the source's own version name.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Sets the enabled flag.
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Sets the not-before time.
+    pub fn with_not_before(mut self, not_before: SystemTime) -> Self {
+        self.not_before = Some(not_before);
+        self
+    }
+
+    /// Sets the expiry time.
+    pub fn with_expires(mut self, expires: SystemTime) -> Self {
+        self.expires = Some(expires);
+        self
+    }
+
+    /// Pins the signing algorithm; the version then verifies only that algorithm (and none, if
+    /// its key type cannot use it).
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = Some(algorithm);
+        self.sync_jwk();
+        self
+    }
+
+    /// Sets the certificate thumbprints and chain.
+    pub fn with_certificate(
+        mut self,
+        x5t: Option<String>,
+        x5t_s256: Option<String>,
+        x5c: Vec<String>,
+    ) -> Self {
+        self.x5t = x5t;
+        self.x5t_s256 = x5t_s256;
+        self.x5c = x5c;
+        self.sync_jwk();
+        self
+    }
+
+    fn sync_jwk(&mut self) {
+        self.jwk.kid = Some(self.kid.clone());
+        self.jwk.alg = self.algorithm.map(|a| a.as_str().to_owned());
+        self.jwk.key_use = Some("sig".into());
+        self.jwk.key_ops = None;
+        self.jwk.x5t.clone_from(&self.x5t);
+        self.jwk.x5t_s256.clone_from(&self.x5t_s256);
+        self.jwk.x5c = (!self.x5c.is_empty()).then(|| self.x5c.clone());
+    }
+
+    /// The parsed public key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.key
+    }
+
+    /// The algorithm this version signs with: its pinned one, or the default for its key type.
+    pub fn signing_algorithm(&self) -> Algorithm {
+        self.algorithm
+            .unwrap_or_else(|| Algorithm::for_key_type(self.key.key_type())[0])
+    }
+
+    /// Whether `alg` may be used with this version: its pinned algorithm, or any its key type allows.
+    pub fn allows(&self, alg: Algorithm) -> bool {
+        match self.algorithm {
+            Some(pinned) => pinned == alg,
+            None => self.key.allows(alg),
+        }
+    }
+
+    /// Enabled and inside its not-before/expires window at `now`.
+    pub fn is_usable_at(&self, now: SystemTime) -> bool {
+        self.enabled
+            && self.not_before.is_none_or(|nbf| nbf <= now)
+            && self.expires.is_none_or(|exp| now < exp)
+    }
+}

@@ -1,0 +1,247 @@
+//! A peer's keys from a JWKS URL, or from an OIDC issuer through discovery. Validation only.
+//!
+//! ```no_run
+//! use keyroll_core::{JwksSource, KeyCache};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Entra ID: discover the JWKS from the issuer.
+//! let entra = JwksSource::discover("https://login.microsoftonline.com/<tenant>/v2.0")?;
+//! // A peer service that publishes its keys directly.
+//! let peer = JwksSource::new("https://billing.internal/.well-known/jwks.json")?;
+//! let cache = KeyCache::builder(peer).build();
+//! cache.refresh_now().await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::time::{Duration, SystemTime};
+
+use http::header;
+use url::Url;
+
+use crate::error::{KeyError, SourceError};
+use crate::jwk::JwkSet;
+use crate::key::KeyVersion;
+use crate::source::{BoxFuture, KeySource, LoadedKeys};
+
+/// Keys published at a JWKS URL, fetched with conditional requests.
+///
+/// - `ETag` / `If-None-Match`: a `304 Not Modified` keeps the previous set without re-parsing.
+/// - `Cache-Control: max-age` is passed to the cache as a freshness hint.
+/// - One malformed, symmetric or encryption key is skipped with a warning; the rest of the set
+///   is kept. A document that is not a JWKS at all is an error (and the cache keeps its last
+///   good set).
+/// - With [`discover`](Self::discover), the JWKS URL is read from the issuer's
+///   `/.well-known/openid-configuration` (again at each load, so a moved `jwks_uri` is followed).
+#[derive(Debug)]
+pub struct JwksSource {
+    location: Location,
+    client: reqwest::Client,
+    previous: Mutex<Option<Previous>>,
+}
+
+#[derive(Debug)]
+enum Location {
+    Jwks(Url),
+    Issuer(Url),
+}
+
+#[derive(Debug, Clone)]
+struct Previous {
+    url: Url,
+    etag: String,
+    versions: Vec<KeyVersion>,
+}
+
+impl JwksSource {
+    /// Keys at a JWKS URL.
+    pub fn new(jwks_url: &str) -> Result<Self, KeyError> {
+        Ok(Self::with_location(Location::Jwks(parse_url(jwks_url)?)))
+    }
+
+    /// Keys of an OIDC issuer, found through `{issuer}/.well-known/openid-configuration`.
+    pub fn discover(issuer: &str) -> Result<Self, KeyError> {
+        Ok(Self::with_location(Location::Issuer(parse_url(issuer)?)))
+    }
+
+    fn with_location(location: Location) -> Self {
+        JwksSource {
+            location,
+            client: reqwest::Client::new(),
+            previous: Mutex::new(None),
+        }
+    }
+
+    /// Uses this HTTP client (a custom CA, a resolver, timeouts, a proxy).
+    pub fn with_client(mut self, client: reqwest::Client) -> Self {
+        self.client = client;
+        self
+    }
+
+    fn error(&self, operation: &str, message: impl Into<String>) -> SourceError {
+        SourceError::new(self.name(), operation, message)
+    }
+
+    async fn jwks_url(&self) -> Result<Url, SourceError> {
+        let issuer = match &self.location {
+            Location::Jwks(url) => return Ok(url.clone()),
+            Location::Issuer(issuer) => issuer,
+        };
+        let discovery = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.as_str().trim_end_matches('/')
+        );
+        let response = self
+            .client
+            .get(&discovery)
+            .send()
+            .await
+            .map_err(|e| self.error("discovery", "request failed").with_cause(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(self
+                .error("discovery", format!("HTTP {status}"))
+                .with_status(status.as_u16()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Discovery {
+            jwks_uri: String,
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.error("discovery", "read failed").with_cause(e))?;
+        let document: Discovery = serde_json::from_slice(&body).map_err(|e| {
+            self.error("discovery", "no `jwks_uri` in the discovery document")
+                .with_cause(e)
+        })?;
+        Url::parse(&document.jwks_uri)
+            .map_err(|e| self.error("discovery", "invalid `jwks_uri`").with_cause(e))
+    }
+
+    async fn fetch(&self) -> Result<LoadedKeys, SourceError> {
+        let url = self.jwks_url().await?;
+        let previous = self
+            .previous
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut request = self
+            .client
+            .get(url.clone())
+            .header(header::ACCEPT, "application/json");
+        if let Some(previous) = previous.as_ref().filter(|p| p.url == url) {
+            request = request.header(header::IF_NONE_MATCH, &previous.etag);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.error("fetch JWKS", "request failed").with_cause(e))?;
+        let status = response.status();
+        let max_age = response
+            .headers()
+            .get(header::CACHE_CONTROL)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_max_age);
+        if status == reqwest::StatusCode::NOT_MODIFIED
+            && let Some(previous) = previous.filter(|p| p.url == url)
+        {
+            return Ok(LoadedKeys::new(previous.versions).with_max_age(max_age));
+        }
+        if !status.is_success() {
+            let mut error = self
+                .error("fetch JWKS", format!("HTTP {status}"))
+                .with_status(status.as_u16());
+            if let Some(retry_after) = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                error = error.with_retry_after(Duration::from_secs(retry_after));
+            }
+            return Err(error);
+        }
+        let etag = response
+            .headers()
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.error("fetch JWKS", "read failed").with_cause(e))?;
+        let parsed =
+            JwkSet::parse_lenient(&body).map_err(|e| self.error("fetch JWKS", e.to_string()))?;
+        for (index, reason) in &parsed.skipped {
+            tracing::warn!(source = %self.name(), index, %reason, "skipping a key of the JWKS");
+        }
+        let versions = parsed
+            .keys
+            .into_iter()
+            .filter_map(|(jwk, _)| {
+                let kid = jwk.kid.clone().unwrap_or_else(|| jwk.thumbprint());
+                let (x5t, x5t_s256, x5c) = (
+                    jwk.x5t.clone(),
+                    jwk.x5t_s256.clone(),
+                    jwk.x5c.clone().unwrap_or_default(),
+                );
+                // Remote keys are validation-only, so their creation time never matters.
+                KeyVersion::new(kid, jwk, SystemTime::UNIX_EPOCH)
+                    .ok()
+                    .map(|v| v.with_certificate(x5t, x5t_s256, x5c))
+            })
+            .collect::<Vec<_>>();
+        *self.previous.lock().unwrap_or_else(PoisonError::into_inner) = etag.map(|etag| Previous {
+            url,
+            etag,
+            versions: versions.clone(),
+        });
+        Ok(LoadedKeys::new(versions).with_max_age(max_age))
+    }
+}
+
+fn parse_url(text: &str) -> Result<Url, KeyError> {
+    Url::parse(text).map_err(|e| KeyError::new(format!("invalid URL `{text}`: {e}")))
+}
+
+fn parse_max_age(cache_control: &str) -> Option<Duration> {
+    cache_control
+        .split(',')
+        .find_map(|directive| {
+            let (name, value) = directive.trim().split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("max-age")
+                .then(|| value.trim().trim_matches('"').parse().ok())?
+        })
+        .map(Duration::from_secs)
+}
+
+impl KeySource for JwksSource {
+    fn name(&self) -> String {
+        match &self.location {
+            Location::Jwks(url) => format!("JWKS {url}"),
+            Location::Issuer(url) => format!("OIDC issuer {url}"),
+        }
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        Box::pin(self.fetch())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_age_parsing() {
+        assert_eq!(
+            parse_max_age("public, max-age=300"),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(parse_max_age("no-cache"), None);
+        assert_eq!(parse_max_age("max-age=abc"), None);
+    }
+}
