@@ -1,0 +1,335 @@
+//! An offline, faithful emulator of Azure Key Vault's data plane, Entra ID's token and key
+//! endpoints, and the App Service managed-identity endpoint, for tests and local development.
+//!
+//! One HTTPS port (TLS from a CA generated at start, or kept in a state directory) serves:
+//! - vaults at `https://<name>.vault.localhost:<port>/` (any name is a vault, created on first
+//!   use; requests by IP or plain `localhost` address the vault named `default`), challenging
+//!   unauthenticated requests with `resource="https://vault.localhost:<port>"`;
+//! - Entra ID at `https://localhost:<port>/{tenant}/oauth2/v2.0/token`,
+//!   `/{tenant}/discovery/v2.0/keys` and `/{tenant}/v2.0/.well-known/openid-configuration`;
+//! - the App Service managed-identity endpoint at `/msi/token` (plain HTTP is accepted on the
+//!   same port, as the real endpoint is plain HTTP);
+//! - an admin API under `/_admin/` (loopback peers only) mirrored by [`Admin`].
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyroll_emulator::Error> {
+//! let emu = keyroll_emulator::Emulator::builder()
+//!     .client_secret("my-app", "my-secret")
+//!     .start()
+//!     .await?;
+//! let vault = emu.vault_url("myvault"); // https://myvault.vault.localhost:PORT/
+//! let http = emu.http_client();         // trusts the CA, resolves *.localhost to 127.0.0.1
+//! # let _ = (vault, http);
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod certs;
+mod clock;
+mod crypto;
+mod entra;
+mod server;
+mod store;
+mod tls;
+mod vault;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use admin::{
+    Admin, CertificateVersionOptions, Fault, FaultId, FaultKind, KeyVersionOptions, VersionInfo,
+};
+pub use certs::CertError;
+pub use crypto::{CryptoError, Curve, KeySpec};
+pub use server::{ServeArgs, run};
+pub use tls::localhost_http_client;
+
+/// Errors starting or controlling the emulator.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing the state directory or the CA file, or binding the port.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The CA or the server certificate could not be made or loaded.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The state directory holds something unreadable.
+    #[error("state: {0}")]
+    State(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// A key could not be generated or used.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A certificate could not be generated.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
+    /// An admin request was refused (unknown object, bad parameter).
+    #[error("{code}: {message}")]
+    Refused {
+        /// The service's error code (`KeyNotFound`, `BadParameter`, …).
+        code: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Entry point: [`Emulator::builder`].
+#[derive(Debug, Clone, Copy)]
+pub struct Emulator;
+
+impl Emulator {
+    /// A builder with an ephemeral port, a temporary CA and no registered clients.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+}
+
+/// Configures and starts an emulator.
+#[derive(Debug, Clone, Default)]
+pub struct EmulatorBuilder {
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) port: u16,
+    pub(crate) accept_any_token: bool,
+    pub(crate) client_secrets: Vec<(String, String)>,
+    pub(crate) client_certificates: Vec<(String, Vec<u8>)>,
+    pub(crate) identity_header: Option<String>,
+    pub(crate) tenant_id: Option<String>,
+    pub(crate) token_lifetime: Option<Duration>,
+}
+
+impl EmulatorBuilder {
+    /// Keeps the CA, the Entra signing keys and every vault's contents in this directory, so
+    /// they survive restarts. Without it, everything lives in memory and a temporary directory.
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// The TCP port on 127.0.0.1; 0 (the default) picks an ephemeral one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Accepts any bearer token at the vault (quick tests). Off by default: only tokens issued
+    /// by this emulator's token or managed-identity endpoint for the vault resource pass.
+    pub fn accept_any_token(mut self, yes: bool) -> Self {
+        self.accept_any_token = yes;
+        self
+    }
+
+    /// Registers an Entra confidential client that authenticates with this secret.
+    pub fn client_secret(
+        mut self,
+        client_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        self.client_secrets.push((client_id.into(), secret.into()));
+        self
+    }
+
+    /// Registers a certificate (DER) whose key may sign the client's assertions.
+    pub fn client_certificate(
+        mut self,
+        client_id: impl Into<String>,
+        cer_der: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_certificates
+            .push((client_id.into(), cer_der.into()));
+        self
+    }
+
+    /// The managed-identity endpoint's `X-IDENTITY-HEADER` secret; random when not set.
+    pub fn managed_identity(mut self, identity_header: impl Into<String>) -> Self {
+        self.identity_header = Some(identity_header.into());
+        self
+    }
+
+    /// The default tenant id; a random GUID when not set (kept in the state directory).
+    pub fn tenant_id(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant_id = Some(tenant.into());
+        self
+    }
+
+    /// Lifetime of issued access tokens (default 3599 s, as Entra reports `expires_in`).
+    pub fn token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.token_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Binds the port, writes the CA file and serves in background tokio tasks until the
+    /// handle is dropped or shut down.
+    pub async fn start(self) -> Result<EmulatorHandle, Error> {
+        server::start(self).await
+    }
+}
+
+/// A running emulator. Dropping it (or [`EmulatorHandle::shutdown`]) stops serving.
+#[derive(Debug)]
+pub struct EmulatorHandle {
+    pub(crate) shared: Arc<server::Shared>,
+    pub(crate) ca_pem: String,
+    pub(crate) ca_path: PathBuf,
+    pub(crate) http_client: reqwest::Client,
+    pub(crate) stop: Option<tokio::sync::watch::Sender<bool>>,
+    pub(crate) task: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) _temp_dir: Option<tempfile::TempDir>,
+}
+
+impl EmulatorHandle {
+    /// The port the emulator listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
+    /// `https://{name}.vault.localhost:{port}/`: the vault named `name`, created on first use.
+    pub fn vault_url(&self, name: &str) -> url::Url {
+        self.shared.url(&format!(
+            "https://{}.vault.localhost:{}/",
+            name.to_ascii_lowercase(),
+            self.shared.port
+        ))
+    }
+
+    /// The challenge resource every vault reports: `https://vault.localhost:{port}`.
+    pub fn vault_resource(&self) -> String {
+        self.shared.vault_resource()
+    }
+
+    /// `https://localhost:{port}/`: the Entra authority host (`AZURE_AUTHORITY_HOST`).
+    pub fn authority_host(&self) -> url::Url {
+        self.shared
+            .url(&format!("https://localhost:{}/", self.shared.port))
+    }
+
+    /// The default tenant id (any tenant path works).
+    pub fn tenant_id(&self) -> &str {
+        &self.shared.tenant_id
+    }
+
+    /// `https://localhost:{port}/{tenant}/v2.0`: the `iss` of tokens issued for `tenant`.
+    pub fn issuer(&self, tenant: &str) -> String {
+        self.shared.issuer(tenant)
+    }
+
+    /// `https://localhost:{port}/{tenant}/discovery/v2.0/keys`.
+    pub fn jwks_url(&self, tenant: &str) -> url::Url {
+        self.shared.url(&format!(
+            "https://localhost:{}/{tenant}/discovery/v2.0/keys",
+            self.shared.port
+        ))
+    }
+
+    /// `https://localhost:{port}/{tenant}/v2.0/.well-known/openid-configuration`.
+    pub fn openid_configuration_url(&self, tenant: &str) -> url::Url {
+        self.shared.url(&format!(
+            "https://localhost:{}/{tenant}/v2.0/.well-known/openid-configuration",
+            self.shared.port
+        ))
+    }
+
+    /// `https://localhost:{port}/{tenant}/oauth2/v2.0/token`.
+    pub fn token_endpoint(&self, tenant: &str) -> url::Url {
+        self.shared.url(&self.shared.token_endpoint(tenant))
+    }
+
+    /// `http://127.0.0.1:{port}/msi/token`: the App Service `IDENTITY_ENDPOINT`.
+    pub fn identity_endpoint(&self) -> url::Url {
+        self.shared
+            .url(&format!("http://127.0.0.1:{}/msi/token", self.shared.port))
+    }
+
+    /// The App Service `IDENTITY_HEADER` secret.
+    pub fn identity_header(&self) -> &str {
+        &self.shared.entra.identity_header
+    }
+
+    /// The managed identity's client id (`appid` of its tokens).
+    pub fn managed_identity_client_id(&self) -> &str {
+        &self.shared.entra.mi_client_id
+    }
+
+    /// The CA certificate (PEM) that issued the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Where the CA certificate (PEM) was written.
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// A client that trusts the CA and resolves `*.localhost` to 127.0.0.1.
+    pub fn http_client(&self) -> reqwest::Client {
+        self.http_client.clone()
+    }
+
+    /// Registers a certificate (DER) for an Entra client: assertions signed by its key and
+    /// naming it by `x5t`, `x5t#S256` or `kid` are accepted.
+    pub fn register_client_certificate(
+        &self,
+        client_id: &str,
+        cer_der: &[u8],
+    ) -> Result<(), Error> {
+        self.shared.entra.register_certificate(client_id, cer_der)
+    }
+
+    /// Registers (or adds) a secret for an Entra client.
+    pub fn register_client_secret(&self, client_id: &str, secret: &str) {
+        self.shared.entra.register_secret(client_id, secret);
+    }
+
+    /// Control over the clock, versions, faults and counters.
+    pub fn admin(&self) -> Admin {
+        Admin::new(self.shared.clone())
+    }
+
+    /// The facts the binary prints in its `READY {json}` line.
+    pub fn ready_json(&self) -> serde_json::Value {
+        let tenant = self.tenant_id().to_string();
+        let clients: BTreeMap<String, usize> = self.shared.entra.client_ids();
+        serde_json::json!({
+            "port": self.port(),
+            "vault_url": self.vault_url("default").as_str(),
+            "vault_url_template": format!("https://{{name}}.vault.localhost:{}/", self.port()),
+            "vault_resource": self.vault_resource(),
+            "authority_host": self.authority_host().as_str(),
+            "tenant_id": tenant,
+            "token_endpoint": self.token_endpoint(&tenant).as_str(),
+            "issuer": self.issuer(&tenant),
+            "jwks_url": self.jwks_url(&tenant).as_str(),
+            "openid_configuration": self.openid_configuration_url(&tenant).as_str(),
+            "identity_endpoint": self.identity_endpoint().as_str(),
+            "identity_header": self.identity_header(),
+            "managed_identity_client_id": self.managed_identity_client_id(),
+            "admin_url": format!("https://localhost:{}/_admin/", self.port()),
+            "ca_path": self.ca_path.display().to_string(),
+            "clients": clients.keys().collect::<Vec<_>>(),
+            "accept_any_token": self.shared.accept_any_token,
+        })
+    }
+
+    /// Stops accepting, closes open connections and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for EmulatorHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
+}
