@@ -1,0 +1,1 @@
+//! jwks (under construction)
