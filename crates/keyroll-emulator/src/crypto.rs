@@ -9,7 +9,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
-use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
+use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -239,6 +239,7 @@ impl KeyMaterial {
     /// SubjectPublicKeyInfo DER of the public key.
     #[cfg(test)]
     pub(crate) fn spki_der(&self) -> Result<Vec<u8>, CryptoError> {
+        use rsa::pkcs8::EncodePublicKey as _;
         let inv = |e: &dyn std::fmt::Display| CryptoError::InvalidKey(e.to_string());
         let doc = match self.spec {
             KeySpec::Rsa(_) => self.rsa()?.to_public_key().to_public_key_der(),
