@@ -153,7 +153,10 @@ pub(crate) fn self_signed(
     let generate = |e: &dyn std::fmt::Display| CertError::Generate(e.to_string());
     let key = material.rcgen_key_pair()?;
     let p = params(policy, not_before, not_after)?;
-    let csr = p.serialize_request(&key).map_err(|e| generate(&e))?;
+    let mut request = CertificateParams::default();
+    request.distinguished_name = p.distinguished_name.clone();
+    request.subject_alt_names = p.subject_alt_names.clone();
+    let csr = request.serialize_request(&key).map_err(|e| generate(&e))?;
     let cert = p.self_signed(&key).map_err(|e| generate(&e))?;
     Ok((cert.der().to_vec(), csr.der().to_vec()))
 }
