@@ -1,0 +1,672 @@
+//! Entra ID and managed identity against the official Rust credentials:
+//! `ClientSecretCredential`, `ClientAssertionCredential` (assertion signed by a vault-held
+//! certificate, the development proxy's job) and `ManagedIdentityCredential` (App Service
+//! environment, in a child process because the credential reads the process environment).
+
+mod common;
+
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::ClientMethodOptions;
+use azure_identity::{
+    ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+};
+use azure_security_keyvault_certificates::models::{
+    CertificatePolicy, CreateCertificateParameters, IssuerParameters, X509CertificateProperties,
+};
+use azure_security_keyvault_certificates::{
+    CertificateClient, CertificateClientOptions, ResourceExt as _,
+};
+use azure_security_keyvault_keys::models::{
+    KeyClientSignOptions, SignParameters, SignatureAlgorithm,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keyroll_emulator::EmulatorHandle;
+use serde_json::{Value, json};
+
+fn jwt_part(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+}
+
+fn claims_of(token: &str) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Checks an access token's RS256 signature against the published JWKS with aws-lc-rs.
+async fn verify_against_jwks(emu: &EmulatorHandle, token: &str) -> Value {
+    let jwks: Value = emu
+        .http_client()
+        .get(emu.jwks_url(emu.tenant_id()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("kid published");
+    let n = URL_SAFE_NO_PAD.decode(key["n"].as_str().unwrap()).unwrap();
+    let e = URL_SAFE_NO_PAD.decode(key["e"].as_str().unwrap()).unwrap();
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    assert!(
+        common::verify_with_jwk("RS256", &n, &e, input.as_bytes(), &sig),
+        "token signature"
+    );
+    claims_of(token)
+}
+
+fn key_client(emu: &EmulatorHandle, vault: &str, cred: Arc<dyn TokenCredential>) -> KeyClient {
+    let mut k = KeyClientOptions::default();
+    k.client_options = common::client_options(emu);
+    KeyClient::new(emu.vault_url(vault).as_str(), cred, Some(k)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_secret_tokens_verify_against_the_published_keys() {
+    let emu = common::start().await;
+    let cred = common::secret_credential(&emu);
+    let scope = format!("{}/.default", emu.vault_resource());
+    let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
+    let claims = verify_against_jwks(&emu, token.token.secret()).await;
+    assert_eq!(claims["aud"], emu.vault_resource());
+    assert_eq!(claims["iss"], emu.issuer(emu.tenant_id()));
+    assert_eq!(claims["appid"], common::CLIENT_ID);
+    assert_eq!(claims["tid"], emu.tenant_id());
+
+    let discovery: Value = emu
+        .http_client()
+        .get(emu.openid_configuration_url(emu.tenant_id()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], emu.issuer(emu.tenant_id()));
+    assert_eq!(
+        discovery["jwks_uri"],
+        emu.jwks_url(emu.tenant_id()).as_str()
+    );
+    assert_eq!(
+        discovery["token_endpoint"],
+        emu.token_endpoint(emu.tenant_id()).as_str()
+    );
+
+    // The emulator's signing key rotates: new tokens use the new key, both stay published.
+    let old_kid = emu.admin().token_signing_kid().unwrap();
+    let new_kid = emu.admin().rotate_token_signing_key().unwrap();
+    assert_ne!(old_kid, new_kid);
+    let jwks: Value = emu
+        .http_client()
+        .get(emu.jwks_url("common"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    // The old token still opens the vault.
+    let client = key_client(&emu, "secretvault", cred.clone());
+    client
+        .create_key(
+            "k",
+            azure_security_keyvault_keys::models::CreateKeyParameters {
+                kty: Some(azure_security_keyvault_keys::models::KeyType::Ec),
+                ..Default::default()
+            }
+            .try_into()
+            .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    // A wrong secret is invalid_client with an AADSTS code.
+    let resp = emu
+        .http_client()
+        .post(emu.token_endpoint(emu.tenant_id()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::CLIENT_ID),
+            ("client_secret", "nope"),
+            ("scope", scope.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS7000215")
+    );
+    assert_eq!(body["error_codes"][0], 7_000_215);
+    // An unknown client.
+    let resp = emu
+        .http_client()
+        .post(emu.token_endpoint("any-tenant"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", "ghost"),
+            ("client_secret", "x"),
+            ("scope", scope.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(
+        resp.json::<Value>().await.unwrap()["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS700016")
+    );
+    emu.shutdown().await;
+}
+
+/// An RFC 7523 assertion whose signature is made by the vault (`sign` over the SHA-256 digest).
+struct VaultSignedAssertion {
+    keys: KeyClient,
+    name: String,
+    version: String,
+    x5t: String,
+    client_id: String,
+    audience: String,
+}
+
+impl std::fmt::Debug for VaultSignedAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VaultSignedAssertion")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VaultSignedAssertion {
+    async fn build(&self) -> azure_core::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header = json!({"alg": "RS256", "typ": "JWT", "x5t": self.x5t});
+        let claims = json!({
+            "aud": self.audience, "iss": self.client_id, "sub": self.client_id,
+            "jti": format!("{:x}", now as u128 * 1_000_003 + u128::from(std::process::id()) + rand_suffix()),
+            "nbf": now, "iat": now, "exp": now + 600,
+        });
+        let input = format!("{}.{}", jwt_part(&header), jwt_part(&claims));
+        let sign = SignParameters {
+            algorithm: Some(SignatureAlgorithm::Rs256),
+            value: Some(common::digest("RS256", input.as_bytes())),
+        };
+        let result = self
+            .keys
+            .sign(
+                &self.name,
+                sign.try_into()?,
+                Some(KeyClientSignOptions {
+                    key_version: Some(self.version.clone()),
+                    ..Default::default()
+                }),
+            )
+            .await?
+            .into_model()?;
+        Ok(format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(result.result.unwrap_or_default())
+        ))
+    }
+}
+
+fn rand_suffix() -> u128 {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).unwrap();
+    u128::from(u64::from_le_bytes(b))
+}
+
+#[async_trait::async_trait]
+impl ClientAssertion for VaultSignedAssertion {
+    async fn secret(&self, _: Option<ClientMethodOptions<'_>>) -> azure_core::Result<String> {
+        self.build().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_assertion_signed_by_a_vault_certificate() {
+    let emu = common::start().await;
+    // The vault holds the certificate; its private key never leaves the vault.
+    let cred = common::secret_credential(&emu);
+    let mut co = CertificateClientOptions::default();
+    co.client_options = common::client_options(&emu);
+    let certs =
+        CertificateClient::new(emu.vault_url("idvault").as_str(), cred.clone(), Some(co)).unwrap();
+    let policy = CertificatePolicy {
+        x509_certificate_properties: Some(X509CertificateProperties {
+            subject: Some("CN=assertion-app".into()),
+            ..Default::default()
+        }),
+        issuer_parameters: Some(IssuerParameters {
+            name: Some("Self".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let body = CreateCertificateParameters {
+        certificate_policy: Some(policy),
+        ..Default::default()
+    };
+    let cert = certs
+        .begin_create_certificate("assertion-app", body.try_into().unwrap(), None)
+        .unwrap()
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let version = cert.resource_id().unwrap().version.unwrap();
+    let x5t = URL_SAFE_NO_PAD.encode(cert.x509_thumbprint.unwrap());
+    emu.register_client_certificate("assertion-app", &cert.cer.unwrap())
+        .unwrap();
+
+    let audience = emu.token_endpoint(emu.tenant_id()).to_string();
+    let assertion = VaultSignedAssertion {
+        keys: key_client(&emu, "idvault", cred.clone()),
+        name: "assertion-app".into(),
+        version,
+        x5t: x5t.clone(),
+        client_id: "assertion-app".into(),
+        audience: audience.clone(),
+    };
+    let raw_assertion = assertion.build().await.unwrap();
+    let mut opts = ClientAssertionCredentialOptions::default();
+    opts.client_options = common::credential_options(&emu);
+    let assertion_cred = ClientAssertionCredential::new(
+        emu.tenant_id().to_string(),
+        "assertion-app".into(),
+        assertion,
+        Some(opts),
+    )
+    .unwrap();
+    let scope = format!("{}/.default", emu.vault_resource());
+    let token = assertion_cred
+        .get_token(&[scope.as_str()], None)
+        .await
+        .unwrap();
+    let claims = verify_against_jwks(&emu, token.token.secret()).await;
+    assert_eq!(claims["appid"], "assertion-app");
+
+    // The token opens the vault.
+    let client = key_client(&emu, "idvault", assertion_cred);
+    let key = client
+        .get_key("assertion-app", None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    assert_eq!(key.managed, Some(true));
+
+    // Replaying an assertion (same jti) is refused.
+    let post = |a: String| {
+        let http = emu.http_client();
+        let url = emu.token_endpoint(emu.tenant_id());
+        let scope = scope.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "assertion-app"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", a.as_str()),
+                    ("scope", scope.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(post(raw_assertion.clone()).await.0, 200);
+    let (status, body) = post(raw_assertion.clone()).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS700023"),
+        "{body}"
+    );
+
+    // A tampered signature is refused.
+    let mut parts: Vec<String> = raw_assertion.split('.').map(str::to_string).collect();
+    let mut sig = URL_SAFE_NO_PAD.decode(&parts[2]).unwrap();
+    sig[10] ^= 1;
+    parts[2] = URL_SAFE_NO_PAD.encode(sig);
+    let (status, body) = post(parts.join(".")).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS700027"),
+        "{body}"
+    );
+    emu.shutdown().await;
+}
+
+/// A locally held EC certificate and key, to check how assertions are matched and validated.
+struct LocalCert {
+    der: Vec<u8>,
+    key: jsonwebtoken::EncodingKey,
+}
+
+fn local_cert() -> LocalCert {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    LocalCert {
+        der: cert.der().to_vec(),
+        key: jsonwebtoken::EncodingKey::from_ec_der(&key.serialize_der()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assertion_matching_and_claim_checks() {
+    let emu = common::start().await;
+    let good = local_cert();
+    let other = local_cert();
+    emu.register_client_certificate("local-app", &good.der)
+        .unwrap();
+    let endpoint = emu.token_endpoint("contoso").to_string();
+    let scope = format!("{}/.default", emu.vault_resource());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let sha1 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &good.der);
+    let sha256 = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &good.der);
+
+    let make = |cert: &LocalCert, header_extra: Value, claims: Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        if let Some(x) = header_extra.get("x5t").and_then(Value::as_str) {
+            header.x5t = Some(x.to_string());
+        }
+        if let Some(x) = header_extra.get("x5t#S256").and_then(Value::as_str) {
+            header.x5t_s256 = Some(x.to_string());
+        }
+        if let Some(x) = header_extra.get("kid").and_then(Value::as_str) {
+            header.kid = Some(x.to_string());
+        }
+        jsonwebtoken::encode(&header, &claims, &cert.key).unwrap()
+    };
+    let claims = |jti: &str| json!({"aud": endpoint, "iss": "local-app", "sub": "local-app", "jti": jti, "iat": now, "exp": now + 300.5});
+    let post = |assertion: String| {
+        let http = emu.http_client();
+        let url = emu.token_endpoint("contoso");
+        let scope = scope.clone();
+        async move {
+            let resp = http
+                .post(url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", "local-app"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                    ("scope", scope.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let code = |body: &Value| body["error_codes"][0].as_i64().unwrap_or(0);
+
+    // x5t with standard base64 padding (as Microsoft's client sends it), decimal exp.
+    let padded = base64::engine::general_purpose::STANDARD.encode(sha1.as_ref());
+    let (s, body) = post(make(&good, json!({"x5t": padded}), claims("a"))).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(
+        claims_of(body["access_token"].as_str().unwrap())["tid"],
+        "contoso"
+    );
+    // x5t#S256, and a hex kid.
+    let (s, _) = post(make(
+        &good,
+        json!({"x5t#S256": URL_SAFE_NO_PAD.encode(sha256.as_ref())}),
+        claims("b"),
+    ))
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = post(make(
+        &good,
+        json!({"kid": hex_upper(sha1.as_ref())}),
+        claims("c"),
+    ))
+    .await;
+    assert_eq!(s, 200);
+    // Signed by another key under the registered thumbprint.
+    let (s, body) = post(make(
+        &other,
+        json!({"x5t": URL_SAFE_NO_PAD.encode(sha1.as_ref())}),
+        claims("d"),
+    ))
+    .await;
+    assert_eq!((s, code(&body)), (401, 700_027));
+    // A thumbprint nobody registered.
+    let other_sha1 =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &other.der);
+    let (s, body) = post(make(
+        &other,
+        json!({"x5t": URL_SAFE_NO_PAD.encode(other_sha1.as_ref())}),
+        claims("e"),
+    ))
+    .await;
+    assert_eq!((s, code(&body)), (401, 700_027));
+    // Wrong audience, wrong iss/sub, expired.
+    let mut c = claims("f");
+    c["aud"] = "https://elsewhere.example/token".into();
+    let (s, body) = post(make(&good, json!({"x5t": padded}), c)).await;
+    assert_eq!((s, code(&body)), (401, 700_212));
+    let mut c = claims("g");
+    c["iss"] = "someone-else".into();
+    let (s, body) = post(make(&good, json!({"x5t": padded}), c)).await;
+    assert_eq!((s, code(&body)), (401, 700_021));
+    let mut c = claims("h");
+    c["exp"] = json!(now - 3600.0);
+    let (s, body) = post(make(&good, json!({"x5t": padded}), c)).await;
+    assert_eq!((s, code(&body)), (401, 700_024));
+    emu.shutdown().await;
+}
+
+fn hex_upper(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+const CHILD_ENV: &str = "KEYROLL_EMULATOR_MI_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identity_credential_app_service() {
+    let emu = common::start().await;
+    // The endpoint as App Service answers it.
+    let http = emu.http_client();
+    let resource = emu.vault_resource();
+    let url = emu.identity_endpoint();
+    let ok: Value = http
+        .get(url.clone())
+        .query(&[
+            ("api-version", "2019-08-01"),
+            ("resource", resource.as_str()),
+        ])
+        .header("X-IDENTITY-HEADER", emu.identity_header())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        ok["expires_on"].is_string(),
+        "expires_on is a string of Unix seconds"
+    );
+    assert_eq!(ok["resource"], resource);
+    assert_eq!(ok["token_type"], "Bearer");
+    let claims = verify_against_jwks(&emu, ok["access_token"].as_str().unwrap()).await;
+    assert_eq!(claims["appid"], emu.managed_identity_client_id());
+    let bad = http
+        .get(url.clone())
+        .query(&[
+            ("api-version", "2019-08-01"),
+            ("resource", resource.as_str()),
+        ])
+        .header("X-IDENTITY-HEADER", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let missing = http
+        .get(url.clone())
+        .query(&[
+            ("api-version", "2019-08-01"),
+            ("resource", resource.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+
+    // The official credential reads IDENTITY_ENDPOINT / IDENTITY_HEADER from the process
+    // environment, so it runs in a child test process with that environment.
+    let exe = std::env::current_exe().unwrap();
+    let mut command = std::process::Command::new(exe);
+    command
+        .args([
+            "--exact",
+            "managed_identity_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
+        .env("IDENTITY_HEADER", emu.identity_header())
+        .env(CHILD_ENV, "1")
+        .env("KEYROLL_EMULATOR_TEST_CA", emu.ca_path())
+        .env(
+            "KEYROLL_EMULATOR_TEST_VAULT",
+            emu.vault_url("mivault").as_str(),
+        )
+        .env("KEYROLL_EMULATOR_TEST_RESOURCE", emu.vault_resource());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the managed-identity child test failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("managed_identity_child ... ok"));
+    assert!(
+        emu.admin().counter("msi.token") >= 4,
+        "the child fetched its token from the endpoint"
+    );
+    assert!(
+        emu.admin().counter("keys.create") >= 1,
+        "the child used the vault"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by managed_identity_credential_app_service in a child process with the App Service environment"]
+async fn managed_identity_child() {
+    assert_eq!(
+        std::env::var(CHILD_ENV).as_deref(),
+        Ok("1"),
+        "run through managed_identity_credential_app_service"
+    );
+    let ca = std::fs::read_to_string(std::env::var("KEYROLL_EMULATOR_TEST_CA").unwrap()).unwrap();
+    let vault = std::env::var("KEYROLL_EMULATOR_TEST_VAULT").unwrap();
+    let resource = std::env::var("KEYROLL_EMULATOR_TEST_RESOURCE").unwrap();
+    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    let mut client_options = azure_core::http::ClientOptions::default();
+    client_options.transport = Some(azure_core::http::Transport::new(Arc::new(http)));
+    let mut opts = ManagedIdentityCredentialOptions::default();
+    opts.client_options = client_options.clone();
+    let cred = ManagedIdentityCredential::new(Some(opts)).unwrap();
+    let scope = format!("{resource}/.default");
+    let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
+    assert_eq!(claims_of(token.token.secret())["aud"], resource);
+    assert!(token.expires_on > azure_core::time::OffsetDateTime::now_utc());
+
+    let mut k = KeyClientOptions::default();
+    k.client_options = client_options;
+    let keys = KeyClient::new(&vault, cred, Some(k)).unwrap();
+    let params = azure_security_keyvault_keys::models::CreateKeyParameters {
+        kty: Some(azure_security_keyvault_keys::models::KeyType::Ec),
+        ..Default::default()
+    };
+    let key = keys
+        .create_key("mi-key", params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let jwk = key.key.unwrap();
+    let message = b"managed identity";
+    let sign = SignParameters {
+        algorithm: Some(SignatureAlgorithm::Es256),
+        value: Some(common::digest("ES256", message)),
+    };
+    let sig = keys
+        .sign("mi-key", sign.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+        .result
+        .unwrap();
+    assert!(common::verify_with_jwk(
+        "ES256",
+        &jwk.x.unwrap(),
+        &jwk.y.unwrap(),
+        message,
+        &sig
+    ));
+}
