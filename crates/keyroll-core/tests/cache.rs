@@ -1,0 +1,334 @@
+//! Key cache behaviour under load, rotation and outages, on tokio's paused time.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyroll_core::jwt::{Issuer, TokenTemplate, Validation, Verifier};
+use keyroll_core::{
+    Algorithm, BoxFuture, Clock, KeyCache, KeyCacheConfig, KeyCacheError, KeyLookup, KeyRef,
+    KeySource, KeyVersion, LoadedKeys, LocalKey, LocalKeyRing, RotationPolicy, Signer, SourceError,
+    TokioClock,
+};
+
+/// A source over a mutable list of versions that counts loads and can be made to fail.
+#[derive(Debug, Default)]
+struct CountingSource {
+    versions: Mutex<Vec<KeyVersion>>,
+    loads: AtomicUsize,
+    failing: AtomicBool,
+    delay: Option<Duration>,
+}
+
+impl CountingSource {
+    fn with_delay(delay: Duration) -> Self {
+        CountingSource {
+            delay: Some(delay),
+            ..Default::default()
+        }
+    }
+    fn add(&self, kid: &str, clock: &dyn Clock) {
+        let jwk = LocalKey::generate(Algorithm::ES256).unwrap().public_jwk();
+        self.versions
+            .lock()
+            .unwrap()
+            .push(KeyVersion::new(kid, jwk, clock.now()).unwrap());
+    }
+    fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
+impl KeySource for CountingSource {
+    fn name(&self) -> String {
+        "counting source".into()
+    }
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        Box::pin(async move {
+            self.loads.fetch_add(1, Ordering::SeqCst);
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(SourceError::new(self.name(), "load", "HTTP 503").with_status(503));
+            }
+            Ok(LoadedKeys::new(self.versions.lock().unwrap().clone()))
+        })
+    }
+}
+
+fn cache(source: Arc<CountingSource>, clock: &TokioClock, config: KeyCacheConfig) -> KeyCache {
+    KeyCache::builder_arc(source)
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_cold_lookups_make_one_source_call() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::with_delay(Duration::from_millis(50)));
+    source.add("k1", &clock);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+
+    let lookups = (0..1000).map(|_| {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.find(KeyRef::Kid("k1")).await })
+    });
+    for lookup in futures_util::future::join_all(lookups).await {
+        assert!(matches!(lookup.unwrap().unwrap(), KeyLookup::Valid(v) if v.kid == "k1"));
+    }
+    assert_eq!(source.loads(), 1);
+    assert!(cache.is_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_kid_flood_costs_at_most_one_refresh_per_cooldown() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let config = KeyCacheConfig::default();
+    let cooldown = config.unknown_kid_cooldown;
+    let cache = cache(Arc::clone(&source), &clock, config);
+    cache.ready().await.unwrap();
+    assert_eq!(source.loads(), 1);
+
+    for i in 0..10_000 {
+        let kid = format!("random-{i}-{}", fastrand::u64(..));
+        assert!(matches!(
+            cache.find(KeyRef::Kid(&kid)).await.unwrap(),
+            KeyLookup::Unknown
+        ));
+    }
+    assert!(source.loads() <= 2, "{} loads", source.loads());
+    assert_eq!(cache.metrics().kid_misses, 10_000);
+
+    // A rotation adds k2; within the cooldown it may not be seen, after it the first lookup finds it.
+    source.add("k2", &clock);
+    tokio::time::advance(cooldown).await;
+    let before = source.loads();
+    assert!(matches!(
+        cache.find(KeyRef::Kid("k2")).await.unwrap(),
+        KeyLookup::Valid(_)
+    ));
+    assert_eq!(source.loads(), before + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_that_does_not_find_a_kid_remembers_it() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    cache.ready().await.unwrap();
+    assert!(matches!(
+        cache.find(KeyRef::Kid("ghost")).await.unwrap(),
+        KeyLookup::Unknown
+    ));
+    let loads = source.loads();
+    // After the cooldown the same kid is still answered from the negative cache…
+    tokio::time::advance(Duration::from_secs(31)).await;
+    assert!(matches!(
+        cache.find(KeyRef::Kid("ghost")).await.unwrap(),
+        KeyLookup::Unknown
+    ));
+    assert_eq!(source.loads(), loads);
+    assert_eq!(cache.metrics().negative_hits, 1);
+    // …while a different unknown kid may refresh.
+    assert!(matches!(
+        cache.find(KeyRef::Kid("other")).await.unwrap(),
+        KeyLookup::Unknown
+    ));
+    assert_eq!(source.loads(), loads + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_serves_last_good_set_until_max_stale_then_recovers() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let config = KeyCacheConfig::default().with_max_stale(Duration::from_secs(3600));
+    let cache = cache(Arc::clone(&source), &clock, config);
+    cache.ready().await.unwrap();
+
+    source.failing.store(true, Ordering::SeqCst);
+    // Background refreshes fail for 59 minutes: the last good set is still served.
+    tokio::time::sleep(Duration::from_secs(59 * 60)).await;
+    assert!(matches!(
+        cache.find(KeyRef::Kid("k1")).await.unwrap(),
+        KeyLookup::Valid(_)
+    ));
+    let metrics = cache.metrics();
+    assert!(metrics.load_failures >= 10, "{metrics:?}");
+    // Backoff is exponential up to 60 s: about one attempt a minute, not one a second.
+    assert!(metrics.load_failures <= 70, "{metrics:?}");
+
+    // Past max_stale: unavailable, a distinct error with a retry hint.
+    tokio::time::sleep(Duration::from_secs(2 * 60)).await;
+    let error = cache.find(KeyRef::Kid("k1")).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error}");
+    assert!(error.retry_after().is_some());
+    assert!(
+        std::error::Error::source(&error).is_some(),
+        "the refresh error is the source"
+    );
+
+    // Recovery: the next background refresh brings it back.
+    source.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert!(matches!(
+        cache.find(KeyRef::Kid("k1")).await.unwrap(),
+        KeyLookup::Valid(_)
+    ));
+    assert_eq!(cache.metrics().consecutive_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_loaded_is_unavailable() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.failing.store(true, Ordering::SeqCst);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    let error = cache.keys().await.unwrap_err();
+    assert!(matches!(error, KeyCacheError::Unavailable { .. }));
+    assert!(!cache.is_ready());
+    assert!(error.to_string().contains("counting source"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_runs_on_schedule_with_jitter() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let config = KeyCacheConfig::default().with_refresh_interval(Duration::from_secs(300));
+    let cache = cache(Arc::clone(&source), &clock, config);
+    cache.ready().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(269)).await;
+    assert_eq!(source.loads(), 1, "no refresh before interval − 10 %");
+    tokio::time::sleep(Duration::from_secs(62)).await;
+    assert_eq!(source.loads(), 2, "one refresh by interval + 10 %");
+    drop(cache);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        source.loads(),
+        2,
+        "the refresh stops with the last cache handle"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_version_stops_validating_at_refresh_now() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    source.add("k2", &clock);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    assert!(matches!(
+        cache.find(KeyRef::Kid("k1")).await.unwrap(),
+        KeyLookup::Valid(_)
+    ));
+    source.versions.lock().unwrap()[0].enabled = false;
+    cache.refresh_now().await.unwrap();
+    assert!(matches!(
+        cache.find(KeyRef::Kid("k1")).await.unwrap(),
+        KeyLookup::NotValid(_)
+    ));
+    assert_eq!(cache.validation_set().await.unwrap().len(), 1);
+}
+
+#[derive(Debug)]
+struct PanickingSource;
+
+impl KeySource for PanickingSource {
+    fn name(&self) -> String {
+        "panicking source".into()
+    }
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        Box::pin(async { panic!("boom") })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_source_does_not_wedge_the_cache() {
+    let cache = KeyCache::builder(PanickingSource)
+        .background_refresh(false)
+        .build();
+    assert!(cache.keys().await.unwrap_err().is_unavailable());
+    assert!(
+        cache.keys().await.unwrap_err().is_unavailable(),
+        "a second load starts afresh"
+    );
+    assert_eq!(cache.metrics().loads, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_minted_across_ten_rotations_all_verify() {
+    let clock = TokioClock::default();
+    let hour = Duration::from_secs(3600);
+    let ring = LocalKeyRing::builder(Algorithm::ES256)
+        .rotate_every(6 * hour)
+        .retain(4)
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let config = KeyCacheConfig::default()
+        .with_refresh_interval(Duration::from_secs(300))
+        .with_policy(RotationPolicy::default().with_propagation(hour));
+    let keys = KeyCache::builder(ring)
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let template = TokenTemplate::new("svc").lifetime(hour);
+    let verifier = Verifier::new([Issuer::new(keys.clone(), Validation::new("svc", ["peer"]))]);
+
+    let mut kids = Vec::new();
+    let mut tokens = Vec::new();
+    // 65 hours in half-hour steps: 10 rotations after the first key, each signing after propagation.
+    for _ in 0..=130 {
+        let minted = template.mint(&keys, "peer").await.unwrap();
+        verifier.verify(&minted.token).await.unwrap();
+        if kids.last() != Some(&minted.kid) {
+            kids.push(minted.kid.clone());
+        }
+        tokens.push(minted.token);
+        // Each token still verifies half an hour later, whatever rotated meanwhile.
+        tokio::time::sleep(hour / 2).await;
+        let previous = tokens.last().unwrap();
+        verifier.verify(previous).await.unwrap();
+    }
+    assert_eq!(kids.len(), 11, "{kids:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_version_validates_at_once_and_signs_after_propagation() {
+    let clock = TokioClock::default();
+    let hour = Duration::from_secs(3600);
+    let ring = Arc::new(
+        LocalKeyRing::builder(Algorithm::RS256)
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap(),
+    );
+    let config =
+        KeyCacheConfig::default().with_policy(RotationPolicy::default().with_propagation(hour));
+    let keys = KeyCache::builder_arc(Arc::clone(&ring) as Arc<dyn KeySource>)
+        .config(config)
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let first = keys.active_signer().await.unwrap().version.kid.clone();
+    tokio::time::sleep(2 * hour).await;
+    let second = ring.rotate_now().unwrap();
+    keys.refresh_now().await.unwrap();
+    assert_eq!(keys.validation_set().await.unwrap().len(), 2);
+    assert_eq!(keys.active_signer().await.unwrap().version.kid, first);
+    tokio::time::sleep(hour).await;
+    let active = keys.active_signer().await.unwrap();
+    assert_eq!(active.version.kid, second);
+    let signature = active.signer.sign(b"x").await.unwrap();
+    active
+        .version
+        .verifying_key()
+        .verify(Algorithm::RS256, b"x", &signature)
+        .unwrap();
+}

@@ -1,0 +1,129 @@
+//! `JwksSource` against a JWKS server on loopback.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use keyroll_core::{Algorithm, JwksSource, KeySource, LocalKey};
+
+#[derive(Default)]
+struct Server {
+    body: Mutex<String>,
+    requests: AtomicUsize,
+    not_modified: AtomicUsize,
+}
+
+async fn jwks(State(server): State<Arc<Server>>, headers: HeaderMap) -> impl IntoResponse {
+    server.requests.fetch_add(1, Ordering::SeqCst);
+    let body = server.body.lock().unwrap().clone();
+    let etag = format!("\"{}\"", body.len());
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(etag.as_str())
+    {
+        server.not_modified.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag)],
+            String::new(),
+        )
+            .into_response();
+    }
+    (
+        [
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "public, max-age=120".into()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn discovery(State(server): State<Arc<Server>>, headers: HeaderMap) -> impl IntoResponse {
+    let _ = server;
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    axum::Json(
+        serde_json::json!({"issuer": format!("http://{host}/tenant/v2.0"), "jwks_uri": format!("http://{host}/keys")}),
+    )
+}
+
+async fn serve(server: Arc<Server>) -> String {
+    let app = axum::Router::new()
+        .route("/keys", get(jwks))
+        .route(
+            "/tenant/v2.0/.well-known/openid-configuration",
+            get(discovery),
+        )
+        .with_state(server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{address}")
+}
+
+fn jwk_json(kid: &str) -> serde_json::Value {
+    let mut jwk =
+        serde_json::to_value(LocalKey::generate(Algorithm::ES256).unwrap().public_jwk()).unwrap();
+    jwk["kid"] = kid.into();
+    jwk
+}
+
+#[tokio::test]
+async fn not_modified_keeps_the_set_and_a_malformed_key_is_skipped() {
+    let server = Arc::new(Server::default());
+    let malformed =
+        serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "bad", "x": "!!", "y": "AA"});
+    let symmetric = serde_json::json!({"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"});
+    *server.body.lock().unwrap() =
+        serde_json::json!({"keys": [jwk_json("a"), malformed, symmetric, jwk_json("b")]})
+            .to_string();
+    let base = serve(Arc::clone(&server)).await;
+    let source = JwksSource::new(&format!("{base}/keys")).unwrap();
+
+    let first = source.load().await.unwrap();
+    let kids: Vec<_> = first.versions.iter().map(|v| v.kid.as_str()).collect();
+    assert_eq!(kids, ["a", "b"]);
+    assert_eq!(first.max_age, Some(Duration::from_secs(120)));
+
+    let second = source.load().await.unwrap();
+    assert_eq!(server.not_modified.load(Ordering::SeqCst), 1);
+    assert_eq!(second.versions.len(), 2);
+    assert_eq!(second.versions[0].jwk, first.versions[0].jwk);
+
+    // The set changes: the new content is fetched.
+    *server.body.lock().unwrap() = serde_json::json!({"keys": [jwk_json("c")]}).to_string();
+    let third = source.load().await.unwrap();
+    assert_eq!(third.versions[0].kid, "c");
+}
+
+#[tokio::test]
+async fn discovery_finds_the_jwks_and_errors_name_the_source() {
+    let server = Arc::new(Server::default());
+    *server.body.lock().unwrap() = serde_json::json!({"keys": [jwk_json("k")]}).to_string();
+    let base = serve(Arc::clone(&server)).await;
+    let source = JwksSource::discover(&format!("{base}/tenant/v2.0")).unwrap();
+    assert_eq!(source.load().await.unwrap().versions[0].kid, "k");
+
+    let missing = JwksSource::new(&format!("{base}/nowhere")).unwrap();
+    let error = missing.load().await.unwrap_err();
+    assert_eq!(error.status(), Some(404));
+    assert!(error.to_string().contains("/nowhere"), "{error}");
+
+    *server.body.lock().unwrap() = "<html>not json</html>".into();
+    let error = JwksSource::new(&format!("{base}/keys"))
+        .unwrap()
+        .load()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("not a JWK set"), "{error}");
+}

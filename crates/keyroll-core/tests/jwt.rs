@@ -1,0 +1,129 @@
+//! Minting interoperates with an independent JWT library, and verification refuses what it must.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use keyroll_core::jwt::{InvalidReason, Issuer, TokenTemplate, Validation, Verifier, VerifyError};
+use keyroll_core::{Algorithm, KeyCache, KeyCacheConfig, LocalKey, StaticKeys};
+
+fn keys_for(algorithm: Algorithm) -> (KeyCache, LocalKey) {
+    let key = LocalKey::generate(algorithm).unwrap();
+    let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", key.pkcs8_der().to_vec()));
+    let keys = StaticKeys::new().with_private_pem(algorithm, &pem).unwrap();
+    (
+        KeyCache::builder(keys)
+            .config(KeyCacheConfig::default())
+            .build(),
+        key,
+    )
+}
+
+#[tokio::test]
+async fn minted_tokens_decode_with_jsonwebtoken() {
+    for algorithm in [
+        Algorithm::RS256,
+        Algorithm::PS384,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let (keys, key) = keys_for(algorithm);
+        let minted = TokenTemplate::new("iss")
+            .claim("role", "reader")
+            .mint(&keys, "aud")
+            .await
+            .unwrap();
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(serde_json::to_value(key.public_jwk()).unwrap()).unwrap();
+        let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let alg: jsonwebtoken::Algorithm = algorithm.as_str().parse().unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.set_audience(&["aud"]);
+        validation.set_issuer(&["iss"]);
+        let decoded =
+            jsonwebtoken::decode::<serde_json::Value>(&minted.token, &decoding, &validation)
+                .unwrap_or_else(|e| panic!("{algorithm}: {e}"));
+        assert_eq!(decoded.claims["role"], "reader");
+        assert_eq!(decoded.header.kid.as_deref(), Some(minted.kid.as_str()));
+        assert_eq!(
+            format!("{minted:?}").contains(&minted.token),
+            false,
+            "Debug redacts the token"
+        );
+    }
+}
+
+#[tokio::test]
+async fn checks_run_before_the_signature_and_reasons_are_typed() {
+    let (keys, _) = keys_for(Algorithm::ES256);
+    let verifier = Verifier::new([Issuer::new(
+        keys.clone(),
+        Validation::new("iss", ["aud"])
+            .algorithms([Algorithm::ES256])
+            .typ("JWT"),
+    )]);
+    let reason = |result: Result<_, VerifyError>| match result {
+        Err(VerifyError::Invalid(invalid)) => invalid.reason(),
+        other => panic!("{other:?}"),
+    };
+    let good = TokenTemplate::new("iss")
+        .mint(&keys, "aud")
+        .await
+        .unwrap()
+        .token;
+    verifier.verify(&good).await.unwrap();
+
+    let wrong_aud = TokenTemplate::new("iss")
+        .mint(&keys, "other")
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(
+        reason(verifier.verify(&wrong_aud).await),
+        InvalidReason::WrongAudience
+    );
+    let wrong_iss = TokenTemplate::new("evil")
+        .mint(&keys, "aud")
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(
+        reason(verifier.verify(&wrong_iss).await),
+        InvalidReason::UntrustedIssuer
+    );
+    let wrong_typ = TokenTemplate::new("iss")
+        .typ("at+jwt")
+        .mint(&keys, "aud")
+        .await
+        .unwrap()
+        .token;
+    assert_eq!(
+        reason(verifier.verify(&wrong_typ).await),
+        InvalidReason::WrongType
+    );
+    let expired = TokenTemplate::new("iss")
+        .lifetime(Duration::ZERO)
+        .mint(&keys, "aud")
+        .await
+        .unwrap()
+        .token;
+    // exp = iat: still inside the 60 s leeway.
+    verifier.verify(&expired).await.unwrap();
+
+    let mut tampered = good.clone();
+    tampered.push('A');
+    assert!(matches!(
+        reason(verifier.verify(&tampered).await),
+        InvalidReason::BadSignature | InvalidReason::Malformed(_)
+    ));
+    assert_eq!(
+        reason(verifier.verify("a.b").await),
+        InvalidReason::Malformed("not a compact JWS")
+    );
+    assert_eq!(
+        reason(verifier.verify("a.b.c.d.e").await),
+        InvalidReason::Encrypted
+    );
+    let big = "a".repeat(9000);
+    assert_eq!(reason(verifier.verify(&big).await), InvalidReason::TooLarge);
+}
