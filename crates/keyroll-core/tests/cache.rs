@@ -8,7 +8,7 @@ use std::time::Duration;
 use keyroll_core::jwt::{Issuer, TokenTemplate, Validation, Verifier};
 use keyroll_core::{
     Algorithm, BoxFuture, Clock, KeyCache, KeyCacheConfig, KeyCacheError, KeyLookup, KeyRef,
-    KeySource, KeyVersion, LoadedKeys, LocalKey, LocalKeyRing, RotationPolicy, Signer, SourceError,
+    KeySource, KeyVersion, LoadedKeys, LocalKey, LocalKeyRing, RotationPolicy, SourceError,
     TokioClock,
 };
 
