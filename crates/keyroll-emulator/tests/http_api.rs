@@ -1,0 +1,428 @@
+//! The wire as the service answers it, checked with a plain HTTP client: the 401 challenge,
+//! error shapes, api-versions, ids, faults and counters (Rust and admin HTTP API),
+//! `accept_any_token`, and the state directory across restarts.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use keyroll_emulator::{Emulator, Fault, FaultKind, KeySpec, KeyVersionOptions};
+use serde_json::{Value, json};
+
+async fn vault_token(emu: &keyroll_emulator::EmulatorHandle) -> String {
+    let scope = format!("{}/.default", emu.vault_resource());
+    let body: Value = emu
+        .http_client()
+        .post(emu.token_endpoint(emu.tenant_id()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::CLIENT_ID),
+            ("client_secret", common::CLIENT_SECRET),
+            ("scope", scope.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 3599);
+    assert_eq!(body["ext_expires_in"], 3599);
+    body["access_token"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn challenge_errors_and_ids_as_the_service_answers() {
+    let emu = common::start().await;
+    let http = emu.http_client();
+    let vault = emu.vault_url("wire");
+    let port = emu.port();
+
+    // No token: 401, the exact challenge, the AKV10000 body.
+    let resp = http
+        .get(vault.join("keys/k/?api-version=2025-07-01").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        challenge,
+        format!(
+            "Bearer authorization=\"https://localhost:{port}/{}\", resource=\"https://vault.localhost:{port}\"",
+            emu.tenant_id()
+        )
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"code": "Unauthorized", "message": "AKV10000: Request is missing a Bearer or PoP token."}})
+    );
+    assert_eq!(
+        emu.admin().counter("keys.get"),
+        0,
+        "challenges are not counted"
+    );
+
+    let token = vault_token(&emu).await;
+    let get = |path: &str| {
+        let http = http.clone();
+        let url = vault.join(path).unwrap();
+        let token = token.clone();
+        async move {
+            let r = http.get(url).bearer_auth(token).send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (s, b) = get("keys/k/?api-version=2025-07-01").await;
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("KeyNotFound")));
+    let (s, b) = get("certificates/c/?api-version=7.5").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("CertificateNotFound"))
+    );
+    let (s, b) = get("secrets/s/?api-version=2026-04-01").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("SecretNotFound"))
+    );
+    let (s, b) = get("keys/k/?api-version=1999-01-01").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("BadParameter"))
+    );
+    let (s, b) = get("keys/k/").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (400, Some("BadParameter"))
+    );
+    let (s, b) = get("nothing/here?api-version=2025-07-01").await;
+    assert_eq!(s, 404);
+    assert!(b["error"]["code"].is_string() && b["error"]["message"].is_string());
+
+    // A token for another audience is refused with a challenge.
+    let scope = "https://graph.localhost/.default";
+    let other: Value = http
+        .post(emu.token_endpoint(emu.tenant_id()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", common::CLIENT_ID),
+            ("client_secret", common::CLIENT_SECRET),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = http
+        .get(vault.join("keys?api-version=2025-07-01").unwrap())
+        .bearer_auth(other["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = http
+        .get(vault.join("keys?api-version=2025-07-01").unwrap())
+        .bearer_auth("not-a-jwt")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Create a key: ids carry the vault's own host and port, versions are 32 lowercase hex.
+    let r = http
+        .post(vault.join("keys/wire-key/create?api-version=7.4").unwrap())
+        .bearer_auth(&token)
+        .json(&json!({"kty": "EC", "crv": "P-384"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let bundle: Value = r.json().await.unwrap();
+    let kid = bundle["key"]["kid"].as_str().unwrap();
+    let prefix = format!("https://wire.vault.localhost:{port}/keys/wire-key/");
+    assert!(kid.starts_with(&prefix), "{kid}");
+    assert!(common::is_version(&kid[prefix.len()..]));
+    assert_eq!(bundle["key"]["crv"], "P-384");
+    assert_eq!(
+        bundle["attributes"]["recoveryLevel"],
+        "Recoverable+Purgeable"
+    );
+    let (_, listed) = get("keys/wire-key/versions?api-version=2025-07-01").await;
+    assert!(
+        listed["value"][0].get("key").is_none(),
+        "no key material in lists"
+    );
+    assert_eq!(listed["nextLink"], Value::Null);
+    let (s, b) = get("keys/bad_name!/?api-version=2025-07-01").await;
+    assert_eq!(s, 404, "{b}");
+
+    // The same vault by IP is the `default` vault.
+    let by_ip = format!("https://127.0.0.1:{port}/keys?api-version=2025-07-01");
+    let r = http.get(by_ip).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_counters_through_rust_and_http_admin() {
+    let emu = common::start().await;
+    let admin = emu.admin();
+    let http = emu.http_client();
+    let token = vault_token(&emu).await;
+    admin
+        .create_key_version("faulty", "k", KeyVersionOptions::new(KeySpec::RSA_2048))
+        .unwrap();
+    let url = emu
+        .vault_url("faulty")
+        .join("keys/k/?api-version=2025-07-01")
+        .unwrap();
+    let get = || http.get(url.clone()).bearer_auth(&token).send();
+    admin.reset_counters();
+
+    // 429 without Retry-After, once.
+    admin.inject_fault(Fault::new("keys.get", FaultKind::Throttle { retry_after: None }).times(1));
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(!r.headers().contains_key("retry-after"));
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "Throttled");
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("VaultRequestTypeLimitReached")
+    );
+    assert_eq!(get().await.unwrap().status(), 200);
+
+    // 429 with Retry-After, through the admin HTTP API, for one vault only.
+    let admin_url = emu.authority_host().join("_admin/").unwrap();
+    let added: Value = http
+        .post(admin_url.join("faults").unwrap())
+        .json(&json!({"route": "keys", "vault": "faulty", "kind": "throttle", "retry_after": 7}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = get().await.unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["retry-after"].to_str().unwrap()
+        ),
+        (429, "7")
+    );
+    let other_vault = http
+        .get(
+            emu.vault_url("calm")
+                .join("keys?api-version=2025-07-01")
+                .unwrap(),
+        )
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other_vault.status(),
+        200,
+        "the fault is scoped to its vault"
+    );
+    let r = http
+        .delete(admin_url.join(&format!("faults/{}", added["id"])).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["cleared"], true);
+    assert_eq!(get().await.unwrap().status(), 200);
+
+    // 5xx until cleared.
+    let id = admin.inject_fault(Fault::new("*", FaultKind::Status(503)));
+    assert_eq!(get().await.unwrap().status(), 503);
+    assert_eq!(get().await.unwrap().status(), 503);
+    assert!(admin.clear_fault(id));
+
+    // Full outage: the connection closes without an answer.
+    admin.inject_fault(Fault::new("keys.get", FaultKind::Outage).times(1));
+    assert!(get().await.is_err());
+    assert_eq!(get().await.unwrap().status(), 200);
+
+    // Latency: the answer comes no sooner than the delay.
+    admin.inject_fault(
+        Fault::new("keys.get", FaultKind::Latency(Duration::from_millis(150))).times(1),
+    );
+    let started = Instant::now();
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    // Counters: 9 keys.get so far (faulted ones included), 1 keys.list.
+    assert_eq!(admin.counter("keys.get"), 9);
+    let counters: Value = http
+        .get(admin_url.join("counters").unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counters["keys.get"], 9);
+    assert_eq!(counters["keys.list"], 1);
+    http.delete(admin_url.join("counters").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(admin.counters().is_empty());
+
+    // The clock and versions with a chosen created time, over HTTP.
+    let clock: Value = http
+        .post(admin_url.join("clock").unwrap())
+        .json(&json!({"advance": 3600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(clock["now"].as_i64().unwrap() >= admin.now() - 1);
+    let v: Value = http
+        .post(
+            admin_url
+                .join("vaults/faulty/certificates/old-cert/versions")
+                .unwrap(),
+        )
+        .json(&json!({"created": 1_700_000_000, "kty": "EC", "crv": "P-256", "subject": "CN=old"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["created"], 1_700_000_000);
+    let cert: Value = http
+        .get(
+            emu.vault_url("faulty")
+                .join(&format!(
+                    "certificates/old-cert/{}?api-version=2025-07-01",
+                    v["version"].as_str().unwrap()
+                ))
+                .unwrap(),
+        )
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cert["attributes"]["created"], 1_700_000_000);
+    assert_eq!(cert["attributes"]["nbf"], 1_700_000_000);
+    assert_eq!(cert["x5t"], v["x5t"]);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_any_token_and_state_directory_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::builder()
+        .state_dir(dir.path())
+        .accept_any_token(true)
+        .start()
+        .await
+        .unwrap();
+    let ca = emu.ca_pem().to_string();
+    assert_eq!(std::fs::read_to_string(emu.ca_path()).unwrap(), ca);
+    let tenant = emu.tenant_id().to_string();
+    let v = emu
+        .admin()
+        .create_key_version(
+            "keep",
+            "k",
+            KeyVersionOptions::new(KeySpec::Ec(keyroll_emulator::Curve::P256))
+                .created(1_600_000_000),
+        )
+        .unwrap();
+    let http = emu.http_client();
+    let url = emu
+        .vault_url("keep")
+        .join("keys/k/?api-version=2025-07-01")
+        .unwrap();
+    let before: Value = http
+        .get(url)
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["key"]["kid"], v.id);
+    emu.shutdown().await;
+
+    let emu = Emulator::builder()
+        .state_dir(dir.path())
+        .accept_any_token(true)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(emu.ca_pem(), ca, "the CA survives the restart");
+    assert_eq!(emu.tenant_id(), tenant);
+    // Clients built against the first instance's CA still trust the new server certificate.
+    let client = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    let url = emu
+        .vault_url("keep")
+        .join("keys/k/?api-version=2025-07-01")
+        .unwrap();
+    let after: Value = client
+        .get(url)
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after["key"]["x"], before["key"]["x"]);
+    assert_eq!(after["attributes"]["created"], 1_600_000_000);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_json_names_every_endpoint() {
+    let emu = Emulator::builder()
+        .managed_identity("mi-secret")
+        .client_secret("a", "b")
+        .start()
+        .await
+        .unwrap();
+    let ready = emu.ready_json();
+    let port = emu.port();
+    assert_eq!(ready["port"], port);
+    assert_eq!(
+        ready["vault_url"],
+        format!("https://default.vault.localhost:{port}/")
+    );
+    assert_eq!(
+        ready["authority_host"],
+        format!("https://localhost:{port}/")
+    );
+    assert_eq!(
+        ready["identity_endpoint"],
+        format!("http://127.0.0.1:{port}/msi/token")
+    );
+    assert_eq!(ready["identity_header"], "mi-secret");
+    assert_eq!(ready["clients"], json!(["a"]));
+    assert_eq!(ready["ca_path"], emu.ca_path().display().to_string());
+    assert_eq!(ready["jwks_url"], emu.jwks_url(emu.tenant_id()).as_str());
+    emu.shutdown().await;
+}
