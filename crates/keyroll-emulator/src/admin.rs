@@ -27,6 +27,10 @@
 //! Faults are checked before authentication, so a fault also hits a client's first,
 //! unauthenticated request.
 
+// An `Err` here is a ready HTTP response, built at most once per request: boxing it would
+// only add an allocation.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,10 +99,10 @@ impl Fault {
     }
 
     fn matches(&self, operation: &str, vault: Option<&str>) -> bool {
-        if let Some(v) = &self.vault {
-            if vault != Some(v.as_str()) {
-                return false;
-            }
+        if let Some(v) = &self.vault
+            && vault != Some(v.as_str())
+        {
+            return false;
         }
         let r = self.route.trim_end_matches(".*");
         r.is_empty()
@@ -221,12 +225,12 @@ impl Faults {
         let mut g = lock(&self.inner);
         let idx = g.1.iter().position(|(_, f)| f.matches(operation, vault))?;
         let kind = g.1.get(idx).map(|(_, f)| f.kind.clone())?;
-        if let Some((_, f)) = g.1.get_mut(idx) {
-            if let Some(n) = f.times.as_mut() {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    g.1.remove(idx);
-                }
+        if let Some((_, f)) = g.1.get_mut(idx)
+            && let Some(n) = f.times.as_mut()
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.1.remove(idx);
             }
         }
         drop(g);
@@ -253,10 +257,10 @@ impl Faults {
                     "Throttled",
                     "Operations per second is over the limit. Reason: VaultRequestTypeLimitReached",
                 );
-                if let Some(d) = retry_after {
-                    if let Ok(v) = HeaderValue::from_str(&d.as_secs().to_string()) {
-                        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
-                    }
+                if let Some(d) = retry_after
+                    && let Ok(v) = HeaderValue::from_str(&d.as_secs().to_string())
+                {
+                    resp.headers_mut().insert(http::header::RETRY_AFTER, v);
                 }
                 FaultAction::Respond(resp)
             }

@@ -455,13 +455,13 @@ impl Entra {
                 "Client assertion is not within its valid time range.",
             ));
         }
-        if let Some(nbf) = claims.get("nbf").and_then(Value::as_f64) {
-            if (nbf as i64) - SKEW > real.max(emu) {
-                return Err(EntraError::invalid_client(
-                    700024,
-                    "Client assertion is not within its valid time range.",
-                ));
-            }
+        if let Some(nbf) = claims.get("nbf").and_then(Value::as_f64)
+            && (nbf as i64) - SKEW > real.max(emu)
+        {
+            return Err(EntraError::invalid_client(
+                700024,
+                "Client assertion is not within its valid time range.",
+            ));
         }
         if let Some(jti) = str_claim("jti") {
             let mut used = lock(&self.used_jti);

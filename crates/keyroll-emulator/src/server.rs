@@ -77,10 +77,10 @@ impl Shared {
 
     /// Saves the store to the state directory, if there is one.
     pub(crate) fn persist(&self, store: &Store) {
-        if let Some(dir) = &self.state_dir {
-            if let Err(e) = store.save(dir) {
-                tracing::warn!(error = %e, "could not save the emulator state");
-            }
+        if let Some(dir) = &self.state_dir
+            && let Err(e) = store.save(dir)
+        {
+            tracing::warn!(error = %e, "could not save the emulator state");
         }
     }
 

@@ -1,4 +1,9 @@
 //! The `keyroll-emulator` binary prints exactly one `READY {json}` line and serves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default,
+    clippy::type_complexity
+)]
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};

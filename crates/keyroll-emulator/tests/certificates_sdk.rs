@@ -1,6 +1,11 @@
 //! The official Rust `CertificateClient` and `SecretClient` against the emulator: self-signed
 //! certificates through the pending operation, versions, the certificate's key signing what its
 //! `cer` certifies, and the certificate's secret as PKCS#12 and as PEM.
+#![allow(
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -2,6 +2,11 @@
 //! `ClientSecretCredential`, `ClientAssertionCredential` (assertion signed by a vault-held
 //! certificate, the development proxy's job) and `ManagedIdentityCredential` (App Service
 //! environment, in a child process because the credential reads the process environment).
+#![allow(
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -1,4 +1,9 @@
 //! The official Rust `KeyClient` against the emulator over HTTPS, challenge-resource check on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default,
+    clippy::type_complexity
+)]
 
 mod common;
 

@@ -1,6 +1,11 @@
 //! Helpers shared by the integration tests: Azure SDK client options wired to the emulator and
 //! independent signature checks with aws-lc-rs.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::field_reassign_with_default
+)]
 
 use std::sync::Arc;
 
