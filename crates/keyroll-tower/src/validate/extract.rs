@@ -1,0 +1,278 @@
+//! Verified claims in request extensions, and axum-core extractors over them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use keyroll_core::Algorithm;
+use keyroll_core::jwt::{RegisteredClaims, VerifiedToken};
+use serde::de::DeserializeOwned;
+
+use super::response::Failure;
+
+/// A verified token, put in the request extensions by [`Validate`](super::Validate).
+///
+/// Cheap to clone (one `Arc`). Also an extractor: handlers can take it directly, or take
+/// [`Claims<T>`] for typed claims or [`RawClaims`] for the JSON object.
+#[derive(Clone)]
+pub struct VerifiedClaims {
+    inner: Arc<ClaimsInner>,
+}
+
+struct ClaimsInner {
+    token: VerifiedToken,
+    realm: Arc<str>,
+}
+
+impl fmt::Debug for VerifiedClaims {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedClaims")
+            .field("issuer", &self.issuer())
+            .field("kid", &self.kid())
+            .field("sub", &self.registered().sub)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifiedClaims {
+    pub(crate) fn new(token: VerifiedToken, realm: Arc<str>) -> Self {
+        VerifiedClaims {
+            inner: Arc::new(ClaimsInner { token, realm }),
+        }
+    }
+
+    /// The verified token.
+    pub fn token(&self) -> &VerifiedToken {
+        &self.inner.token
+    }
+
+    /// The registered claims (`iss`, `sub`, `aud`, times, `jti`, scopes, roles).
+    pub fn registered(&self) -> &RegisteredClaims {
+        self.inner.token.claims()
+    }
+
+    /// The issuer that vouched for the token.
+    pub fn issuer(&self) -> &str {
+        self.inner.token.issuer()
+    }
+
+    /// The kid of the key version that verified it.
+    pub fn kid(&self) -> &str {
+        self.inner.token.kid()
+    }
+
+    /// The signature algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.inner.token.algorithm()
+    }
+
+    /// The payload: the claims as JSON bytes.
+    pub fn payload(&self) -> &[u8] {
+        self.inner.token.payload()
+    }
+
+    /// The claims as `T`.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ClaimsRejection> {
+        serde_json::from_slice(self.payload()).map_err(|error| ClaimsRejection {
+            reason: ClaimsRejectionReason::InvalidClaims,
+            realm: Some(Arc::clone(&self.inner.realm)),
+            scope: None,
+            source: Some(error),
+        })
+    }
+
+    /// The claims as a JSON object.
+    pub fn raw(&self) -> Result<serde_json::Map<String, serde_json::Value>, ClaimsRejection> {
+        self.deserialize()
+    }
+
+    /// Whether the token grants `scope` (in `scope`/`scp`) or has it as a role (`roles`).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.registered().has_scope(scope)
+    }
+
+    /// `Ok` if the token grants `scope`, otherwise a 403 `insufficient_scope` rejection.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ClaimsRejection> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ClaimsRejection::insufficient_scope(
+                Some(Arc::clone(&self.inner.realm)),
+                scope.to_owned(),
+            ))
+        }
+    }
+
+    pub(crate) fn realm(&self) -> &Arc<str> {
+        &self.inner.realm
+    }
+
+    fn from_parts(parts: &Parts) -> Option<Self> {
+        parts.extensions.get::<VerifiedClaims>().cloned()
+    }
+}
+
+/// Why claims could not be extracted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClaimsRejectionReason {
+    /// No verified token in the request: the route is not behind a
+    /// [`ValidateLayer`](super::ValidateLayer) (a server configuration error: 500).
+    MissingValidateLayer,
+    /// The claims do not deserialize into the requested type (401 `invalid_token`).
+    InvalidClaims,
+    /// A required scope is missing (403 `insufficient_scope`).
+    InsufficientScope,
+}
+
+/// The rejection of [`VerifiedClaims`], [`Claims<T>`] and [`RawClaims`], and of scope checks,
+/// in the axum-core style: it becomes an RFC 6750 response and never echoes the token.
+#[derive(Debug)]
+pub struct ClaimsRejection {
+    reason: ClaimsRejectionReason,
+    realm: Option<Arc<str>>,
+    scope: Option<String>,
+    source: Option<serde_json::Error>,
+}
+
+impl ClaimsRejection {
+    pub(crate) fn insufficient_scope(realm: Option<Arc<str>>, scope: String) -> Self {
+        ClaimsRejection {
+            reason: ClaimsRejectionReason::InsufficientScope,
+            realm,
+            scope: Some(scope),
+            source: None,
+        }
+    }
+
+    fn missing() -> Self {
+        ClaimsRejection {
+            reason: ClaimsRejectionReason::MissingValidateLayer,
+            realm: None,
+            scope: None,
+            source: None,
+        }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> ClaimsRejectionReason {
+        self.reason
+    }
+
+    /// The response status.
+    pub fn status(&self) -> http::StatusCode {
+        self.failure().status()
+    }
+
+    /// A fixed description (also sent as `error_description`).
+    pub fn body_text(&self) -> &'static str {
+        self.failure().description()
+    }
+
+    fn failure(&self) -> Failure {
+        match self.reason {
+            ClaimsRejectionReason::MissingValidateLayer => Failure::Misconfigured,
+            ClaimsRejectionReason::InvalidClaims => Failure::InvalidClaims,
+            ClaimsRejectionReason::InsufficientScope => {
+                Failure::InsufficientScope(self.scope.clone().unwrap_or_default())
+            }
+        }
+    }
+}
+
+impl fmt::Display for ClaimsRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.body_text())
+    }
+}
+
+impl std::error::Error for ClaimsRejection {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+impl IntoResponse for ClaimsRejection {
+    fn into_response(self) -> Response {
+        if self.reason == ClaimsRejectionReason::MissingValidateLayer {
+            tracing::error!("a claims extractor ran on a route without ValidateLayer");
+        }
+        let realm = self.realm.as_deref().unwrap_or(super::DEFAULT_REALM);
+        self.failure()
+            .to_response(realm)
+            .map(axum_core::body::Body::from)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
+    type Rejection = ClaimsRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
+    type Rejection = ClaimsRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(VerifiedClaims::from_parts(parts))
+    }
+}
+
+/// Typed claims: the verified token's payload deserialized into `T`.
+///
+/// ```
+/// use keyroll_tower::validate::Claims;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Caller { sub: String, tenant: String }
+///
+/// async fn handler(Claims(caller): Claims<Caller>) -> String {
+///     format!("{} from {}", caller.sub, caller.tenant)
+/// }
+/// # let _ = handler;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Claims<T> {
+    type Rejection = ClaimsRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let claims = VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)?;
+        claims.deserialize().map(Claims)
+    }
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequestParts<S> for Claims<T> {
+    type Rejection = ClaimsRejection;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        match VerifiedClaims::from_parts(parts) {
+            None => Ok(None),
+            Some(claims) => claims.deserialize().map(|t| Some(Claims(t))),
+        }
+    }
+}
+
+/// The verified claims as a JSON object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawClaims(pub serde_json::Map<String, serde_json::Value>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawClaims {
+    type Rejection = ClaimsRejection;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let claims = VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)?;
+        claims.raw().map(RawClaims)
+    }
+}

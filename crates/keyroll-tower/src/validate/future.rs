@@ -1,0 +1,174 @@
+//! [`ResponseFuture`], the future of [`Validate`](super::Validate).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+use tracing::Span;
+
+use super::body::{ValidateBody, refusal};
+use super::extract::VerifiedClaims;
+use super::layer::Shared;
+use super::response::Failure;
+
+pub(crate) type VerifyFuture =
+    Pin<Box<dyn Future<Output = Result<VerifiedClaims, Failure>> + Send + 'static>>;
+
+pin_project! {
+    /// The response future of [`Validate`](super::Validate): verifies the token, then calls the
+    /// inner service, or answers the refusal.
+    pub struct ResponseFuture<F, S, ReqBody> {
+        #[pin]
+        state: State<F, S, ReqBody>,
+        shared: Arc<Shared>,
+        span: Span,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, S, ReqBody> {
+        Verifying {
+            verify: VerifyFuture,
+            request: Option<Request<ReqBody>>,
+            service: Option<S>,
+        },
+        Calling {
+            #[pin]
+            future: F,
+        },
+        Refused {
+            failure: Option<Failure>,
+        },
+    }
+}
+
+impl<F, S, ReqBody> std::fmt::Debug for ResponseFuture<F, S, ReqBody> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Verifying { .. } => "verifying",
+            State::Calling { .. } => "calling",
+            State::Refused { .. } => "refused",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F, S, ReqBody> ResponseFuture<F, S, ReqBody> {
+    pub(crate) fn refused(failure: Failure, shared: Arc<Shared>, span: Span) -> Self {
+        ResponseFuture {
+            state: State::Refused {
+                failure: Some(failure),
+            },
+            shared,
+            span,
+        }
+    }
+
+    pub(crate) fn calling(future: F, shared: Arc<Shared>, span: Span) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+            shared,
+            span,
+        }
+    }
+
+    pub(crate) fn verifying(
+        verify: VerifyFuture,
+        request: Request<ReqBody>,
+        service: S,
+        shared: Arc<Shared>,
+        span: Span,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Verifying {
+                verify,
+                request: Some(request),
+                service: Some(service),
+            },
+            shared,
+            span,
+        }
+    }
+}
+
+impl<F, S, ReqBody, ResBody, E> Future for ResponseFuture<F, S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = E, Future = F>,
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = Result<Response<ValidateBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Verifying {
+                    verify,
+                    request,
+                    service,
+                } => {
+                    let result = {
+                        let _entered = this.span.enter();
+                        ready!(verify.as_mut().poll(cx))
+                    };
+                    let failure = match result {
+                        Ok(claims) => {
+                            let (Some(mut request), Some(mut service)) =
+                                (request.take(), service.take())
+                            else {
+                                panic!("ResponseFuture polled after completion");
+                            };
+                            this.span.record("outcome", "accepted");
+                            this.span.record("issuer", claims.issuer());
+                            this.shared.counters.accepted(false);
+                            request.extensions_mut().insert(claims);
+                            let future = {
+                                let _entered = this.span.enter();
+                                service.call(request)
+                            };
+                            this.state.set(State::Calling { future });
+                            continue;
+                        }
+                        Err(failure) => failure,
+                    };
+                    return Poll::Ready(Ok(refuse(failure, this.shared, this.span)));
+                }
+                StateProj::Calling { future } => {
+                    let _entered = this.span.enter();
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ValidateBody::new)));
+                }
+                StateProj::Refused { failure } => {
+                    let Some(failure) = failure.take() else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    return Poll::Ready(Ok(refuse(failure, this.shared, this.span)));
+                }
+            }
+        }
+    }
+}
+
+fn refuse<B>(failure: Failure, shared: &Shared, span: &Span) -> Response<ValidateBody<B>> {
+    shared.counters.refused(&failure);
+    let outcome = if matches!(failure, Failure::Unavailable(_)) {
+        "unavailable"
+    } else {
+        "rejected"
+    };
+    span.record("outcome", outcome);
+    span.record("reason", failure.label());
+    if outcome == "unavailable" {
+        tracing::warn!(parent: span, "refused with 503: the issuer's keys are unavailable");
+    } else {
+        tracing::debug!(parent: span, reason = failure.label(), "token refused");
+    }
+    refusal(failure.to_response(&shared.realm))
+}

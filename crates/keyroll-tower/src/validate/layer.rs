@@ -1,0 +1,174 @@
+//! [`ValidateLayer`] and its builder.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderName;
+use keyroll_core::jwt::{Issuer, Verifier};
+use tower_layer::Layer;
+
+use super::cache::{TokenCache, TokenCacheConfig};
+use super::extract::VerifiedClaims;
+use super::metrics::{Counters, ValidateMetrics};
+use super::response::sanitize;
+use super::service::Validate;
+use super::token::TokenSources;
+
+/// The default realm in `WWW-Authenticate` challenges.
+pub(crate) const DEFAULT_REALM: &str = "keyroll";
+
+/// Validates inbound bearer tokens against one or more issuers' key caches; see the
+/// [module docs](super).
+///
+/// The layer holds only its configuration (behind an `Arc`): cloning it, or applying it to many
+/// services, shares one verifier, one token cache and one set of counters.
+#[derive(Clone, Debug)]
+pub struct ValidateLayer {
+    shared: Arc<Shared>,
+}
+
+/// What every [`Validate`] service built from one layer shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) verifier: Verifier,
+    pub(crate) issuers: HashMap<String, Arc<Issuer>>,
+    pub(crate) sources: TokenSources,
+    pub(crate) realm: Arc<str>,
+    pub(crate) cache: Option<TokenCache>,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    /// Wraps a verified token, remembering it in the token cache.
+    pub(crate) fn accept(
+        &self,
+        token: &str,
+        verified: keyroll_core::jwt::VerifiedToken,
+    ) -> VerifiedClaims {
+        let claims = VerifiedClaims::new(verified, Arc::clone(&self.realm));
+        if let Some(cache) = &self.cache
+            && let Some(issuer) = self.issuers.get(claims.issuer())
+        {
+            cache.insert(token, &claims, Arc::clone(issuer));
+        }
+        claims
+    }
+}
+
+impl ValidateLayer {
+    /// A layer trusting one issuer, with the defaults (realm `keyroll`, 8 KiB tokens, token
+    /// from `Authorization: Bearer` only, no token cache).
+    pub fn new(issuer: Issuer) -> Self {
+        ValidateLayer::builder().issuer(issuer).build()
+    }
+
+    /// A builder.
+    pub fn builder() -> ValidateLayerBuilder {
+        ValidateLayerBuilder {
+            issuers: Vec::new(),
+            realm: DEFAULT_REALM.to_owned(),
+            max_token_len: 8 * 1024,
+            header: None,
+            cookie: None,
+            cache: None,
+        }
+    }
+
+    /// The counters of every service built from this layer.
+    pub fn metrics(&self) -> ValidateMetrics {
+        self.shared.counters.snapshot()
+    }
+}
+
+impl<S> Layer<S> for ValidateLayer {
+    type Service = Validate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Validate::from_shared(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Builds a [`ValidateLayer`].
+#[derive(Debug)]
+#[must_use]
+pub struct ValidateLayerBuilder {
+    issuers: Vec<Issuer>,
+    realm: String,
+    max_token_len: usize,
+    header: Option<HeaderName>,
+    cookie: Option<String>,
+    cache: Option<TokenCacheConfig>,
+}
+
+impl ValidateLayerBuilder {
+    /// Trusts an issuer (its key cache and rules); tokens are routed to it by their `iss`. A
+    /// later issuer with the same `iss` replaces an earlier one. With no issuer at all, every
+    /// token is refused as untrusted.
+    pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// Trusts several issuers.
+    pub fn issuers(mut self, issuers: impl IntoIterator<Item = Issuer>) -> Self {
+        self.issuers.extend(issuers);
+        self
+    }
+
+    /// The realm in challenges (default `keyroll`). Quotes, backslashes and non-printable
+    /// characters are dropped.
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.realm = sanitize(realm);
+        self
+    }
+
+    /// The largest token accepted, in bytes (default 8 KiB). A larger credentials header is
+    /// refused before any parsing.
+    pub fn max_token_len(mut self, max: usize) -> Self {
+        self.max_token_len = max;
+        self
+    }
+
+    /// Also looks for the token in this header (a bare token or `Bearer <token>`), when there is
+    /// no `Authorization: Bearer`.
+    pub fn token_header(mut self, name: HeaderName) -> Self {
+        self.header = Some(name);
+        self
+    }
+
+    /// Also looks for the token in this cookie, when no header carries one.
+    pub fn token_cookie(mut self, name: impl Into<String>) -> Self {
+        self.cookie = Some(name.into());
+        self
+    }
+
+    /// Enables the verified-token cache.
+    pub fn token_cache(mut self, config: TokenCacheConfig) -> Self {
+        self.cache = Some(config);
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> ValidateLayer {
+        let issuers = self
+            .issuers
+            .iter()
+            .map(|issuer| (issuer.validation().issuer.clone(), Arc::new(issuer.clone())))
+            .collect();
+        let verifier = Verifier::new(self.issuers).max_token_len(self.max_token_len);
+        ValidateLayer {
+            shared: Arc::new(Shared {
+                verifier,
+                issuers,
+                sources: TokenSources {
+                    header: self.header,
+                    cookie: self.cookie,
+                    max_len: self.max_token_len,
+                },
+                realm: self.realm.into(),
+                cache: self.cache.map(TokenCache::new),
+                counters: Counters::default(),
+            }),
+        }
+    }
+}
