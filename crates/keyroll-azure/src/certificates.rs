@@ -1,0 +1,476 @@
+//! [`KeyVaultCertificates`]: the versions of one Key Vault certificate as a [`KeySource`] (the
+//! IdentityServer signing-credential case).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use keyroll_azure::{CertificateKid, KeyVaultCertificates};
+//! use keyroll_core::{KeyCache, KeyCacheConfig, RotationPolicy};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let credential = keyroll_azure::credential_from_env(None)?;
+//! let certificates = KeyVaultCertificates::builder("https://myvault.vault.azure.net/", "sts-signing", credential)
+//!     .kid(CertificateKid::Thumbprint) // kid = x5t, as IdentityServer writes it
+//!     .build()?;
+//! // A new version validates at once and signs after two days.
+//! let policy = RotationPolicy::default().with_propagation(Duration::from_secs(2 * 86_400));
+//! let cache = KeyCache::builder(certificates)
+//!     .config(KeyCacheConfig::default().with_policy(policy))
+//!     .build();
+//! let validation_keys = cache.validation_set().await?; // every enabled, unexpired version
+//! # let _ = validation_keys;
+//! # Ok(()) }
+//! ```
+//!
+//! Each version carries `x5t` (from the vault) and `x5t#S256` and `x5c` (computed from its
+//! `cer`); its `created`, `enabled`, `nbf` and `exp` come from the vault's attributes. The
+//! signer has the vault `sign` with the certificate's key (same name and version), or, with
+//! [`KeyVaultCertificatesBuilder::local_signing`] and an exportable key, signs locally with the
+//! private key read once per version from the certificate's secret (as PEM); the key is
+//! zeroized when the version leaves the set.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::ClientOptions;
+use base64::Engine as _;
+use keyroll_core::{
+    Algorithm, BoxFuture, Jwk, KeySource, KeyType, KeyVersion, LoadedKeys, LocalKey, Signer,
+    SourceError, VerifyingKey, certificate_thumbprints, version_from_certificate,
+};
+use zeroize::Zeroizing;
+
+use crate::error::AzureError;
+use crate::retry::{RetryPolicy, VaultMetrics};
+use crate::vault::{self, RemoteSigner, Vault};
+
+/// What the `kid` of a certificate version is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateKid {
+    /// The certificate's SHA-1 thumbprint, base64url (`x5t`), as IdentityServer does (default).
+    #[default]
+    Thumbprint,
+    /// The versioned id of the certificate's key, `https://{vault}/keys/{name}/{version}`.
+    KeyId,
+}
+
+/// Builds a [`KeyVaultCertificates`].
+pub struct KeyVaultCertificatesBuilder {
+    vault_url: String,
+    certificate_name: String,
+    credential: Arc<dyn TokenCredential>,
+    client_options: Option<ClientOptions>,
+    kid: CertificateKid,
+    local_signing: bool,
+    algorithm: Option<Algorithm>,
+    retry: RetryPolicy,
+}
+
+impl fmt::Debug for KeyVaultCertificatesBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVaultCertificatesBuilder")
+            .field("vault_url", &self.vault_url)
+            .field("certificate_name", &self.certificate_name)
+            .field("kid", &self.kid)
+            .field("local_signing", &self.local_signing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyVaultCertificatesBuilder {
+    /// Client options for the vault clients (a custom transport, a cloud). Their retry policy
+    /// is replaced: keyroll retries and counts itself.
+    pub fn client_options(mut self, options: ClientOptions) -> Self {
+        self.client_options = Some(options);
+        self
+    }
+
+    /// What the `kid` is (default [`CertificateKid::Thumbprint`]).
+    pub fn kid(mut self, kid: CertificateKid) -> Self {
+        self.kid = kid;
+        self
+    }
+
+    /// Signs locally with the private key from the certificate's secret (default false).
+    /// Only for exportable keys: a version whose secret holds no private key signs remotely,
+    /// with a warning. Local signing costs one secret read per version instead of one vault
+    /// `sign` per token, and puts the private key in this process's memory.
+    pub fn local_signing(mut self, enabled: bool) -> Self {
+        self.local_signing = enabled;
+        self
+    }
+
+    /// The signing algorithm for RSA certificates (default RS256). EC certificates sign with
+    /// the algorithm of their curve.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = Some(algorithm);
+        self
+    }
+
+    /// How throttled and failed requests are retried.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Makes the source. No request is sent until the first `load`.
+    pub fn build(self) -> Result<KeyVaultCertificates, AzureError> {
+        if self.certificate_name.is_empty() {
+            return Err(AzureError::config("the certificate name is empty"));
+        }
+        if let Some(alg) = self.algorithm
+            && (alg.digest().is_none() || alg.key_type() != KeyType::Rsa)
+        {
+            return Err(AzureError::config(format!(
+                "{alg} is not an RSA algorithm Key Vault signs with; EC keys use their curve's"
+            )));
+        }
+        let vault = Vault::new(
+            &self.vault_url,
+            self.credential,
+            self.client_options,
+            self.retry,
+        )?;
+        Ok(KeyVaultCertificates {
+            inner: Arc::new(Inner {
+                name: format!(
+                    "Key Vault {}: certificates/{}",
+                    vault.host, self.certificate_name
+                ),
+                vault: Arc::new(vault),
+                certificate_name: self.certificate_name,
+                kid: self.kid,
+                local_signing: self.local_signing,
+                algorithm: self.algorithm,
+                certificates: Mutex::new(HashMap::new()),
+                local_keys: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// What a certificate version's `cer` gives, kept per version (it never changes).
+#[derive(Clone)]
+struct CertificateFacts {
+    key_id: String,
+    jwk: Jwk,
+    key_type: KeyType,
+    x5t: String,
+    x5t_s256: String,
+    x5c: Vec<String>,
+    not_before: Option<SystemTime>,
+    expires: Option<SystemTime>,
+}
+
+/// The versions of one Key Vault certificate, as a [`KeySource`]. Cheap to clone.
+#[derive(Clone)]
+pub struct KeyVaultCertificates {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    name: String,
+    vault: Arc<Vault>,
+    certificate_name: String,
+    kid: CertificateKid,
+    local_signing: bool,
+    algorithm: Option<Algorithm>,
+    certificates: Mutex<HashMap<String, CertificateFacts>>,
+    /// Private keys read from secrets (local signing), by version. The async lock makes
+    /// concurrent first uses of a version read its secret once.
+    local_keys: tokio::sync::Mutex<HashMap<String, Arc<LocalKey>>>,
+}
+
+impl fmt::Debug for KeyVaultCertificates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVaultCertificates")
+            .field("name", &self.inner.name)
+            .field("kid", &self.inner.kid)
+            .field("local_signing", &self.inner.local_signing)
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl KeyVaultCertificates {
+    /// A builder for the certificate `certificate_name` in the vault at `vault_url`.
+    pub fn builder(
+        vault_url: &str,
+        certificate_name: &str,
+        credential: Arc<dyn TokenCredential>,
+    ) -> KeyVaultCertificatesBuilder {
+        KeyVaultCertificatesBuilder {
+            vault_url: vault_url.to_owned(),
+            certificate_name: certificate_name.to_owned(),
+            credential,
+            client_options: None,
+            kid: CertificateKid::default(),
+            local_signing: false,
+            algorithm: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// The source `KEYROLL_VAULT_URL` and `KEYROLL_CERTIFICATE_NAME` name, with the
+    /// credential [`credential_from_env`](crate::credential_from_env) picks.
+    pub fn from_env() -> Result<KeyVaultCertificates, AzureError> {
+        let vault_url = crate::env::required("KEYROLL_VAULT_URL")?;
+        let name = crate::env::required("KEYROLL_CERTIFICATE_NAME")?;
+        let credential = crate::credential_from_env(None)?;
+        KeyVaultCertificates::builder(&vault_url, &name, credential).build()
+    }
+
+    /// The vault request counters (lists, gets, secret reads, signs, retries).
+    pub fn metrics(&self) -> VaultMetrics {
+        self.inner.vault.metrics()
+    }
+
+    async fn facts(&self, version: &str) -> Result<CertificateFacts, AzureError> {
+        let inner = &self.inner;
+        if let Some(found) = lock(&inner.certificates).get(version).cloned() {
+            return Ok(found);
+        }
+        let item = format!("certificates/{}/{version}", inner.certificate_name);
+        let bundle = inner
+            .vault
+            .get_certificate(&inner.certificate_name, Some(version))
+            .await?;
+        let cer = bundle
+            .cer
+            .ok_or_else(|| inner.vault.invalid(&item, "no `cer` in the certificate"))?;
+        let parsed = version_from_certificate(&cer).map_err(|e| AzureError::InvalidResponse {
+            vault: inner.vault.host.clone(),
+            item: item.clone(),
+            message: "the certificate does not parse".to_owned(),
+            source: Some(Box::new(e)),
+        })?;
+        let key_type = VerifyingKey::from_jwk(&parsed.jwk)
+            .map_err(|e| AzureError::InvalidResponse {
+                vault: inner.vault.host.clone(),
+                item: item.clone(),
+                message: "the certificate's public key is not usable".to_owned(),
+                source: Some(Box::new(e)),
+            })?
+            .key_type();
+        let (x5t, x5t_s256) = certificate_thumbprints(&cer);
+        let mut jwk = parsed.jwk.clone();
+        jwk.kid = None;
+        jwk.alg = None;
+        jwk.key_use = None;
+        jwk.x5t = None;
+        jwk.x5t_s256 = None;
+        jwk.x5c = None;
+        let facts = CertificateFacts {
+            key_id: bundle.kid.unwrap_or_else(|| {
+                format!(
+                    "{}/keys/{}/{version}",
+                    inner.vault.url.trim_end_matches('/'),
+                    inner.certificate_name
+                )
+            }),
+            jwk,
+            key_type,
+            x5t,
+            x5t_s256,
+            x5c: vec![base64::engine::general_purpose::STANDARD.encode(&cer)],
+            not_before: parsed.not_before,
+            expires: parsed.expires,
+        };
+        lock(&inner.certificates).insert(version.to_owned(), facts.clone());
+        Ok(facts)
+    }
+
+    /// Lists the versions, as [`KeySource::load`] does, with the Azure error.
+    pub async fn versions(&self) -> Result<Vec<KeyVersion>, AzureError> {
+        let inner = &self.inner;
+        let listed = inner
+            .vault
+            .list_certificate_versions(&inner.certificate_name)
+            .await?;
+        let mut versions = Vec::with_capacity(listed.len());
+        let mut seen = Vec::with_capacity(listed.len());
+        for properties in listed {
+            let Some(version) = properties
+                .id
+                .as_deref()
+                .and_then(vault::version_of)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let attributes = properties.attributes.unwrap_or_default();
+            let enabled = attributes.enabled.unwrap_or(true);
+            seen.push(version.clone());
+            let known = lock(&inner.certificates).contains_key(&version);
+            if !known && !enabled {
+                continue;
+            }
+            let facts = match self.facts(&version).await {
+                Ok(facts) => facts,
+                Err(error @ AzureError::InvalidResponse { .. }) => {
+                    tracing::warn!(error = %error, "skipping a Key Vault certificate version");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let algorithm = match vault::algorithm_for(facts.key_type, inner.algorithm) {
+                Ok(alg) => alg,
+                Err(message) => {
+                    tracing::warn!(version, message, "skipping a Key Vault certificate version");
+                    continue;
+                }
+            };
+            let kid = match inner.kid {
+                CertificateKid::Thumbprint => facts.x5t.clone(),
+                CertificateKid::KeyId => facts.key_id.clone(),
+            };
+            let created = vault::system_time(attributes.created).unwrap_or(SystemTime::UNIX_EPOCH);
+            let item = format!("certificates/{}/{version}", inner.certificate_name);
+            let mut key_version = KeyVersion::new(kid, facts.jwk.clone(), created)
+                .map_err(|e| AzureError::InvalidResponse {
+                    vault: inner.vault.host.clone(),
+                    item,
+                    message: "the public key does not parse".to_owned(),
+                    source: Some(Box::new(e)),
+                })?
+                .with_version(version)
+                .with_enabled(enabled)
+                .with_algorithm(algorithm)
+                .with_certificate(
+                    Some(facts.x5t.clone()),
+                    Some(facts.x5t_s256.clone()),
+                    facts.x5c.clone(),
+                );
+            if let Some(nbf) = vault::system_time(attributes.not_before).or(facts.not_before) {
+                key_version = key_version.with_not_before(nbf);
+            }
+            if let Some(exp) = vault::system_time(attributes.expires).or(facts.expires) {
+                key_version = key_version.with_expires(exp);
+            }
+            versions.push(key_version);
+        }
+        lock(&inner.certificates).retain(|version, _| seen.contains(version));
+        inner
+            .local_keys
+            .lock()
+            .await
+            .retain(|version, _| seen.contains(version));
+        Ok(versions)
+    }
+
+    /// The signer for one version: remote, or local when opted in and the key is exportable.
+    pub async fn version_signer(
+        &self,
+        version: &KeyVersion,
+    ) -> Result<Arc<dyn Signer>, AzureError> {
+        let inner = &self.inner;
+        let algorithm = version.signing_algorithm();
+        if inner.local_signing {
+            let mut keys = inner.local_keys.lock().await;
+            if let Some(key) = keys.get(&version.version) {
+                return Ok(Arc::clone(key) as Arc<dyn Signer>);
+            }
+            match self.read_private_key(version, algorithm).await? {
+                Some(key) => {
+                    let key = Arc::new(key);
+                    keys.insert(version.version.clone(), Arc::clone(&key));
+                    return Ok(key);
+                }
+                None => tracing::warn!(
+                    source = %inner.name,
+                    version = %version.version,
+                    "local signing asked for, but the certificate's secret holds no private key \
+                     (not exportable): signing in the vault"
+                ),
+            }
+        }
+        Ok(Arc::new(RemoteSigner {
+            vault: Arc::clone(&inner.vault),
+            source_name: inner.name.clone(),
+            key_name: inner.certificate_name.clone(),
+            version: version.version.clone(),
+            algorithm,
+        }))
+    }
+
+    /// The private key from the certificate's secret, or `None` when it holds none.
+    async fn read_private_key(
+        &self,
+        version: &KeyVersion,
+        algorithm: Algorithm,
+    ) -> Result<Option<LocalKey>, AzureError> {
+        let inner = &self.inner;
+        let item = format!("secrets/{}/{}", inner.certificate_name, version.version);
+        let pem_text = inner
+            .vault
+            .get_secret_pem(&inner.certificate_name, &version.version)
+            .await?;
+        let blocks =
+            pem::parse_many(pem_text.as_bytes()).map_err(|e| AzureError::InvalidResponse {
+                vault: inner.vault.host.clone(),
+                item: item.clone(),
+                message: "the secret is not PEM".to_owned(),
+                source: Some(Box::new(e)),
+            })?;
+        let Some(block) = blocks.iter().find(|b| b.tag().ends_with("PRIVATE KEY")) else {
+            return Ok(None);
+        };
+        let single = Zeroizing::new(pem::encode(block));
+        let key =
+            LocalKey::from_pem(algorithm, &single).map_err(|e| AzureError::InvalidResponse {
+                vault: inner.vault.host.clone(),
+                item: item.clone(),
+                message: format!("the private key cannot sign {algorithm}"),
+                source: Some(Box::new(e)),
+            })?;
+        // The key must be the certificate's: a mismatch would mint tokens nobody can verify.
+        let public = key.public_jwk();
+        let matches = (public.n == version.jwk.n && public.e == version.jwk.e)
+            && (public.x == version.jwk.x && public.y == version.jwk.y);
+        if !matches {
+            return Err(inner.vault.invalid(
+                &item,
+                "the secret's private key is not the certificate's key",
+            ));
+        }
+        for block in blocks {
+            // Zeroized on drop: the PEM blocks held the private key too.
+            drop(Zeroizing::new(block.into_contents()));
+        }
+        Ok(Some(key))
+    }
+}
+
+impl KeySource for KeyVaultCertificates {
+    fn name(&self) -> String {
+        self.inner.name.clone()
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        Box::pin(async move {
+            self.versions()
+                .await
+                .map(LoadedKeys::new)
+                .map_err(|e| e.into_source_error(self.inner.name.clone()))
+        })
+    }
+
+    fn signer<'a>(
+        &'a self,
+        version: &'a KeyVersion,
+    ) -> BoxFuture<'a, Result<Arc<dyn Signer>, SourceError>> {
+        Box::pin(async move {
+            self.version_signer(version)
+                .await
+                .map_err(|e| e.into_source_error(self.inner.name.clone()))
+        })
+    }
+}
