@@ -1,0 +1,109 @@
+//! The error an [`Issue`](super::Issue) call fails with when it cannot attach a token.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::source::TokenError;
+
+/// Why a request was not sent: no token could be attached to it.
+///
+/// [`Issue`](super::Issue)'s error type is [`BoxError`](keyroll_core::BoxError); find this
+/// error with `error.downcast_ref::<IssueError>()`. The request is never sent without its
+/// `Authorization` header.
+///
+/// ```
+/// use keyroll_tower::issue::{IssueError, IssueErrorKind};
+///
+/// fn is_missing_token(error: &keyroll_core::BoxError) -> bool {
+///     error
+///         .downcast_ref::<IssueError>()
+///         .is_some_and(|e| e.kind() == IssueErrorKind::TokenUnavailable)
+/// }
+/// # let _ = is_missing_token;
+/// ```
+#[derive(Clone, Debug)]
+pub struct IssueError {
+    kind: IssueErrorKind,
+    audience: Option<Arc<str>>,
+    source: Option<Arc<TokenError>>,
+    retry_after: Option<Duration>,
+}
+
+/// What went wrong, in an [`IssueError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IssueErrorKind {
+    /// No audience could be chosen for the request: the URI has no scheme or authority, the
+    /// audience function returned none, or the audience is not in the table and only mapped
+    /// audiences are allowed.
+    NoAudience,
+    /// The source failed (or is cooling down after a failure) and no unexpired token is cached.
+    TokenUnavailable,
+}
+
+impl IssueError {
+    pub(crate) fn no_audience() -> Self {
+        IssueError {
+            kind: IssueErrorKind::NoAudience,
+            audience: None,
+            source: None,
+            retry_after: None,
+        }
+    }
+
+    pub(crate) fn unavailable(
+        audience: Arc<str>,
+        source: Arc<TokenError>,
+        retry_after: Option<Duration>,
+    ) -> Self {
+        IssueError {
+            kind: IssueErrorKind::TokenUnavailable,
+            audience: Some(audience),
+            source: Some(source),
+            retry_after,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> IssueErrorKind {
+        self.kind
+    }
+
+    /// The audience no token could be had for.
+    pub fn audience(&self) -> Option<&str> {
+        self.audience.as_deref()
+    }
+
+    /// The source's error.
+    pub fn token_error(&self) -> Option<&TokenError> {
+        self.source.as_deref()
+    }
+
+    /// When the cache will ask the source again (a caller may retry then).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for IssueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.kind, &self.audience, &self.source) {
+            (IssueErrorKind::TokenUnavailable, Some(audience), Some(source)) => {
+                write!(f, "no token for audience `{audience}`: {source}")
+            }
+            (IssueErrorKind::TokenUnavailable, _, _) => f.write_str("no token available"),
+            (IssueErrorKind::NoAudience, _, _) => {
+                f.write_str("no token audience for the request's URI")
+            }
+        }
+    }
+}
+
+impl std::error::Error for IssueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

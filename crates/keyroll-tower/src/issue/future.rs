@@ -1,0 +1,102 @@
+//! The response future of [`Issue`](super::Issue).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use http::{Response, StatusCode};
+use keyroll_core::{BoxError, BoxFuture};
+use pin_project_lite::pin_project;
+
+use super::cache::{CachedToken, InvalidateToken};
+use super::error::IssueError;
+
+/// The fetch-then-call part of a request that found no usable cached token.
+pub(crate) type Deferred<F> = BoxFuture<'static, Result<(F, Arc<CachedToken>), BoxError>>;
+
+pin_project! {
+    /// Response future of [`Issue`](super::Issue): the inner service's future, preceded by a
+    /// wait for a token when none was cached. A `401` response drops the token it carried.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+        invalidator: Arc<dyn InvalidateToken>,
+        token: Option<Arc<CachedToken>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Calling { #[pin] future: F },
+        Fetching { deferred: Deferred<F> },
+        Failed { error: Option<IssueError> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn calling(
+        future: F,
+        token: Arc<CachedToken>,
+        invalidator: Arc<dyn InvalidateToken>,
+    ) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+            invalidator,
+            token: Some(token),
+        }
+    }
+
+    pub(crate) fn fetching(deferred: Deferred<F>, invalidator: Arc<dyn InvalidateToken>) -> Self {
+        ResponseFuture {
+            state: State::Fetching { deferred },
+            invalidator,
+            token: None,
+        }
+    }
+
+    pub(crate) fn failed(error: IssueError, invalidator: Arc<dyn InvalidateToken>) -> Self {
+        ResponseFuture {
+            state: State::Failed { error: Some(error) },
+            invalidator,
+            token: None,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && let Some(token) = this.token.take()
+                    {
+                        this.invalidator.invalidate_token(&token);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Fetching { deferred } => {
+                    let (future, token) = ready!(deferred.as_mut().poll(cx))?;
+                    *this.token = Some(token);
+                    this.state.set(State::Calling { future });
+                }
+                StateProj::Failed { error } => {
+                    let error = error
+                        .take()
+                        .ok_or("ResponseFuture polled after completion")?;
+                    return Poll::Ready(Err(error.into()));
+                }
+            }
+        }
+    }
+}

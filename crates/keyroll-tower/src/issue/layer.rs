@@ -1,0 +1,70 @@
+//! The [`IssueLayer`].
+
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::audience::AudiencePolicy;
+use super::cache::TokenCache;
+use super::service::Issue;
+use super::source::TokenSource;
+
+/// Applies [`Issue`] to a service: configuration only (the audience policy) plus a handle to
+/// the shared [`TokenCache`], so every service the layer makes shares one cache.
+pub struct IssueLayer<T = Arc<dyn TokenSource>> {
+    cache: TokenCache<T>,
+    audience: AudiencePolicy,
+}
+
+impl<T> Clone for IssueLayer<T> {
+    fn clone(&self) -> Self {
+        IssueLayer {
+            cache: self.cache.clone(),
+            audience: self.audience.clone(),
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for IssueLayer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssueLayer")
+            .field("cache", &self.cache)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+impl<T: TokenSource> IssueLayer<T> {
+    /// Tokens from `source`, cached with the default [`TokenCacheConfig`](super::TokenCacheConfig)
+    /// and the system clock, for the origin of each request ([`AudiencePolicy::origin`]).
+    pub fn new(source: T) -> Self {
+        IssueLayer::with_cache(TokenCache::new(source))
+    }
+
+    /// Tokens from an existing cache (shared with other layers, or configured with a clock).
+    pub fn with_cache(cache: TokenCache<T>) -> Self {
+        IssueLayer {
+            cache,
+            audience: AudiencePolicy::default(),
+        }
+    }
+
+    /// Sets how each request's audience is chosen.
+    pub fn audience(mut self, audience: AudiencePolicy) -> Self {
+        self.audience = audience;
+        self
+    }
+
+    /// The token cache.
+    pub fn cache(&self) -> &TokenCache<T> {
+        &self.cache
+    }
+}
+
+impl<S, T: TokenSource> Layer<S> for IssueLayer<T> {
+    type Service = Issue<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Issue::new(inner, self.cache.clone(), self.audience.clone())
+    }
+}

@@ -1,0 +1,320 @@
+//! Where outbound tokens come from: the [`TokenSource`] trait, the [`Token`] it returns, and
+//! the sources shipped here ([`SelfSigned`], [`StaticToken`], [`FnSource`]).
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use keyroll_tower::issue::{Token, TokenSource, from_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // A custom source: anything async that turns an audience into a token.
+//! let source = from_fn(|audience: String| async move {
+//!     let expires_at = SystemTime::now() + Duration::from_secs(600);
+//!     Ok(Token::new(format!("token-for-{audience}"), expires_at))
+//! });
+//! let token = source.token("https://billing.internal").await.unwrap();
+//! assert_eq!(token.secret(), "token-for-https://billing.internal");
+//! // Debug never prints the secret.
+//! assert!(!format!("{token:?}").contains("token-for"));
+//! # });
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keyroll_core::jwt::{MintError, TokenTemplate};
+use keyroll_core::{BoxError, BoxFuture, KeyCache};
+
+/// A token for one audience: the secret value, when it expires, and optionally when the source
+/// wants it refreshed (an Entra ID `refresh_in`). `Debug` prints no secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    secret: String,
+    expires_at: SystemTime,
+    refresh_at: Option<SystemTime>,
+}
+
+impl Token {
+    /// A token valid until `expires_at`.
+    pub fn new(secret: impl Into<String>, expires_at: SystemTime) -> Self {
+        Token {
+            secret: secret.into(),
+            expires_at,
+            refresh_at: None,
+        }
+    }
+
+    /// A token that never expires (an API key): it expires in the far future and is never
+    /// refreshed ahead.
+    pub fn non_expiring(secret: impl Into<String>) -> Self {
+        Token::new(secret, far_future())
+    }
+
+    /// Sets when the token should be refreshed (clamped by the cache to its lifetime).
+    pub fn with_refresh_at(mut self, refresh_at: SystemTime) -> Self {
+        self.refresh_at = Some(refresh_at);
+        self
+    }
+
+    /// The secret value (without the `Bearer ` prefix).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// When the token stops being valid.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// When the source wants it refreshed, if it says.
+    pub fn refresh_at(&self) -> Option<SystemTime> {
+        self.refresh_at
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("secret", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("refresh_at", &self.refresh_at)
+            .finish()
+    }
+}
+
+/// About 10,000 years from the epoch: "never" for a token.
+pub(crate) fn far_future() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 38)
+}
+
+/// A [`TokenSource`] could not give a token. The message names what failed; it never contains
+/// a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TokenError {
+    message: String,
+    retry_after: Option<Duration>,
+    #[source]
+    cause: Option<BoxError>,
+}
+
+impl TokenError {
+    /// A new error.
+    pub fn new(message: impl Into<String>) -> Self {
+        TokenError {
+            message: message.into(),
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    /// Attaches the delay the source asked for before retrying (a `Retry-After`).
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// The delay the source asked for, if any. The cache never retries sooner.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl From<MintError> for TokenError {
+    fn from(error: MintError) -> Self {
+        let retry_after = match &error {
+            MintError::Keys(keys) => keys.retry_after(),
+            MintError::Sign(sign) => sign.retry_after(),
+            _ => None,
+        };
+        let mut converted = TokenError::new(format!("could not mint a token: {error}"));
+        converted.retry_after = retry_after;
+        converted.with_cause(error)
+    }
+}
+
+/// Gives tokens for audiences: asynchronous, object safe (use it as `Arc<dyn TokenSource>`).
+///
+/// A source is called by the [`TokenCache`](super::TokenCache) about once per audience per
+/// token lifetime, never once per request, and at most once at a time per audience.
+pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
+    /// A token for `audience`.
+    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>>;
+}
+
+impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
+    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+        (**self).token(audience)
+    }
+}
+
+impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
+    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+        (**self).token(audience)
+    }
+}
+
+/// Self-signed JWTs: minted from a [`TokenTemplate`] with the key cache's active signer
+/// (header `alg`, `kid`, `typ: JWT`, optionally `x5t`; claims `iss`, `sub`, `aud`, `iat`,
+/// `nbf`, `exp`, `jti` and the template's extra claims; lifetime 1 hour unless the template
+/// says otherwise). The key version is chosen at each mint, so a rotation takes effect at the
+/// next token.
+///
+/// ```
+/// use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
+/// use keyroll_core::jwt::TokenTemplate;
+/// use keyroll_tower::issue::{SelfSigned, TokenSource};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256).unwrap()).build();
+/// let source = SelfSigned::new(keys, TokenTemplate::new("https://orders.internal"));
+/// let token = source.token("https://billing.internal").await.unwrap();
+/// assert_eq!(token.secret().split('.').count(), 3);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct SelfSigned {
+    keys: KeyCache,
+    template: TokenTemplate,
+}
+
+impl SelfSigned {
+    /// Tokens minted from `template` with `keys`' active version.
+    pub fn new(keys: KeyCache, template: TokenTemplate) -> Self {
+        SelfSigned { keys, template }
+    }
+
+    /// The key cache.
+    pub fn keys(&self) -> &KeyCache {
+        &self.keys
+    }
+
+    /// The claims template.
+    pub fn template(&self) -> &TokenTemplate {
+        &self.template
+    }
+}
+
+impl fmt::Debug for SelfSigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SelfSigned")
+            .field("keys", &self.keys.source_name())
+            .field("template", &self.template)
+            .finish()
+    }
+}
+
+impl TokenSource for SelfSigned {
+    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+        Box::pin(async move {
+            let minted = self.template.mint(&self.keys, audience).await?;
+            Ok(Token::new(minted.token, minted.expires_at))
+        })
+    }
+}
+
+/// The same token for every audience (an API key, a token obtained elsewhere).
+#[derive(Clone)]
+pub struct StaticToken {
+    token: Token,
+}
+
+impl StaticToken {
+    /// A non-expiring static token.
+    pub fn new(secret: impl Into<String>) -> Self {
+        StaticToken {
+            token: Token::non_expiring(secret),
+        }
+    }
+
+    /// A static token with an expiry: past it, calls fail instead of sending it.
+    pub fn from_token(token: Token) -> Self {
+        StaticToken { token }
+    }
+}
+
+impl fmt::Debug for StaticToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticToken")
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl TokenSource for StaticToken {
+    fn token<'a>(&'a self, _audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+        let token = self.token.clone();
+        Box::pin(async move { Ok(token) })
+    }
+}
+
+/// A source from an async closure of the audience; see [`from_fn`].
+#[derive(Clone)]
+pub struct FnSource<F> {
+    f: F,
+}
+
+/// A [`TokenSource`] from an async closure taking the audience.
+pub fn from_fn<F, Fut>(f: F) -> FnSource<F>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, TokenError>> + Send + 'static,
+{
+    FnSource { f }
+}
+
+impl<F> fmt::Debug for FnSource<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnSource").finish_non_exhaustive()
+    }
+}
+
+impl<F, Fut> TokenSource for FnSource<F>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Token, TokenError>> + Send + 'static,
+{
+    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+        Box::pin((self.f)(audience.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_secret() {
+        let token = Token::new("s3cr3t", SystemTime::UNIX_EPOCH);
+        assert!(!format!("{token:?}").contains("s3cr3t"));
+        let source = StaticToken::new("s3cr3t");
+        assert!(!format!("{source:?}").contains("s3cr3t"));
+    }
+
+    #[tokio::test]
+    async fn static_token_is_the_same_for_every_audience() {
+        let source: Arc<dyn TokenSource> = Arc::new(StaticToken::new("abc"));
+        assert_eq!(source.token("a").await.unwrap().secret(), "abc");
+        assert_eq!(source.token("b").await.unwrap().secret(), "abc");
+        assert!(source.token("b").await.unwrap().expires_at() > SystemTime::now());
+    }
+
+    #[test]
+    fn token_error_keeps_retry_after_and_cause() {
+        let error = TokenError::new("vault throttled")
+            .with_retry_after(Duration::from_secs(7))
+            .with_cause(std::io::Error::other("429"));
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            std::error::Error::source(&error).map(ToString::to_string),
+            Some("429".to_owned())
+        );
+    }
+}
