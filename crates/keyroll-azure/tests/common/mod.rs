@@ -1,0 +1,104 @@
+//! Shared test wiring: an emulator, credentials and vault options pointed at it, and clocks
+//! that move together.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use azure_core::credentials::TokenCredential;
+use azure_core::http::ClientOptions;
+use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use keyroll_azure::{
+    KeyVaultCertificates, KeyVaultKeys, RetryPolicy, client_options_with_transport,
+    credential_options_with_transport,
+};
+use keyroll_core::{ManualClock, from_unix_seconds};
+use keyroll_emulator::{CertificateVersionOptions, EmulatorHandle};
+
+pub const CLIENT_ID: &str = "keyroll-tests";
+pub const CLIENT_SECRET: &str = "keyroll-tests-secret";
+
+pub async fn start() -> EmulatorHandle {
+    keyroll_emulator::Emulator::builder()
+        .client_secret(CLIENT_ID, CLIENT_SECRET)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Vault client options: the emulator's CA and `*.localhost` resolver.
+pub fn vault_options(emu: &EmulatorHandle) -> ClientOptions {
+    client_options_with_transport(emu.http_client())
+}
+
+/// A client-secret credential against the emulator's Entra endpoint.
+pub fn credential(emu: &EmulatorHandle) -> Arc<dyn TokenCredential> {
+    let options = ClientSecretCredentialOptions {
+        client_options: credential_options_with_transport(
+            emu.http_client(),
+            emu.authority_host().as_str(),
+        ),
+    };
+    ClientSecretCredential::new(
+        emu.tenant_id(),
+        CLIENT_ID.to_owned(),
+        CLIENT_SECRET.to_owned().into(),
+        Some(options),
+    )
+    .unwrap()
+}
+
+/// Quick retries, so throttling tests stay fast.
+pub fn fast_retry() -> RetryPolicy {
+    RetryPolicy::default()
+        .max_retries(3)
+        .delays(Duration::from_millis(2), Duration::from_millis(10))
+        .max_retry_after(Duration::from_secs(2))
+}
+
+pub fn certificates(emu: &EmulatorHandle, vault: &str, name: &str) -> KeyVaultCertificates {
+    KeyVaultCertificates::builder(emu.vault_url(vault).as_str(), name, credential(emu))
+        .client_options(vault_options(emu))
+        .retry(fast_retry())
+        .build()
+        .unwrap()
+}
+
+pub fn keys(emu: &EmulatorHandle, vault: &str, name: &str) -> KeyVaultKeys {
+    KeyVaultKeys::builder(emu.vault_url(vault).as_str(), name, credential(emu))
+        .client_options(vault_options(emu))
+        .retry(fast_retry())
+        .build()
+        .unwrap()
+}
+
+/// A time well in the past of the emulator's (real) clock, so versions created from it on
+/// are valid by the vault's clock while the tests move their own clock.
+pub fn t0(emu: &EmulatorHandle) -> u64 {
+    u64::try_from(emu.admin().now()).unwrap() - 40 * 86_400
+}
+
+pub fn manual_clock(unix: u64) -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(from_unix_seconds(unix)))
+}
+
+pub fn unix(time: SystemTime) -> u64 {
+    keyroll_core::unix_seconds(time)
+}
+
+/// Creates a certificate version created at `created` (Unix seconds); returns its version.
+pub fn new_certificate_version(
+    emu: &EmulatorHandle,
+    vault: &str,
+    name: &str,
+    created: u64,
+) -> String {
+    emu.admin()
+        .create_certificate_version(
+            vault,
+            name,
+            CertificateVersionOptions::new().created(i64::try_from(created).unwrap()),
+        )
+        .unwrap()
+        .version
+}
