@@ -42,6 +42,7 @@ use azure_core::credentials::{Secret, TokenCredential};
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use keyroll_core::{BoxFuture, Clock, SystemClock};
+use keyroll_tower::issue::{Token, TokenError, TokenSource};
 
 use crate::error::AzureError;
 
@@ -519,6 +520,33 @@ async fn refresh_loop(weak: Weak<Inner>, scopes: Vec<String>) {
             drop(inner);
             let _ = flight.await;
         }
+    }
+}
+
+impl TokenSource for EntraTokens {
+    /// A token for the configured scopes, or for `{audience}/.default` when none were given.
+    /// Its refresh point is a little after this source's own, so keyroll-tower's token cache
+    /// asks again once the background refresh here has had its chance.
+    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+        Box::pin(async move {
+            let scopes = if self.inner.scopes.is_empty() {
+                vec![format!("{}/.default", audience.trim_end_matches('/'))]
+            } else {
+                self.inner.scopes.clone()
+            };
+            let token = self
+                .token_for(scopes)
+                .await
+                .map_err(|e| TokenError::new(e.to_string()).with_cause(e))?;
+            let slack = token
+                .expires_at
+                .duration_since(token.refresh_at)
+                .unwrap_or_default()
+                / 4;
+            let refresh_at =
+                (token.refresh_at + slack.min(Duration::from_secs(30))).max(self.inner.clock.now());
+            Ok(Token::new(token.secret(), token.expires_at).with_refresh_at(refresh_at))
+        })
     }
 }
 
