@@ -1,0 +1,429 @@
+//! Entra ID tokens: `EntraTokens` refresh-ahead (a scripted credential on paused tokio time),
+//! and both real paths against the emulator over HTTPS: the vault-signed client assertion and
+//! App Service managed identity (in a child process, since the credential reads the process
+//! environment), each token checked by keyroll's validator against the emulator's JWKS.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+use keyroll_azure::{
+    CertificateKeyInfo, EntraTokens, KeyVaultClientAssertion, KeyVaultKeys,
+    client_options_with_transport, credential_from_env, credential_options_with_transport,
+};
+use keyroll_core::jwt::{Issuer, Validation};
+use keyroll_core::{Algorithm, Clock, JwksSource, KeyCache, TokioClock};
+use keyroll_emulator::{
+    CertificateVersionOptions, Curve, EmulatorHandle, KeySpec, KeyVersionOptions,
+};
+use keyroll_tower::issue::TokenSource;
+use keyroll_tower::validate::ValidateLayer;
+use serde_json::Value;
+use tower::{ServiceBuilder, ServiceExt};
+
+/// A credential that hands out `t1`, `t2`, … valid for `lifetime` on `clock`, or fails.
+#[derive(Debug)]
+struct Scripted {
+    clock: Arc<TokioClock>,
+    lifetime: Duration,
+    issued: AtomicU32,
+    failing: AtomicBool,
+    scopes: Mutex<Vec<String>>,
+}
+
+impl Scripted {
+    fn new(clock: &Arc<TokioClock>, lifetime: Duration) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            clock: clock.clone(),
+            lifetime,
+            issued: AtomicU32::new(0),
+            failing: AtomicBool::new(false),
+            scopes: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for Scripted {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        _: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        *self.scopes.lock().unwrap() = scopes.iter().map(|s| (*s).to_owned()).collect();
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Credential,
+                "AADSTS50000: scripted outage",
+            ));
+        }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let expires = self.clock.now() + self.lifetime;
+        Ok(AccessToken::new(format!("t{n}"), expires.into()))
+    }
+}
+
+/// Lets spawned tasks (the background refresh) run, without moving paused time.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_ahead_in_the_background_and_keeps_a_valid_token_on_failure() {
+    let clock = Arc::new(TokioClock::default());
+    let hour = Duration::from_secs(3600);
+    let credential = Scripted::new(&clock, hour);
+    let tokens = EntraTokens::builder(credential.clone(), &["api://billing/.default"])
+        .clock(clock.clone())
+        .build();
+
+    let first = tokens.access_token().await.unwrap();
+    assert_eq!(first.secret(), "t1");
+    assert_eq!(first.refresh_at(), first.fetched_at() + hour.mul_f64(0.8));
+    assert!(
+        !format!("{first:?}").contains("t1"),
+        "Debug prints no secret"
+    );
+
+    // Before the refresh point: served from memory, no credential call.
+    tokio::time::sleep(hour.mul_f64(0.8) - Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(tokens.access_token().await.unwrap().secret(), "t1");
+    assert_eq!(credential.issued.load(Ordering::SeqCst), 1);
+
+    // At the refresh point the background task refreshes; callers never waited.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    settle().await;
+    assert_eq!(credential.issued.load(Ordering::SeqCst), 2);
+    assert_eq!(tokens.access_token().await.unwrap().secret(), "t2");
+    assert_eq!(
+        tokens.metrics().waited,
+        1,
+        "only the very first call waited"
+    );
+
+    // The credential fails: the current token is kept while valid, retries back off.
+    credential.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(hour.mul_f64(0.8) + Duration::from_secs(1)).await;
+    settle().await;
+    let failures = tokens.metrics().failures;
+    assert!(failures >= 1);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        settle().await;
+        assert_eq!(
+            tokens.access_token().await.unwrap().secret(),
+            "t2",
+            "stale but valid"
+        );
+    }
+    let later = tokens.metrics().failures;
+    assert!(
+        later > failures && later < failures + 10,
+        "backoff, not a loop: {later}"
+    );
+    // Past its expiry it is no longer served: the caller gets the error.
+    tokio::time::sleep(hour).await;
+    let error = tokens.access_token().await.unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("api://billing/.default") && text.contains("AADSTS50000"),
+        "{text}"
+    );
+    assert!(std::error::Error::source(&error).is_some());
+    // The credential recovers: a new token.
+    credential.failing.store(false, Ordering::SeqCst);
+    assert_eq!(tokens.access_token().await.unwrap().secret(), "t3");
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_lived_tokens_refresh_at_half_life_and_as_a_token_source() {
+    let clock = Arc::new(TokioClock::default());
+    let day = Duration::from_secs(86_400);
+    let credential = Scripted::new(&clock, day);
+    // No scopes: each audience gets `{audience}/.default`.
+    let tokens = EntraTokens::builder(credential.clone(), &[])
+        .clock(clock.clone())
+        .build();
+    let token = TokenSource::token(&tokens, "api://orders/").await.unwrap();
+    assert_eq!(token.secret(), "t1");
+    assert_eq!(
+        *credential.scopes.lock().unwrap(),
+        ["api://orders/.default"]
+    );
+    let fetched = clock.now();
+    assert_eq!(token.expires_at(), fetched + day);
+    // Entra's refresh_in for long-lived tokens: half the lifetime; the tower cache is told a
+    // little later, so it asks once this source has refreshed.
+    let refresh_at = token.refresh_at().unwrap();
+    assert!(
+        refresh_at > fetched + day / 2 && refresh_at <= fetched + day / 2 + Duration::from_secs(30)
+    );
+    tokio::time::sleep(day / 2 + Duration::from_secs(1)).await;
+    settle().await;
+    assert_eq!(
+        TokenSource::token(&tokens, "api://orders")
+            .await
+            .unwrap()
+            .secret(),
+        "t2"
+    );
+    assert_eq!(credential.issued.load(Ordering::SeqCst), 2);
+    // Concurrent callers on a cold scope share one credential call.
+    let calls = (0..50).map(|_| TokenSource::token(&tokens, "api://billing"));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|a| a.as_ref().unwrap().secret() == "t3"));
+    assert_eq!(credential.issued.load(Ordering::SeqCst), 3);
+}
+
+/// keyroll's validator over the emulator's Entra JWKS accepts `token` for `audience`.
+async fn validator_accepts(emu: &EmulatorHandle, token: &str, audience: &str) -> StatusCode {
+    let jwks = JwksSource::new(emu.jwks_url(emu.tenant_id()).as_str())
+        .unwrap()
+        .with_client(emu.http_client());
+    let keys = KeyCache::builder(jwks).build();
+    let layer = ValidateLayer::builder()
+        .issuer(Issuer::new(
+            keys,
+            Validation::new(emu.issuer(emu.tenant_id()), [audience]),
+        ))
+        .build();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    service.oneshot(request).await.unwrap().status()
+}
+
+fn part(token: &str, index: usize) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(index).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
+    let emu = common::start().await;
+    let admin = emu.admin();
+    let made = admin
+        .create_certificate_version("idv", "app-cert", CertificateVersionOptions::new())
+        .unwrap();
+    let cer = base64::engine::general_purpose::STANDARD
+        .decode(made.bundle["cer"].as_str().unwrap())
+        .unwrap();
+    emu.register_client_certificate("vault-app", &cer).unwrap();
+
+    let build = |alg: Algorithm| {
+        KeyVaultClientAssertion::builder(
+            emu.vault_url("idv").as_str(),
+            "app-cert",
+            common::credential(&emu),
+        )
+        .client_options(common::vault_options(&emu))
+        .tenant_id(emu.tenant_id())
+        .client_id("vault-app")
+        .authority_host(emu.authority_host().as_str())
+        .algorithm(alg)
+        .lifetime(Duration::from_secs(300))
+    };
+    let assertion = build(Algorithm::RS256).build().unwrap();
+    let info = assertion.key_info().await.unwrap();
+    let (x5t, x5t_s256) = keyroll_core::certificate_thumbprints(&cer);
+    assert_eq!(
+        info,
+        CertificateKeyInfo::new(
+            made.bundle["kid"].as_str().unwrap(),
+            x5t.clone(),
+            x5t_s256.clone()
+        )
+    );
+
+    // The assertion: RFC 7523 claims, x5t, signed by the vault, a fresh jti each time.
+    let a = assertion.assertion().await.unwrap();
+    let b = assertion.assertion().await.unwrap();
+    let (header, claims) = (part(&a, 0), part(&a, 1));
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["x5t"], x5t.as_str());
+    let endpoint = emu.token_endpoint(emu.tenant_id()).to_string();
+    assert_eq!(claims["aud"], endpoint.as_str());
+    assert_eq!(
+        (claims["iss"].as_str(), claims["sub"].as_str()),
+        (Some("vault-app"), Some("vault-app"))
+    );
+    assert_eq!(
+        claims["exp"].as_u64().unwrap() - claims["nbf"].as_u64().unwrap(),
+        300
+    );
+    assert_ne!(claims["jti"], part(&b, 1)["jti"]);
+    let m = assertion.metrics();
+    assert_eq!(
+        (m.gets, m.signs),
+        (1, 2),
+        "the certificate is looked up once"
+    );
+
+    // PS256: x5t#S256 in the header; with known key info there is no lookup at all.
+    let fast = build(Algorithm::PS256)
+        .key_info(info.clone())
+        .build()
+        .unwrap();
+    let ps = fast.assertion().await.unwrap();
+    assert_eq!(part(&ps, 0)["x5t#S256"], x5t_s256.as_str());
+    assert!(part(&ps, 0).get("x5t").is_none());
+    assert_eq!((fast.metrics().gets, fast.metrics().signs), (0, 1));
+
+    // As azure_identity's ClientAssertion: Entra tokens with no secret anywhere.
+    let resource = emu.vault_resource();
+    let credential = assertion
+        .into_credential(Some(credential_options_with_transport(
+            emu.http_client(),
+            emu.authority_host().as_str(),
+        )))
+        .unwrap();
+    let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
+    let token = tokens.access_token().await.unwrap();
+    assert_eq!(part(token.secret(), 1)["appid"], "vault-app");
+    assert_eq!(
+        validator_accepts(&emu, token.secret(), &resource).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        validator_accepts(&emu, token.secret(), "api://other").await,
+        StatusCode::UNAUTHORIZED
+    );
+    // The token opens the vault, too.
+    admin
+        .create_key_version(
+            "idv",
+            "signing",
+            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
+        )
+        .unwrap();
+    let keys = KeyVaultKeys::builder(emu.vault_url("idv").as_str(), "signing", credential)
+        .client_options(common::vault_options(&emu))
+        .build()
+        .unwrap();
+    assert_eq!(keys.versions().await.unwrap().len(), 1);
+    emu.shutdown().await;
+}
+
+const CHILD: &str = "KEYROLL_AZURE_MI_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identity_tokens_from_the_environment() {
+    let emu = common::start().await;
+    emu.admin()
+        .create_key_version(
+            "miv",
+            "signing",
+            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
+        )
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut command = std::process::Command::new(exe);
+    command
+        .args([
+            "--exact",
+            "managed_identity_child",
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .env_remove("KEYROLL_CREDENTIAL")
+        .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
+        .env("IDENTITY_HEADER", emu.identity_header())
+        .env(CHILD, "1")
+        .env("KEYROLL_TEST_CA", emu.ca_path())
+        .env("KEYROLL_TEST_VAULT", emu.vault_url("miv").as_str())
+        .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
+        .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
+        .env("KEYROLL_TEST_ISSUER", emu.issuer(emu.tenant_id()))
+        .env("KEYROLL_TEST_MI_CLIENT", emu.managed_identity_client_id());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("managed_identity_child ... ok"),
+        "the managed-identity child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(emu.admin().counter("msi.token") >= 1);
+    assert!(
+        emu.admin().counter("keys.versions") >= 1,
+        "the child listed the key with its token"
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by managed_identity_tokens_from_the_environment, in a child process with the App Service environment"]
+async fn managed_identity_child() {
+    assert_eq!(std::env::var(CHILD).as_deref(), Ok("1"));
+    let var = |name: &str| std::env::var(name).unwrap();
+    let ca = std::fs::read_to_string(var("KEYROLL_TEST_CA")).unwrap();
+    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    // credential_from_env picks managed identity from IDENTITY_ENDPOINT.
+    let credential =
+        credential_from_env(Some(client_options_with_transport(http.clone()))).unwrap();
+    let resource = var("KEYROLL_TEST_RESOURCE");
+    let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
+    let token = tokens.access_token().await.unwrap();
+    assert!(token.expires_at() > SystemTime::now());
+    assert_eq!(
+        part(token.secret(), 1)["appid"],
+        var("KEYROLL_TEST_MI_CLIENT")
+    );
+    // The validator accepts it against the emulator's JWKS.
+    let jwks = JwksSource::new(&var("KEYROLL_TEST_JWKS"))
+        .unwrap()
+        .with_client(http.clone());
+    let layer = ValidateLayer::builder()
+        .issuer(Issuer::new(
+            KeyCache::builder(jwks).build(),
+            Validation::new(var("KEYROLL_TEST_ISSUER"), [resource.as_str()]),
+        ))
+        .build();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {}", token.secret()))
+        .body(())
+        .unwrap();
+    assert_eq!(
+        service.oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // And opens the vault.
+    let keys = KeyVaultKeys::builder(&var("KEYROLL_TEST_VAULT"), "signing", credential)
+        .client_options(client_options_with_transport(http))
+        .build()
+        .unwrap();
+    assert_eq!(keys.versions().await.unwrap().len(), 1);
+}
