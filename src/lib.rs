@@ -4,6 +4,7 @@
 //! This facade re-exports the workspace's crates:
 //! - the key model, rotation policy, key cache and JWT mint/verify ([`keyroll_core`], at the root);
 //! - [`tower`]: `ValidateLayer` (inbound), `IssueLayer` (outbound) and `JwksService`;
+//! - [`azure`] (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
 //! - [`emulator`] (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator.
 //!
 //! ```
@@ -23,6 +24,9 @@ pub use keyroll_core::*;
 
 #[cfg(feature = "tower")]
 pub use keyroll_tower as tower;
+
+#[cfg(feature = "azure")]
+pub use keyroll_azure as azure;
 
 #[cfg(feature = "emulator")]
 pub use keyroll_emulator as emulator;

@@ -135,7 +135,19 @@ impl AzureError {
         let operation = self.operation_name();
         let status = self.status();
         let retry_after = self.retry_after();
-        let message = self.to_string();
+        // The source name already says which vault and item: keep only what is new here.
+        let message = match &self {
+            AzureError::Vault {
+                status,
+                code,
+                message,
+                ..
+            } => {
+                format!("{}: {message}", describe_status(*status, code.as_deref()))
+            }
+            AzureError::InvalidResponse { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
         let mut error = SourceError::new(source_name, operation, message);
         if let Some(status) = status {
             error = error.with_status(status);

@@ -1,0 +1,351 @@
+//! The subcommands.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use keyroll_azure::{
+    CertificateKeyInfo, KeyVaultCertificates, KeyVaultClientAssertion, KeyVaultKeys,
+};
+use keyroll_core::jwt::{Issuer, TokenTemplate, UntrustedToken, Validation, Verifier, VerifyError};
+use keyroll_core::{
+    JwkSet, JwksSource, KeyCache, KeyCacheConfig, KeySource, RotationPolicy, unix_seconds,
+};
+
+use crate::connection::Connection;
+
+/// A command failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("{0}")]
+    Io(String, #[source] std::io::Error),
+    #[error(transparent)]
+    Azure(#[from] keyroll_azure::AzureError),
+    #[error(transparent)]
+    AzureCore(#[from] azure_core::Error),
+    #[error(transparent)]
+    Emulator(#[from] keyroll_emulator::Error),
+    #[error(transparent)]
+    Key(#[from] keyroll_core::KeyError),
+    #[error(transparent)]
+    Keys(#[from] keyroll_core::KeyCacheError),
+    #[error(transparent)]
+    Mint(#[from] keyroll_core::jwt::MintError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error("cannot write JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+pub(crate) type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The item in the vault whose versions are the keys.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct VaultItem {
+    /// A Key Vault key.
+    #[arg(long)]
+    key: Option<String>,
+    /// A Key Vault certificate.
+    #[arg(long)]
+    certificate: Option<String>,
+}
+
+fn vault_source(
+    connection: &Connection,
+    item: &VaultItem,
+) -> std::result::Result<Arc<dyn KeySource>, CliError> {
+    let vault = connection.vault()?;
+    let credential = connection.credential()?;
+    let options = connection.client_options()?;
+    Ok(match (&item.key, &item.certificate) {
+        (Some(key), _) => Arc::new(
+            KeyVaultKeys::builder(vault, key, credential)
+                .client_options(options)
+                .build()?,
+        ),
+        (None, Some(certificate)) => Arc::new(
+            KeyVaultCertificates::builder(vault, certificate, credential)
+                .client_options(options)
+                .build()?,
+        ),
+        (None, None) => {
+            return Err(CliError::Usage(
+                "--key NAME or --certificate NAME is required",
+            ));
+        }
+    })
+}
+
+fn print_json(value: &serde_json::Value) -> std::result::Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// `keyroll token`.
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The Entra ID tenant.
+    #[arg(long, env = "AZURE_TENANT_ID")]
+    tenant: String,
+    /// The application (client) id the certificate is registered for.
+    #[arg(long)]
+    client_id: String,
+    /// The vault certificate whose key signs the assertion.
+    #[arg(long)]
+    certificate: String,
+    /// The scope, e.g. api://billing/.default.
+    #[arg(long)]
+    scope: String,
+    /// The certificate's versioned key id (from `keyroll key-info`), with --x5t: skips a vault call.
+    #[arg(long, requires = "x5t")]
+    key_id: Option<String>,
+    /// The certificate's x5t thumbprint (from `keyroll key-info`), with --key-id.
+    #[arg(long, requires = "key_id")]
+    x5t: Option<String>,
+    /// The Entra ID authority host.
+    #[arg(
+        long,
+        env = "AZURE_AUTHORITY_HOST",
+        default_value = "https://login.microsoftonline.com"
+    )]
+    authority: String,
+    /// Print JSON with the token and its expiry instead of the bare token.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn token(args: TokenArgs) -> Result<()> {
+    let vault = args.connection.vault()?;
+    let options = args.connection.client_options()?;
+    let mut builder =
+        KeyVaultClientAssertion::builder(vault, &args.certificate, args.connection.credential()?)
+            .client_options(options.clone())
+            .tenant_id(&args.tenant)
+            .client_id(&args.client_id)
+            .authority_host(args.authority.as_str());
+    if let (Some(key_id), Some(x5t)) = (&args.key_id, &args.x5t) {
+        // x5t#S256 is only needed for PS256 assertions; the RS256 default names the certificate by x5t.
+        builder = builder.key_info(CertificateKeyInfo::new(
+            key_id.clone(),
+            x5t.clone(),
+            String::new(),
+        ));
+    }
+    let assertion = builder.build()?;
+    let credential = assertion.into_credential(Some(options))?;
+    let token = credential.get_token(&[args.scope.as_str()], None).await?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "access_token": token.token.secret(),
+            "token_type": "Bearer",
+            "expires_on": token.expires_on.unix_timestamp(),
+        }))?;
+    } else {
+        println!("{}", token.token.secret());
+    }
+    Ok(())
+}
+
+/// `keyroll key-info`.
+#[derive(Debug, Args)]
+pub(crate) struct KeyInfoArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The vault certificate.
+    #[arg(long)]
+    certificate: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn key_info(args: KeyInfoArgs) -> Result<()> {
+    let assertion = KeyVaultClientAssertion::builder(
+        args.connection.vault()?,
+        &args.certificate,
+        args.connection.credential()?,
+    )
+    .client_options(args.connection.client_options()?)
+    .build()?;
+    let info = assertion.key_info().await?;
+    if args.json {
+        print_json(
+            &serde_json::json!({"key_id": info.key_id, "x5t": info.x5t, "x5t#S256": info.x5t_s256}),
+        )?;
+    } else {
+        println!(
+            "key id:   {}\nx5t:      {}\nx5t#S256: {}",
+            info.key_id, info.x5t, info.x5t_s256
+        );
+        println!(
+            "\nfaster tokens: keyroll token --key-id {} --x5t {} …",
+            info.key_id, info.x5t
+        );
+    }
+    Ok(())
+}
+
+/// `keyroll mint`.
+#[derive(Debug, Args)]
+pub(crate) struct MintArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    item: VaultItem,
+    /// The audience (`aud`).
+    #[arg(long)]
+    aud: String,
+    /// The issuer (`iss`); default: the vault URL.
+    #[arg(long)]
+    iss: Option<String>,
+    /// The subject (`sub`); default: the issuer.
+    #[arg(long)]
+    sub: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    lifetime: u64,
+    /// An extra claim, `name=value` (value parsed as JSON when it is JSON, else a string); repeatable.
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    claims: Vec<String>,
+    /// Print JSON with the token, its kid and expiry.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn mint(args: MintArgs) -> Result<()> {
+    let source = vault_source(&args.connection, &args.item)?;
+    // A developer wants the newest version at once: no propagation wait for a one-off token.
+    let config = KeyCacheConfig::default()
+        .with_policy(RotationPolicy::default().with_propagation(Duration::ZERO));
+    let keys = KeyCache::builder_arc(source)
+        .config(config)
+        .background_refresh(false)
+        .build();
+    let issuer = args
+        .iss
+        .clone()
+        .unwrap_or_else(|| args.connection.vault.clone().unwrap_or_default());
+    let mut template = TokenTemplate::new(issuer)
+        .lifetime(Duration::from_secs(args.lifetime))
+        .include_x5t(args.item.certificate.is_some());
+    if let Some(sub) = &args.sub {
+        template = template.subject(sub);
+    }
+    for claim in &args.claims {
+        let (name, value) = claim
+            .split_once('=')
+            .ok_or(CliError::Usage("--claim takes NAME=VALUE"))?;
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+        template = template.claim(name, value);
+    }
+    let minted = template
+        .mint(&keys, &args.aud)
+        .await
+        .map_err(CliError::from)?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "token": minted.token,
+            "kid": minted.kid,
+            "expires_at": unix_seconds(minted.expires_at),
+        }))?;
+    } else {
+        println!("{}", minted.token);
+    }
+    Ok(())
+}
+
+/// `keyroll verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The token.
+    token: String,
+    /// Check against the keys at this JWKS URL.
+    #[arg(long, conflicts_with_all = ["issuer", "key", "certificate"])]
+    jwks: Option<String>,
+    /// Check against an OIDC issuer's keys (discovery); also the expected `iss` unless --iss.
+    #[arg(long, conflicts_with_all = ["key", "certificate"])]
+    issuer: Option<String>,
+    /// Check against a vault key's versions (with --vault).
+    #[arg(long, conflicts_with = "certificate")]
+    key: Option<String>,
+    /// Check against a vault certificate's versions (with --vault).
+    #[arg(long)]
+    certificate: Option<String>,
+    #[command(flatten)]
+    connection: Connection,
+    /// Require this audience.
+    #[arg(long)]
+    aud: Option<String>,
+    /// Require this issuer (default: --issuer, else whatever the token says).
+    #[arg(long)]
+    iss: Option<String>,
+}
+
+pub(crate) async fn verify(args: VerifyArgs) -> Result<()> {
+    let source: Arc<dyn KeySource> = match (&args.jwks, &args.issuer) {
+        (Some(jwks), _) => {
+            Arc::new(JwksSource::new(jwks)?.with_client(args.connection.http_client()?))
+        }
+        (None, Some(issuer)) => {
+            Arc::new(JwksSource::discover(issuer)?.with_client(args.connection.http_client()?))
+        }
+        (None, None) => {
+            let item = VaultItem {
+                key: args.key.clone(),
+                certificate: args.certificate.clone(),
+            };
+            vault_source(&args.connection, &item)?
+        }
+    };
+    let claimed_issuer = UntrustedToken::parse(&args.token, 64 * 1024)
+        .map_err(VerifyError::from)?
+        .claims
+        .iss
+        .unwrap_or_default();
+    let issuer = args
+        .iss
+        .clone()
+        .or_else(|| args.issuer.clone())
+        .unwrap_or(claimed_issuer);
+    let keys = KeyCache::builder_arc(source)
+        .background_refresh(false)
+        .build();
+    let validation = Validation::new(issuer, args.aud.iter().cloned());
+    let verifier = Verifier::new([Issuer::new(keys, validation)]).max_token_len(64 * 1024);
+    let verified = verifier.verify(&args.token).await?;
+    let claims: serde_json::Value = verified.deserialize()?;
+    print_json(&claims)?;
+    Ok(())
+}
+
+/// `keyroll jwks`.
+#[derive(Debug, Args)]
+pub(crate) struct JwksArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    item: VaultItem,
+}
+
+pub(crate) async fn jwks(args: JwksArgs) -> Result<()> {
+    let source = vault_source(&args.connection, &args.item)?;
+    let keys = KeyCache::builder_arc(source)
+        .background_refresh(false)
+        .build();
+    let set = JwkSet {
+        keys: keys
+            .validation_set()
+            .await?
+            .iter()
+            .map(|v| v.jwk.clone())
+            .collect(),
+    };
+    print_json(&serde_json::to_value(set)?)?;
+    Ok(())
+}
