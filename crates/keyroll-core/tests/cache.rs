@@ -19,6 +19,7 @@ struct CountingSource {
     loads: AtomicUsize,
     failing: AtomicBool,
     delay: Option<Duration>,
+    max_age: Option<Duration>,
 }
 
 impl CountingSource {
@@ -53,7 +54,7 @@ impl KeySource for CountingSource {
             if self.failing.load(Ordering::SeqCst) {
                 return Err(SourceError::new(self.name(), "load", "HTTP 503").with_status(503));
             }
-            Ok(LoadedKeys::new(self.versions.lock().unwrap().clone()))
+            Ok(LoadedKeys::new(self.versions.lock().unwrap().clone()).with_max_age(self.max_age))
         })
     }
 }
@@ -331,4 +332,39 @@ async fn a_new_version_validates_at_once_and_signs_after_propagation() {
         .verifying_key()
         .verify(Algorithm::RS256, b"x", &signature)
         .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_max_age_hint_shortens_the_refresh_but_never_below_the_cooldown() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource {
+        max_age: Some(Duration::from_secs(10)),
+        ..Default::default()
+    });
+    source.add("k1", &clock);
+    let config = KeyCacheConfig::default().with_refresh_jitter(0.0);
+    let slow = cache(Arc::clone(&source), &clock, config);
+    slow.ready().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert_eq!(source.loads(), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        source.loads(),
+        2,
+        "refreshed at the 30 s cooldown, not at max-age 10 s"
+    );
+
+    // An interval shorter than the cooldown wins over a longer max-age.
+    let source = Arc::new(CountingSource {
+        max_age: Some(Duration::from_secs(120)),
+        ..Default::default()
+    });
+    source.add("k1", &clock);
+    let config = KeyCacheConfig::default()
+        .with_refresh_jitter(0.0)
+        .with_refresh_interval(Duration::from_secs(1));
+    let fast = cache(Arc::clone(&source), &clock, config);
+    fast.ready().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(source.loads(), 4);
 }

@@ -604,9 +604,12 @@ impl Inner {
         }
         let hint = self.snapshot.load().as_ref().and_then(|s| s.max_age());
         let interval = match hint {
-            Some(max_age) => max_age.clamp(
-                self.config.unknown_kid_cooldown,
-                self.config.refresh_interval,
+            // Never later than the interval, never sooner than the cooldown (nor the interval,
+            // when that is the shorter).
+            Some(max_age) => max_age.min(self.config.refresh_interval).max(
+                self.config
+                    .unknown_kid_cooldown
+                    .min(self.config.refresh_interval),
             ),
             None => self.config.refresh_interval,
         };
@@ -616,6 +619,13 @@ impl Inner {
 
 async fn refresh_loop(weak: Weak<Inner>) {
     loop {
+        // Let a running load finish first: the next delay depends on its outcome.
+        let running = weak
+            .upgrade()
+            .and_then(|inner| lock(&inner.flight).current.clone());
+        if let Some(running) = running {
+            let _ = running.await;
+        }
         let Some(delay) = weak.upgrade().map(|inner| inner.next_delay()) else {
             return;
         };
