@@ -7,3 +7,5 @@
 pub mod issue;
 pub mod jwks;
 pub mod validate;
+
+pub use validate::{Claims, RequireScopeLayer, ValidateLayer, VerifiedClaims};

@@ -112,11 +112,6 @@ impl TokenCache {
         };
         self.entries.insert(token.into(), Arc::new(entry));
     }
-
-    #[cfg(test)]
-    pub(crate) fn run_pending_tasks(&self) {
-        self.entries.run_pending_tasks();
-    }
 }
 
 fn servable(entry: &Entry) -> bool {

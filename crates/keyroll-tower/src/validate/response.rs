@@ -1,6 +1,5 @@
 //! RFC 6750 responses for requests the validator refuses.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -134,7 +133,9 @@ impl Failure {
         push_escaped(&mut value, realm);
         value.push('"');
         if let Some(code) = self.error_code() {
-            let _ = write!(value, ", error=\"{code}\", error_description=\"");
+            value.push_str(", error=\"");
+            value.push_str(code);
+            value.push_str("\", error_description=\"");
             push_escaped(&mut value, self.description());
             value.push('"');
         }
@@ -151,6 +152,11 @@ impl Failure {
 /// backslashes and anything outside printable ASCII are dropped. Every text passed here is a
 /// fixed description or configuration, so nothing is lost in practice.
 fn push_escaped(out: &mut String, text: &str) {
+    let safe = |b: u8| (b.is_ascii_graphic() && b != b'"' && b != b'\\') || b == b' ';
+    if text.bytes().all(safe) {
+        out.push_str(text);
+        return;
+    }
     out.extend(
         text.chars()
             .filter(|&c| c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' '),

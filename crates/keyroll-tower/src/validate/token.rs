@@ -27,7 +27,7 @@ pub(crate) struct FoundToken {
 
 impl FoundToken {
     pub(crate) fn as_str(&self) -> &str {
-        // The range was checked to hold visible ASCII when the token was found.
+        // The range was checked to hold ASCII when the token was found.
         std::str::from_utf8(&self.value.as_bytes()[self.range.clone()]).unwrap_or_default()
     }
 }
@@ -148,7 +148,9 @@ impl TokenSources {
         if token.len() > self.max_len {
             return Err(Failure::Invalid(InvalidReason::TooLarge));
         }
-        if !token.iter().all(u8::is_ascii_graphic) {
+        // Header values hold no control characters but may hold bytes ≥ 0x80; inner spaces
+        // are left to the token parser (they are not base64url). `is_ascii` is word-at-a-time.
+        if !token.is_ascii() {
             return Err(MALFORMED_HEADER);
         }
         Ok(FoundToken {
