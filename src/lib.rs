@@ -30,3 +30,8 @@ pub use keyroll_azure as azure;
 
 #[cfg(feature = "emulator")]
 pub use keyroll_emulator as emulator;
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
