@@ -178,10 +178,8 @@ async fn an_outage_is_ridden_out_with_the_cached_token_then_fails_typed_then_rec
     let fixture = Fixture::new(FixtureConfig::default()); // lifetime 100 s, backoff 1…8 s
     let received = Arc::new(AtomicUsize::new(0));
     let mut service = IssueLayer::with_cache(fixture.tokens.clone()).layer(echo(received.clone()));
-    let call = |service: &mut Issue<Echo, SelfSigned>| {
-        let future = service.call(get("http://billing.internal/x"));
-        async move { future.await }
-    };
+    let call =
+        |service: &mut Issue<Echo, SelfSigned>| service.call(get("http://billing.internal/x"));
 
     let first = call(&mut service).await.unwrap().into_body().unwrap();
     let cached = fixture.tokens.cached("http://billing.internal").unwrap();
@@ -354,4 +352,73 @@ async fn poll_ready_is_forwarded_and_the_ready_service_is_the_one_called() {
     pending.unwrap();
     direct.unwrap();
     assert_eq!(polls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_service_reuses_its_recent_tokens_only_while_the_cache_is_unchanged() {
+    let fixture = Fixture::new(FixtureConfig::default());
+    let received = Arc::new(AtomicUsize::new(0));
+    let mut service = IssueLayer::with_cache(fixture.tokens.clone()).layer(echo(received));
+    let mut call = async |uri: &str| {
+        let response = service.ready().await.unwrap().call(get(uri)).await.unwrap();
+        bearer(&response.into_body().unwrap())
+    };
+    // More hosts than a service remembers, twice round: one sign per host.
+    let hosts: Vec<String> = (0..6).map(|i| format!("http://h{i}.internal/")).collect();
+    let mut first = Vec::new();
+    for host in &hosts {
+        first.push(call(host).await);
+    }
+    for (host, token) in hosts.iter().zip(&first) {
+        assert_eq!(&call(host).await, token);
+    }
+    assert_eq!(fixture.controls.signs(), 6);
+    // Dropping one audience's token is seen at once, also by a service that just used it.
+    assert_eq!(call(&hosts[5]).await, first[5]);
+    fixture.tokens.invalidate("http://h5.internal");
+    let renewed = call(&hosts[5]).await;
+    assert_ne!(renewed, first[5]);
+    assert_eq!(call(&hosts[4]).await, first[4]);
+    assert_eq!(fixture.controls.signs(), 7);
+    // And a token is never reused past its usable time.
+    let usable_until = fixture
+        .tokens
+        .cached("http://h4.internal")
+        .unwrap()
+        .usable_until();
+    tokio::time::advance(usable_until.duration_since(fixture.now()).unwrap()).await;
+    assert_ne!(call(&hosts[4]).await, first[4]);
+}
+
+#[tokio::test]
+async fn a_custom_audience_function_chooses_the_token() {
+    let received = Arc::new(AtomicUsize::new(0));
+    let source = keyroll_tower::issue::from_fn(|audience: String| async move {
+        Ok(keyroll_tower::issue::Token::non_expiring(format!(
+            "for-{audience}"
+        )))
+    });
+    let service = IssueLayer::new(source)
+        .audience(AudiencePolicy::from_fn(|head| {
+            head.uri
+                .path()
+                .strip_prefix("/tenant/")
+                .and_then(|rest| rest.split('/').next())
+                .map(|tenant| format!("api://{tenant}"))
+        }))
+        .layer(echo(received));
+    let response = service
+        .clone()
+        .oneshot(get("http://gateway.internal/tenant/blue/orders"))
+        .await
+        .unwrap();
+    assert_eq!(response.into_body().unwrap(), "Bearer for-api://blue");
+    let error = service
+        .oneshot(get("http://gateway.internal/health"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<IssueError>().unwrap().kind(),
+        IssueErrorKind::NoAudience
+    );
 }

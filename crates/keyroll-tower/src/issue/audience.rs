@@ -150,6 +150,11 @@ impl AudiencePolicy {
         self.select(request).map(|s| s.as_str().to_owned())
     }
 
+    /// Whether the audience is a function of the URI's scheme and authority only.
+    pub(crate) fn is_origin(&self) -> bool {
+        matches!(self.select, Select::Origin)
+    }
+
     pub(crate) fn select<B>(&self, request: &Request<B>) -> Option<Selected<'_>> {
         let chosen = match &self.select {
             Select::Fixed(audience) => return Some(Selected::Shared(audience)),

@@ -134,6 +134,8 @@ pub struct CachedToken {
     usable_until: SystemTime,
     refresh_at: SystemTime,
     refreshing: AtomicBool,
+    /// The cache it belongs to, for a downstream `401` to drop it.
+    owner: Option<Weak<dyn InvalidateToken>>,
 }
 
 impl CachedToken {
@@ -180,6 +182,7 @@ impl CachedToken {
             usable_until,
             refresh_at,
             refreshing: AtomicBool::new(false),
+            owner: None,
         })
     }
 
@@ -211,6 +214,14 @@ impl CachedToken {
     /// When it is refreshed in the background.
     pub fn refresh_at(&self) -> SystemTime {
         self.refresh_at
+    }
+
+    /// Drops this token from its cache if it is still the cached one for its audience (a
+    /// downstream `401` on a request that carried it). A newer token is left alone.
+    pub(crate) fn invalidate(self: &Arc<Self>) {
+        if let Some(owner) = self.owner.as_ref().and_then(Weak::upgrade) {
+            owner.invalidate_token(self);
+        }
     }
 }
 
@@ -331,6 +342,9 @@ struct Inner<T> {
     config: TokenCacheConfig,
     clock: Arc<dyn Clock>,
     tokens: moka::sync::Cache<Arc<str>, Arc<CachedToken>>,
+    /// Bumped after every change of `tokens`: a service may reuse the token it looked up last
+    /// while the epoch is unchanged, without a cache lookup.
+    epoch: Arc<AtomicU64>,
     states: Mutex<HashMap<Arc<str>, AudienceState>>,
     counters: Counters,
 }
@@ -357,9 +371,14 @@ impl<T: TokenSource> TokenCacheBuilder<T> {
 
     /// Builds the cache. Nothing is fetched until first use.
     pub fn build(self) -> TokenCache<T> {
+        let epoch = Arc::new(AtomicU64::new(0));
+        let evicted = Arc::clone(&epoch);
         let tokens = moka::sync::Cache::builder()
             .max_capacity(self.config.max_audiences)
             .expire_after(ExpireWithToken(Arc::clone(&self.clock)))
+            .eviction_listener(move |_audience, _token, _cause| {
+                evicted.fetch_add(1, Ordering::AcqRel);
+            })
             .build();
         TokenCache {
             inner: Arc::new(Inner {
@@ -367,6 +386,7 @@ impl<T: TokenSource> TokenCacheBuilder<T> {
                 config: self.config,
                 clock: self.clock,
                 tokens,
+                epoch,
                 states: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
@@ -465,6 +485,7 @@ impl<T: TokenSource> TokenCache<T> {
     /// Drops the cached token for `audience`; the next caller fetches a new one.
     pub fn invalidate(&self, audience: &str) {
         if self.inner.tokens.remove(audience).is_some() {
+            self.inner.epoch.fetch_add(1, Ordering::AcqRel);
             self.inner
                 .counters
                 .invalidations
@@ -488,17 +509,28 @@ impl<T: TokenSource> TokenCache<T> {
     /// The hot path: a usable cached token, starting a background refresh when it is due.
     pub(crate) fn lookup(&self, audience: &str) -> Option<Arc<CachedToken>> {
         let token = self.inner.tokens.get(audience)?;
+        self.admit(&token).then_some(token)
+    }
+
+    /// The current epoch: unchanged since a lookup means the token it found is still the
+    /// cached one (read it before the lookup).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.inner.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether `token` may be attached now, starting its background refresh when it is due.
+    pub(crate) fn admit(&self, token: &Arc<CachedToken>) -> bool {
         let now = self.inner.clock.now();
         if now >= token.usable_until {
-            return None;
+            return false;
         }
         if now >= token.refresh_at
             && !token.refreshing.load(Ordering::Relaxed)
             && !token.refreshing.swap(true, Ordering::AcqRel)
         {
-            self.spawn_refresh(Arc::clone(&token));
+            self.spawn_refresh(Arc::clone(token));
         }
-        Some(token)
+        true
     }
 
     fn spawn_refresh(&self, token: Arc<CachedToken>) {
@@ -546,16 +578,10 @@ impl<T: TokenSource> TokenCache<T> {
 }
 
 /// Drops a token after a downstream `401`, without knowing the source type.
-pub(crate) trait InvalidateToken: Send + Sync {
+trait InvalidateToken: Send + Sync {
     /// Drops `token` if it is still the cached one for its audience (a 401 on a request that
     /// carried it). A newer token is left alone.
     fn invalidate_token(&self, token: &Arc<CachedToken>);
-}
-
-impl<T: TokenSource> TokenCache<T> {
-    pub(crate) fn invalidator(&self) -> Arc<dyn InvalidateToken> {
-        Arc::clone(&self.inner) as Arc<dyn InvalidateToken>
-    }
 }
 
 impl<T: Send + Sync> InvalidateToken for Inner<T> {
@@ -568,6 +594,7 @@ impl<T: Send + Sync> InvalidateToken for Inner<T> {
                 _ => moka::ops::compute::Op::Nop,
             });
         if matches!(result, moka::ops::compute::CompResult::Removed(_)) {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
             self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(audience = %token.audience, "downstream answered 401; token dropped");
         }
@@ -652,7 +679,13 @@ async fn fetch_once<T: TokenSource>(inner: Arc<Inner<T>>, audience: Arc<str>) ->
             fetched_at,
             inner.clock.now(),
             &inner.config,
-        ),
+        )
+        .map(|mut token| {
+            let owner: Weak<Inner<T>> = Arc::downgrade(&inner);
+            let owner: Weak<dyn InvalidateToken> = owner;
+            token.owner = Some(owner);
+            token
+        }),
         Ok(Err(error)) => Err(error),
         Err(_) => Err(TokenError::new(format!(
             "the token source did not answer within {timeout:?}"
@@ -664,6 +697,7 @@ async fn fetch_once<T: TokenSource>(inner: Arc<Inner<T>>, audience: Arc<str>) ->
             inner
                 .tokens
                 .insert(Arc::clone(&audience), Arc::clone(&token));
+            inner.epoch.fetch_add(1, Ordering::AcqRel);
             guard.outcome = Some(Ok(()));
             Ok(token)
         }
@@ -833,11 +867,11 @@ mod tests {
         .clock(clock)
         .build();
         let first = cache.get("a").await.unwrap();
-        cache.inner.invalidate_token(&first);
+        first.invalidate();
         assert!(cache.cached("a").is_none());
         let second = cache.get("a").await.unwrap();
         // A 401 for a request that carried the old token leaves the new one alone.
-        cache.inner.invalidate_token(&first);
+        first.invalidate();
         assert!(cache.cached("a").is_some_and(|t| Arc::ptr_eq(&t, &second)));
         assert_eq!(cache.metrics().invalidations, 1);
         assert_eq!(cache.metrics().fetches, 2);

@@ -9,7 +9,7 @@ use http::{Response, StatusCode};
 use keyroll_core::{BoxError, BoxFuture};
 use pin_project_lite::pin_project;
 
-use super::cache::{CachedToken, InvalidateToken};
+use super::cache::CachedToken;
 use super::error::IssueError;
 
 /// The fetch-then-call part of a request that found no usable cached token.
@@ -21,7 +21,6 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
-        invalidator: Arc<dyn InvalidateToken>,
         token: Option<Arc<CachedToken>>,
     }
 }
@@ -36,30 +35,23 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn calling(
-        future: F,
-        token: Arc<CachedToken>,
-        invalidator: Arc<dyn InvalidateToken>,
-    ) -> Self {
+    pub(crate) fn calling(future: F, token: Arc<CachedToken>) -> Self {
         ResponseFuture {
             state: State::Calling { future },
-            invalidator,
             token: Some(token),
         }
     }
 
-    pub(crate) fn fetching(deferred: Deferred<F>, invalidator: Arc<dyn InvalidateToken>) -> Self {
+    pub(crate) fn fetching(deferred: Deferred<F>) -> Self {
         ResponseFuture {
             state: State::Fetching { deferred },
-            invalidator,
             token: None,
         }
     }
 
-    pub(crate) fn failed(error: IssueError, invalidator: Arc<dyn InvalidateToken>) -> Self {
+    pub(crate) fn failed(error: IssueError) -> Self {
         ResponseFuture {
             state: State::Failed { error: Some(error) },
-            invalidator,
             token: None,
         }
     }
@@ -81,7 +73,7 @@ where
                     if response.status() == StatusCode::UNAUTHORIZED
                         && let Some(token) = this.token.take()
                     {
-                        this.invalidator.invalidate_token(&token);
+                        token.invalidate();
                     }
                     return Poll::Ready(Ok(response));
                 }

@@ -4,6 +4,7 @@ use std::mem;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, header::AUTHORIZATION};
 use keyroll_core::BoxError;
 use tower_service::Service;
@@ -29,6 +30,26 @@ pub struct Issue<S, T = Arc<dyn TokenSource>> {
     inner: S,
     cache: TokenCache<T>,
     audience: AudiencePolicy,
+    recent: Recent,
+}
+
+/// How many audiences a service remembers its last token for.
+const RECENT: usize = 4;
+
+/// The tokens this service attached last (for up to [`RECENT`] audiences), reused without a
+/// cache lookup while the cache's epoch is unchanged: any change to the cache (a new token, an
+/// invalidation, an eviction) bumps the epoch and empties this.
+#[derive(Clone, Default)]
+struct Recent {
+    epoch: u64,
+    entries: Vec<Last>,
+}
+
+#[derive(Clone)]
+struct Last {
+    /// Under the origin policy, the request URI's scheme and authority it was chosen for.
+    origin: Option<(Scheme, Authority)>,
+    token: Arc<CachedToken>,
 }
 
 impl<S: Clone, T> Clone for Issue<S, T> {
@@ -37,6 +58,7 @@ impl<S: Clone, T> Clone for Issue<S, T> {
             inner: self.inner.clone(),
             cache: self.cache.clone(),
             audience: self.audience.clone(),
+            recent: self.recent.clone(),
         }
     }
 }
@@ -58,6 +80,7 @@ impl<S, T: TokenSource> Issue<S, T> {
             inner,
             cache,
             audience,
+            recent: Recent::default(),
         }
     }
 
@@ -87,6 +110,53 @@ impl<S, T: TokenSource> Issue<S, T> {
     }
 }
 
+impl<S, T: TokenSource> Issue<S, T> {
+    /// A remembered token for the request's audience, if the cache has not changed since
+    /// (same scheme and authority under the origin policy, else the same audience value).
+    fn reuse_recent<B>(&self, epoch: u64, request: &Request<B>) -> Option<Arc<CachedToken>> {
+        if self.recent.epoch != epoch || self.recent.entries.is_empty() {
+            return None;
+        }
+        let uri = request.uri();
+        let mut selected = None;
+        let last = self.recent.entries.iter().find(|last| match &last.origin {
+            Some((scheme, authority)) => {
+                uri.scheme() == Some(scheme) && uri.authority() == Some(authority)
+            }
+            None => selected
+                .get_or_insert_with(|| self.audience.select(request))
+                .as_ref()
+                .is_some_and(|audience| audience.as_str() == last.token.audience()),
+        })?;
+        self.cache
+            .admit(&last.token)
+            .then(|| Arc::clone(&last.token))
+    }
+
+    fn remember(
+        &mut self,
+        epoch: u64,
+        origin: Option<(Scheme, Authority)>,
+        token: &Arc<CachedToken>,
+    ) {
+        let recent = &mut self.recent;
+        if recent.epoch != epoch {
+            recent.epoch = epoch;
+            recent.entries.clear();
+        }
+        recent
+            .entries
+            .retain(|last| last.token.audience() != token.audience());
+        if recent.entries.len() == RECENT {
+            recent.entries.remove(0);
+        }
+        recent.entries.push(Last {
+            origin,
+            token: Arc::clone(token),
+        });
+    }
+}
+
 fn attach<B>(request: &mut Request<B>, token: &CachedToken) {
     request
         .headers_mut()
@@ -110,13 +180,23 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let invalidator = self.cache.invalidator();
+        // Read before any lookup: a token found afterwards is current at least as of it.
+        let epoch = self.cache.epoch();
+        if let Some(token) = self.reuse_recent(epoch, &request) {
+            attach(&mut request, &token);
+            return ResponseFuture::calling(self.inner.call(request), token);
+        }
         let Some(audience) = self.audience.select(&request) else {
-            return ResponseFuture::failed(IssueError::no_audience(), invalidator);
+            return ResponseFuture::failed(IssueError::no_audience());
         };
         if let Some(token) = self.cache.lookup(audience.as_str()) {
+            let origin = self.audience.is_origin().then(|| {
+                let uri = request.uri();
+                uri.scheme().cloned().zip(uri.authority().cloned())
+            });
+            self.remember(epoch, origin.flatten(), &token);
             attach(&mut request, &token);
-            return ResponseFuture::calling(self.inner.call(request), token, invalidator);
+            return ResponseFuture::calling(self.inner.call(request), token);
         }
         // No usable token: wait for one, then call the service that was made ready.
         let clone = self.inner.clone();
@@ -127,6 +207,6 @@ where
             attach(&mut request, &token);
             Ok((ready.call(request), token))
         });
-        ResponseFuture::fetching(deferred, invalidator)
+        ResponseFuture::fetching(deferred)
     }
 }
