@@ -1,4 +1,19 @@
 //! The error an [`Issue`](super::Issue) call fails with when it cannot attach a token.
+//!
+//! ```
+//! use keyroll_tower::issue::{IssueErrorKind, TokenCache, from_fn, TokenError};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cache = TokenCache::new(from_fn(|_audience: String| async {
+//!     Err(TokenError::new("vault unreachable"))
+//! }));
+//! let error = cache.get("api://billing").await.unwrap_err();
+//! assert_eq!(error.kind(), IssueErrorKind::TokenUnavailable);
+//! assert_eq!(error.audience(), Some("api://billing"));
+//! assert!(error.retry_after().is_some());
+//! assert_eq!(error.to_string(), "no token for audience `api://billing`: vault unreachable");
+//! # });
+//! ```
 
 use std::fmt;
 use std::sync::Arc;

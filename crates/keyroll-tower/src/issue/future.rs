@@ -1,4 +1,20 @@
 //! The response future of [`Issue`](super::Issue).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use keyroll_tower::issue::{IssueError, IssueLayer, StaticToken};
+//! use tower::{Layer, Service, service_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+//! let mut service = IssueLayer::new(StaticToken::new("t")).layer(inner);
+//! // A relative URI has no origin, so no audience: the future fails and nothing is sent.
+//! let future: keyroll_tower::issue::ResponseFuture<_> = service.call(Request::new(()));
+//! let error = future.await.unwrap_err();
+//! assert!(error.downcast_ref::<IssueError>().is_some());
+//! # });
+//! ```
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,4 +1,21 @@
 //! The [`IssueLayer`].
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response, header::AUTHORIZATION};
+//! use keyroll_tower::issue::{AudiencePolicy, IssueLayer, StaticToken};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let layer = IssueLayer::new(StaticToken::new("api-key"))
+//!     .audience(AudiencePolicy::fixed("api://billing"));
+//! let service = layer.layer(service_fn(|request: Request<()>| async move {
+//!     Ok::<_, Infallible>(Response::new(request.headers()[AUTHORIZATION].clone()))
+//! }));
+//! let response = service.oneshot(Request::new(())).await.unwrap();
+//! assert_eq!(response.into_body(), "Bearer api-key");
+//! # });
+//! ```
 
 use std::sync::Arc;
 

@@ -1,4 +1,19 @@
 //! The [`Issue`] service.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use http::{Request, Response};
+//! use keyroll_tower::issue::{AudiencePolicy, Issue, StaticToken, TokenCache};
+//! use tower::{ServiceExt, service_fn};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let cache = TokenCache::new(StaticToken::new("t"));
+//! let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
+//! let service = Issue::new(inner, cache.clone(), AudiencePolicy::origin());
+//! service.oneshot(Request::get("https://billing.internal/").body(()).unwrap()).await.unwrap();
+//! assert!(cache.cached("https://billing.internal").is_some());
+//! # });
+//! ```
 
 use std::mem;
 use std::sync::Arc;
