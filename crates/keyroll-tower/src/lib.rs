@@ -9,3 +9,5 @@ pub mod jwks;
 pub mod validate;
 
 pub use validate::{Claims, RequireScopeLayer, ValidateLayer, VerifiedClaims};
+pub use issue::{IssueLayer, SelfSigned, TokenCache, TokenSource};
+pub use jwks::JwksService;
