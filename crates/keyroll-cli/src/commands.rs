@@ -316,7 +316,10 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<()> {
     let keys = KeyCache::builder_arc(source)
         .background_refresh(false)
         .build();
-    let validation = Validation::new(issuer, args.aud.iter().cloned());
+    let mut validation = Validation::new(issuer, args.aud.iter().cloned());
+    if args.aud.is_none() {
+        validation = validation.any_audience();
+    }
     let verifier = Verifier::new([Issuer::new(keys, validation)]).max_token_len(64 * 1024);
     let verified = verifier.verify(&args.token).await?;
     let claims: serde_json::Value = verified.deserialize()?;

@@ -27,8 +27,9 @@ use crate::key::KeyVersion;
 /// The rollover rules, applied to a snapshot of versions and a time.
 ///
 /// - The **active** (signing) version is the newest usable version (enabled, inside its
-///   not-before/expires window) created at least `propagation` ago, so every validator has had
-///   the time to learn it before it signs anything.
+///   not-before/expires window) published at least `propagation` ago (published: created, or
+///   its not-before when that is later), so every validator has had the time to learn it
+///   before it signs anything.
 /// - If none is old enough, the newest usable version signs (a brand-new deployment works at once).
 /// - The **validation set** is every enabled version inside its window widened by `leeway`;
 ///   new versions are included the moment they appear.
@@ -89,8 +90,11 @@ impl RotationPolicy {
                 a.created.cmp(&b.created).then_with(|| a.kid.cmp(&b.kid))
             })
         };
+        // Published from its creation or its not-before, whichever is later.
         let propagated = |v: &&V| {
-            now.duration_since(v.as_ref().created)
+            let v = v.as_ref();
+            let published = v.not_before.map_or(v.created, |nbf| nbf.max(v.created));
+            now.duration_since(published)
                 .is_ok_and(|age| age >= self.propagation)
         };
         newest(&mut usable().filter(propagated))
@@ -197,7 +201,9 @@ mod tests {
         // Inside the leeway before its not-before, it validates already.
         let almost = t(50) - Duration::from_secs(30);
         assert_eq!(policy().validation_set(&versions, almost).count(), 2);
-        assert_eq!(active(&versions, t(50)), Ok("b"));
+        // It signs one propagation window after its not-before, not after its creation.
+        assert_eq!(active(&versions, t(50)), Ok("a"));
+        assert_eq!(active(&versions, t(51)), Ok("b"));
     }
 
     #[test]

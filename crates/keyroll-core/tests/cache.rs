@@ -253,9 +253,12 @@ impl KeySource for PanickingSource {
 #[tokio::test(start_paused = true)]
 async fn a_panicking_source_does_not_wedge_the_cache() {
     let cache = KeyCache::builder(PanickingSource)
+        .clock(Arc::new(TokioClock::default()))
         .background_refresh(false)
         .build();
     assert!(cache.keys().await.unwrap_err().is_unavailable());
+    // The next on-demand load waits out the backoff, then starts afresh.
+    tokio::time::advance(Duration::from_secs(61)).await;
     assert!(
         cache.keys().await.unwrap_err().is_unavailable(),
         "a second load starts afresh"
@@ -367,4 +370,78 @@ async fn a_max_age_hint_shortens_the_refresh_but_never_below_the_cooldown() {
     fast.ready().await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(source.loads(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_cold_start_backs_off_instead_of_hammering_the_source() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.failing.store(true, Ordering::SeqCst);
+    let cache = KeyCache::builder_arc(Arc::clone(&source) as Arc<dyn KeySource>)
+        .clock(Arc::new(clock.clone()))
+        .background_refresh(false)
+        .build();
+    for _ in 0..100 {
+        let error = cache.keys().await.unwrap_err();
+        assert!(error.is_unavailable());
+        assert!(error.retry_after().is_some());
+    }
+    assert_eq!(
+        source.loads(),
+        1,
+        "requests during the backoff do not reach the source"
+    );
+    source.failing.store(false, Ordering::SeqCst);
+    source.add("k1", &clock);
+    tokio::time::advance(Duration::from_secs(2)).await;
+    cache.ready().await.unwrap();
+    assert_eq!(source.loads(), 2);
+}
+
+#[derive(Debug)]
+struct HangingSource;
+
+impl KeySource for HangingSource {
+    fn name(&self) -> String {
+        "hanging source".into()
+    }
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_load_times_out_and_releases_its_waiters() {
+    let cache = KeyCache::builder(HangingSource)
+        .config(KeyCacheConfig::default().with_load_timeout(Duration::from_secs(5)))
+        .clock(Arc::new(TokioClock::default()))
+        .build();
+    let error = cache.keys().await.unwrap_err();
+    assert!(error.is_unavailable());
+    assert!(error.to_string().contains("hanging source"), "{error}");
+    let cause = std::error::Error::source(&error).unwrap().to_string();
+    assert!(cause.contains("timed out"), "{cause}");
+    assert_eq!(cache.metrics().load_failures, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_oversized_kid_is_refused_without_a_refresh() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let keys = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    let verifier = Verifier::new([Issuer::new(keys.clone(), Validation::new("svc", ["peer"]))]);
+    keys.ready().await.unwrap();
+    let header = base64_url(&format!(r#"{{"alg":"ES256","kid":"{}"}}"#, "k".repeat(300)));
+    let claims = base64_url(r#"{"iss":"svc","aud":"peer","exp":99999999999}"#);
+    let token = format!("{header}.{claims}.c2ln");
+    let error = verifier.verify(&token).await.unwrap_err();
+    assert!(error.to_string().contains("unknown"), "{error}");
+    assert_eq!(source.loads(), 1);
+    assert_eq!(keys.metrics().kid_misses, 0);
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }

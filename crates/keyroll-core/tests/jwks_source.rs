@@ -127,3 +127,38 @@ async fn discovery_finds_the_jwks_and_errors_name_the_source() {
         .unwrap_err();
     assert!(error.to_string().contains("not a JWK set"), "{error}");
 }
+
+#[tokio::test]
+async fn urls_must_be_https_off_loopback_and_bodies_are_bounded() {
+    assert!(JwksSource::new("http://keys.example/jwks.json").is_err());
+    assert!(JwksSource::discover("http://login.example/tenant").is_err());
+    assert!(JwksSource::new("https://keys.example/jwks.json").is_ok());
+    assert!(JwksSource::new("http://127.0.0.1:1/jwks.json").is_ok());
+    assert!(JwksSource::new("http://vault.localhost:1/jwks.json").is_ok());
+
+    let server = Arc::new(Server::default());
+    *server.body.lock().unwrap() =
+        format!("{{\"keys\":[],\"padding\":\"{}\"}}", "x".repeat(2 << 20));
+    let base = serve(Arc::clone(&server)).await;
+    let error = JwksSource::new(&format!("{base}/keys"))
+        .unwrap()
+        .load()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("larger than"), "{error}");
+
+    // A discovery document that names another issuer is refused.
+    let other = axum::Router::new().route(
+        "/evil/.well-known/openid-configuration",
+        get(|| async { axum::Json(serde_json::json!({"issuer": "https://login.example/", "jwks_uri": "http://127.0.0.1:1/keys"})) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, other).await.unwrap() });
+    let error = JwksSource::discover(&format!("http://{address}/evil"))
+        .unwrap()
+        .load()
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("another issuer"), "{error}");
+}

@@ -126,3 +126,48 @@ async fn checks_run_before_the_signature_and_reasons_are_typed() {
     let big = "a".repeat(9000);
     assert_eq!(reason(verifier.verify(&big).await), InvalidReason::TooLarge);
 }
+
+#[tokio::test]
+async fn audiences_must_be_named_unless_any_audience_is_explicit() {
+    let (keys, _) = keys_for(Algorithm::ES256);
+    let token = TokenTemplate::new("iss")
+        .mint(&keys, "aud")
+        .await
+        .unwrap()
+        .token;
+    let none: [&str; 0] = [];
+    let strict = Verifier::new([Issuer::new(keys.clone(), Validation::new("iss", none))]);
+    assert!(matches!(
+        strict.verify(&token).await,
+        Err(VerifyError::Invalid(invalid)) if invalid.reason() == InvalidReason::WrongAudience
+    ));
+    let any = Verifier::new([Issuer::new(
+        keys,
+        Validation::new("iss", none).any_audience(),
+    )]);
+    any.verify(&token).await.unwrap();
+}
+
+#[tokio::test]
+async fn scopes_as_a_string_or_an_array() {
+    let (keys, _) = keys_for(Algorithm::ES256);
+    let verifier = Verifier::new([Issuer::new(keys.clone(), Validation::new("iss", ["aud"]))]);
+    for scope in [
+        serde_json::json!("read write"),
+        serde_json::json!(["read", "write"]),
+    ] {
+        let token = TokenTemplate::new("iss")
+            .claim("scp", scope)
+            .mint(&keys, "aud")
+            .await
+            .unwrap()
+            .token;
+        let verified = verifier.verify(&token).await.unwrap();
+        assert!(verified.claims().has_scope("write"));
+        assert!(!verified.claims().has_scope("admin"));
+        assert!(
+            !format!("{verified:?}").contains(&token),
+            "Debug does not print the token"
+        );
+    }
+}

@@ -14,6 +14,7 @@ use crate::policy::RotationPolicy;
 /// | `negative_ttl` / `negative_capacity` | 5 min / 10,000 kids |
 /// | `backoff_min` … `backoff_max` | 1 s … 60 s |
 /// | `max_stale` | 24 h |
+/// | `load_timeout` | 30 s |
 /// | `policy` | propagation 1 h, leeway 60 s |
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -34,6 +35,9 @@ pub struct KeyCacheConfig {
     pub backoff_max: Duration,
     /// How long the last good set is served while refreshes fail; past it, keys are unavailable.
     pub max_stale: Duration,
+    /// Longest a source load may take before it counts as failed (a hung connection must
+    /// not hold every waiting request).
+    pub load_timeout: Duration,
     /// Which version signs and which validate.
     pub policy: RotationPolicy,
 }
@@ -49,6 +53,7 @@ impl Default for KeyCacheConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             max_stale: Duration::from_secs(24 * 3600),
+            load_timeout: Duration::from_secs(30),
             policy: RotationPolicy::default(),
         }
     }
@@ -93,9 +98,32 @@ impl KeyCacheConfig {
         self
     }
 
+    /// Sets the load timeout.
+    pub fn with_load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = timeout;
+        self
+    }
+
     /// Sets the rotation policy.
     pub fn with_policy(mut self, policy: RotationPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// The configuration with values that would hot-loop or panic brought into range (fields
+    /// are public, so the builders' clamps can be bypassed).
+    pub(crate) fn sanitized(mut self) -> Self {
+        const FLOOR: Duration = Duration::from_millis(100);
+        self.refresh_jitter = if self.refresh_jitter.is_finite() {
+            self.refresh_jitter.clamp(0.0, 0.5)
+        } else {
+            0.0
+        };
+        self.refresh_interval = self.refresh_interval.max(FLOOR);
+        self.unknown_kid_cooldown = self.unknown_kid_cooldown.max(FLOOR);
+        self.backoff_min = self.backoff_min.max(Duration::from_millis(10));
+        self.backoff_max = self.backoff_max.max(self.backoff_min);
+        self.load_timeout = self.load_timeout.max(FLOOR);
         self
     }
 

@@ -88,6 +88,9 @@ struct Flight {
     current: Option<SharedLoad>,
     consecutive_failures: u32,
     last_error: Option<Arc<SourceError>>,
+    /// After a failure, no load is started on demand before this time (background and
+    /// `refresh_now` loads still run), so a failing cold start cannot hammer the source.
+    retry_at: Option<SystemTime>,
     generation: u64,
 }
 
@@ -228,7 +231,7 @@ impl KeyCacheBuilder {
             inner: Arc::new(Inner {
                 source_name: self.source.name(),
                 source: self.source,
-                config: self.config,
+                config: self.config.sanitized(),
                 clock: self.clock,
                 background: self.background,
                 refresher_started: AtomicBool::new(false),
@@ -307,10 +310,19 @@ impl KeyCache {
         self.ensure_refresher();
         let set = match self.inner.snapshot.load_full() {
             Some(set) => set,
-            None => self
-                .load()
-                .await
-                .map_err(|cause| self.unavailable("never loaded", Some(cause)))?,
+            None => {
+                let backing_off = {
+                    let flight = lock(&self.inner.flight);
+                    let waiting = flight.retry_at.is_some_and(|at| self.now() < at);
+                    (flight.current.is_none() && waiting).then(|| flight.last_error.clone())
+                };
+                if let Some(cause) = backing_off {
+                    return Err(self.unavailable("never loaded", cause));
+                }
+                self.load()
+                    .await
+                    .map_err(|cause| self.unavailable("never loaded", Some(cause)))?
+            }
         };
         let age = self
             .now()
@@ -471,6 +483,7 @@ impl KeyCache {
         let retry_after = cause
             .as_ref()
             .and_then(|c| c.retry_after())
+            .map(|wait| wait.min(self.inner.config.backoff_max))
             .unwrap_or_else(|| self.inner.config.backoff(failures));
         KeyCacheError::Unavailable {
             source_name: self.inner.source_name.clone(),
@@ -530,6 +543,8 @@ impl Drop for ClearFlight {
         flight.current = None;
         if std::thread::panicking() {
             flight.consecutive_failures += 1;
+            flight.retry_at =
+                Some(self.0.clock.now() + self.0.config.backoff(flight.consecutive_failures));
             self.0
                 .counters
                 .load_failures
@@ -541,13 +556,24 @@ impl Drop for ClearFlight {
 impl Inner {
     async fn load_once(&self) -> LoadResult {
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
-        match self.source.load().await {
+        let timeout = self.config.load_timeout;
+        let loaded = tokio::time::timeout(timeout, self.source.load())
+            .await
+            .unwrap_or_else(|_| {
+                Err(SourceError::new(
+                    self.source_name.clone(),
+                    "load keys",
+                    format!("timed out after {}s", timeout.as_secs_f32()),
+                ))
+            });
+        match loaded {
             Ok(loaded) => {
                 let generation = {
                     let mut flight = lock(&self.flight);
                     flight.generation += 1;
                     flight.consecutive_failures = 0;
                     flight.last_error = None;
+                    flight.retry_at = None;
                     flight.generation
                 };
                 let set = Arc::new(KeySet::new(
@@ -577,6 +603,13 @@ impl Inner {
                 let mut flight = lock(&self.flight);
                 flight.consecutive_failures += 1;
                 flight.last_error = Some(Arc::clone(&error));
+                let wait = self.config.backoff(flight.consecutive_failures).max(
+                    error
+                        .retry_after()
+                        .unwrap_or_default()
+                        .min(self.config.backoff_max),
+                );
+                flight.retry_at = Some(self.clock.now() + wait);
                 tracing::warn!(
                     source = %self.source_name,
                     failures = flight.consecutive_failures,
@@ -600,7 +633,7 @@ impl Inner {
             return self
                 .config
                 .backoff(failures)
-                .max(retry_after.unwrap_or_default());
+                .max(retry_after.unwrap_or_default().min(self.config.backoff_max));
         }
         let hint = self.snapshot.load().as_ref().and_then(|s| s.max_age());
         let interval = match hint {

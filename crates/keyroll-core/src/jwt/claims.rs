@@ -87,10 +87,10 @@ pub(crate) struct BorrowedClaims<'a> {
     pub(crate) iat: Option<u64>,
     #[serde(borrow)]
     pub(crate) jti: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(crate) scope: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    pub(crate) scp: Option<Cow<'a, str>>,
+    #[serde(deserialize_with = "scopes")]
+    pub(crate) scope: Option<String>,
+    #[serde(deserialize_with = "scopes")]
+    pub(crate) scp: Option<String>,
     pub(crate) roles: Option<Vec<String>>,
 }
 
@@ -104,7 +104,7 @@ impl BorrowedClaims<'_> {
             nbf: self.nbf,
             iat: self.iat,
             jti: self.jti.map(Cow::into_owned),
-            scope: self.scope.or(self.scp).map(Cow::into_owned),
+            scope: self.scope.or(self.scp),
             roles: self.roles.unwrap_or_default(),
         }
     }
@@ -139,4 +139,30 @@ fn audience<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Audienc
         }
     }
     deserializer.deserialize_any(AudienceVisitor).map(Some)
+}
+
+/// `scope`/`scp` as a space-separated string, or as an array of strings (as some providers
+/// send it), normalized to the string form.
+fn scopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    struct ScopeVisitor;
+    impl<'de> Visitor<'de> for ScopeVisitor {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut joined = String::new();
+            while let Some(scope) = seq.next_element::<Cow<'de, str>>()? {
+                if !joined.is_empty() {
+                    joined.push(' ');
+                }
+                joined.push_str(&scope);
+            }
+            Ok(joined)
+        }
+    }
+    deserializer.deserialize_any(ScopeVisitor).map(Some)
 }

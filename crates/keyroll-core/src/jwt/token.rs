@@ -11,7 +11,6 @@ use crate::algorithm::Algorithm;
 
 /// A token parsed once: header, registered claims, raw payload and signature, none of it
 /// verified yet.
-#[derive(Debug)]
 pub struct UntrustedToken<'a> {
     signing_input: &'a str,
     /// The `alg` header.
@@ -25,7 +24,17 @@ pub struct UntrustedToken<'a> {
     /// The registered claims.
     pub claims: RegisteredClaims,
     payload: Vec<u8>,
-    signature: Vec<u8>,
+    signature_b64: &'a str,
+}
+
+impl std::fmt::Debug for UntrustedToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UntrustedToken")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -97,8 +106,8 @@ impl<'a> UntrustedToken<'a> {
             ))
         })?;
         let claims = claims.into_owned();
-        let signature = decode_segment(signature_b64)?;
-        if signature.is_empty() {
+        // The signature is decoded only when it is checked, after every cheaper check.
+        if signature_b64.is_empty() {
             return Err(invalid(InvalidReason::Malformed("the signature is empty")));
         }
         Ok(UntrustedToken {
@@ -109,7 +118,7 @@ impl<'a> UntrustedToken<'a> {
             typ: header.typ.map(Cow::into_owned),
             claims,
             payload,
-            signature,
+            signature_b64,
         })
     }
 
@@ -123,9 +132,9 @@ impl<'a> UntrustedToken<'a> {
         &self.payload
     }
 
-    /// The decoded signature.
-    pub fn signature(&self) -> &[u8] {
-        &self.signature
+    /// Decodes the signature.
+    pub fn signature(&self) -> Result<Vec<u8>, InvalidToken> {
+        decode_segment(self.signature_b64)
     }
 
     pub(crate) fn into_parts(self) -> (RegisteredClaims, Vec<u8>) {

@@ -25,8 +25,11 @@ use crate::key::SignatureError;
 pub struct Validation {
     /// The exact `iss` value.
     pub issuer: String,
-    /// Accepted audiences: the token's `aud` must contain at least one. Empty: not checked.
+    /// Accepted audiences: the token's `aud` must contain at least one. When empty, no token
+    /// is accepted unless `any_audience` is set.
     pub audiences: Vec<String>,
+    /// Accept tokens for any audience (for tools; a service should name its audiences).
+    pub any_audience: bool,
     /// Allowed algorithms.
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -48,12 +51,20 @@ impl Validation {
         Validation {
             issuer: issuer.into(),
             audiences: audiences.into_iter().map(Into::into).collect(),
+            any_audience: false,
             algorithms: ALL_ALGORITHMS.to_vec(),
             leeway: Duration::from_secs(60),
             required_claims: vec!["exp".to_owned()],
             typ: None,
             max_age: None,
         }
+    }
+
+    /// Accepts tokens whatever their audience. Tokens the issuer minted for other services are
+    /// then accepted too: use it in tools, not in services.
+    pub fn any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
     }
 
     /// Sets the allowed algorithms.
@@ -239,13 +250,25 @@ pub enum VerifyError {
 }
 
 /// A token whose signature and claims were checked.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct VerifiedToken {
     issuer: Arc<str>,
     kid: String,
     algorithm: Algorithm,
     claims: RegisteredClaims,
     payload: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("issuer", &self.issuer)
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("sub", &self.claims.sub)
+            .field("exp", &self.claims.exp)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedToken {
@@ -335,6 +358,17 @@ impl Verifier {
         let (name, issuer) = (&entry.0, &entry.1);
         check_claims(&token, &issuer.validation, unix_seconds(issuer.keys.now()))?;
 
+        // Real key ids are short; a long one is refused before it can reach (and bloat) the
+        // cache's negative entries.
+        const MAX_KEY_ID_LEN: usize = 256;
+        if token
+            .kid
+            .as_ref()
+            .or(token.x5t.as_ref())
+            .is_some_and(|id| id.len() > MAX_KEY_ID_LEN)
+        {
+            return Err(InvalidToken::new(InvalidReason::UnknownKey).into());
+        }
         let key_ref = match (&token.kid, &token.x5t) {
             (Some(kid), _) => KeyRef::Kid(kid),
             (None, Some(x5t)) => KeyRef::X5t(x5t),
@@ -360,7 +394,7 @@ impl Verifier {
             .verify(
                 token.algorithm,
                 token.signing_input().as_bytes(),
-                token.signature(),
+                &token.signature()?,
             )
             .map_err(|e| {
                 InvalidToken::new(match e {
@@ -437,13 +471,13 @@ fn check_claims(
     if let Some(max_age) = rules.max_age {
         match claims.iat {
             None => return fail(InvalidReason::MissingClaim),
-            Some(iat) if now.saturating_sub(iat) > max_age.as_secs() + leeway => {
+            Some(iat) if now.saturating_sub(iat) > max_age.as_secs().saturating_add(leeway) => {
                 return fail(InvalidReason::TooOld);
             }
             Some(_) => {}
         }
     }
-    if !rules.audiences.is_empty()
+    if !rules.any_audience
         && !claims
             .aud
             .as_ref()

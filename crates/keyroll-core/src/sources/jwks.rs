@@ -33,7 +33,10 @@ use crate::source::{BoxFuture, KeySource, LoadedKeys};
 ///   is kept. A document that is not a JWKS at all is an error (and the cache keeps its last
 ///   good set).
 /// - With [`discover`](Self::discover), the JWKS URL is read from the issuer's
-///   `/.well-known/openid-configuration` (again at each load, so a moved `jwks_uri` is followed).
+///   `/.well-known/openid-configuration` (again at each load, so a moved `jwks_uri` is
+///   followed); the document's `issuer` must be the configured one.
+/// - URLs must be `https` (plain `http` only on loopback); bodies are read up to 1 MiB; the
+///   default client times out after 30 s.
 #[derive(Debug)]
 pub struct JwksSource {
     location: Location,
@@ -68,7 +71,11 @@ impl JwksSource {
     fn with_location(location: Location) -> Self {
         JwksSource {
             location,
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
             previous: Mutex::new(None),
         }
     }
@@ -106,18 +113,46 @@ impl JwksSource {
         }
         #[derive(serde::Deserialize)]
         struct Discovery {
+            issuer: String,
             jwks_uri: String,
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.error("discovery", "read failed").with_cause(e))?;
+        let body = self.read_body(response, "discovery").await?;
         let document: Discovery = serde_json::from_slice(&body).map_err(|e| {
-            self.error("discovery", "no `jwks_uri` in the discovery document")
-                .with_cause(e)
+            self.error(
+                "discovery",
+                "no `issuer` and `jwks_uri` in the discovery document",
+            )
+            .with_cause(e)
         })?;
-        Url::parse(&document.jwks_uri)
+        // OpenID Connect Discovery §4.3: the document must be the issuer's own.
+        if document.issuer.trim_end_matches('/') != issuer.as_str().trim_end_matches('/') {
+            return Err(self.error("discovery", "the document names another issuer"));
+        }
+        parse_url(&document.jwks_uri)
             .map_err(|e| self.error("discovery", "invalid `jwks_uri`").with_cause(e))
+    }
+
+    /// Reads a response body of at most [`MAX_BODY`] bytes.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        operation: &str,
+    ) -> Result<Vec<u8>, SourceError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.error(operation, "read failed").with_cause(e))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(self.error(
+                    operation,
+                    format!("the response is larger than {MAX_BODY} bytes"),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     async fn fetch(&self) -> Result<LoadedKeys, SourceError> {
@@ -168,10 +203,7 @@ impl JwksSource {
             .get(header::ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.error("fetch JWKS", "read failed").with_cause(e))?;
+        let body = self.read_body(response, "fetch JWKS").await?;
         let parsed =
             JwkSet::parse_lenient(&body).map_err(|e| self.error("fetch JWKS", e.to_string()))?;
         for (index, reason) in &parsed.skipped {
@@ -202,8 +234,25 @@ impl JwksSource {
     }
 }
 
+/// The largest discovery document or JWKS read.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// An `https` URL, or an `http` one on a loopback host (tests, sidecars, local development).
 fn parse_url(text: &str) -> Result<Url, KeyError> {
-    Url::parse(text).map_err(|e| KeyError::new(format!("invalid URL `{text}`: {e}")))
+    let url = Url::parse(text).map_err(|e| KeyError::new(format!("invalid URL `{text}`: {e}")))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if loopback => Ok(url),
+        _ => Err(KeyError::new(format!(
+            "`{text}` must be an https URL (http only on loopback)"
+        ))),
+    }
 }
 
 fn parse_max_age(cache_control: &str) -> Option<Duration> {
