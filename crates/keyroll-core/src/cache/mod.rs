@@ -479,12 +479,16 @@ impl KeyCache {
     }
 
     fn unavailable(&self, reason: &str, cause: Option<Arc<SourceError>>) -> KeyCacheError {
-        let failures = lock(&self.inner.flight).consecutive_failures.max(1);
-        let retry_after = cause
-            .as_ref()
-            .and_then(|c| c.retry_after())
-            .map(|wait| wait.min(self.inner.config.backoff_max))
+        let (failures, retry_at) = {
+            let flight = lock(&self.inner.flight);
+            (flight.consecutive_failures.max(1), flight.retry_at)
+        };
+        // When the next on-demand load may start, else the next backoff delay; in whole
+        // seconds, rounded up, so a client that waits that long finds the cache ready to retry.
+        let wait = retry_at
+            .and_then(|at| at.duration_since(self.now()).ok())
             .unwrap_or_else(|| self.inner.config.backoff(failures));
+        let retry_after = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
         KeyCacheError::Unavailable {
             source_name: self.inner.source_name.clone(),
             reason: reason.to_owned(),
