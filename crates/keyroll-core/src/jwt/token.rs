@@ -137,6 +137,18 @@ impl<'a> UntrustedToken<'a> {
         decode_segment(self.signature_b64)
     }
 
+    /// Decodes the signature into `buffer`, returning the decoded part.
+    pub fn signature_into<'b>(&self, buffer: &'b mut [u8]) -> Result<&'b [u8], InvalidToken> {
+        let length = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode_slice(self.signature_b64, buffer)
+            .map_err(|_| {
+                invalid(InvalidReason::Malformed(
+                    "the signature is not base64url or too long",
+                ))
+            })?;
+        Ok(&buffer[..length])
+    }
+
     pub(crate) fn into_parts(self) -> (RegisteredClaims, Vec<u8>) {
         (self.claims, self.payload)
     }

@@ -256,7 +256,7 @@ pub struct VerifiedToken {
     kid: String,
     algorithm: Algorithm,
     claims: RegisteredClaims,
-    payload: Arc<[u8]>,
+    payload: bytes::Bytes,
 }
 
 impl std::fmt::Debug for VerifiedToken {
@@ -389,13 +389,12 @@ impl Verifier {
         if !version.allows(token.algorithm) {
             return Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into());
         }
+        // Decoded onto the stack: 1 KiB holds an RSA-8192 signature.
+        let mut signature = [0u8; 1024];
+        let signature = token.signature_into(&mut signature)?;
         version
             .verifying_key()
-            .verify(
-                token.algorithm,
-                token.signing_input().as_bytes(),
-                &token.signature()?,
-            )
+            .verify(token.algorithm, token.signing_input().as_bytes(), signature)
             .map_err(|e| {
                 InvalidToken::new(match e {
                     SignatureError::AlgorithmMismatch => InvalidReason::AlgorithmKeyMismatch,
@@ -409,7 +408,7 @@ impl Verifier {
             kid: version.kid.clone(),
             algorithm,
             claims,
-            payload: payload.into(),
+            payload: bytes::Bytes::from(payload),
         })
     }
 }
