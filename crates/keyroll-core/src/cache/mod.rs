@@ -530,7 +530,11 @@ impl KeyCache {
     }
 
     fn ensure_refresher(&self) {
-        if !self.inner.background || self.inner.refresher_started.swap(true, Ordering::AcqRel) {
+        // A plain load first: the hot path must not write a shared cache line on every call.
+        if !self.inner.background
+            || self.inner.refresher_started.load(Ordering::Acquire)
+            || self.inner.refresher_started.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
