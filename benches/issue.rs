@@ -111,11 +111,17 @@ fn main() {
     let mut fixed = IssueLayer::with_cache(cache.clone())
         .audience(AudiencePolicy::fixed("api://billing"))
         .layer(Downstream);
-    let mut origin = IssueLayer::with_cache(cache.clone()).layer(Downstream);
-    let mut alternating = IssueLayer::with_cache(cache.clone()).layer(Downstream);
+    let mut origin = IssueLayer::with_cache(cache.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(Downstream);
+    let mut alternating = IssueLayer::with_cache(cache.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(Downstream);
     let other: Uri = "https://payments.internal/charges/7".parse().unwrap();
     let mut flip = false;
-    let mut round_robin = IssueLayer::with_cache(cache.clone()).layer(Downstream);
+    let mut round_robin = IssueLayer::with_cache(cache.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(Downstream);
     let mut turn = 0;
     let mut mapped = IssueLayer::with_cache(cache.clone())
         .audience(AudiencePolicy::origin().map("https://billing.internal", "api://billing"))

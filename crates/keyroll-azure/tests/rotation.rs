@@ -218,7 +218,15 @@ fn in_process(
             Ok::<_, Infallible>(Response::new(String::from("ok")))
         }));
     ServiceBuilder::new()
-        .layer(issue_layer(issuer, clock, Duration::from_secs(3600)))
+        .layer(
+            issue_layer(issuer, clock, Duration::from_secs(3600)).audience(
+                AUDIENCES
+                    .iter()
+                    .fold(AudiencePolicy::origin(), |policy, origin| {
+                        policy.allow(*origin)
+                    }),
+            ),
+        )
         .service(validated)
         .boxed_clone()
 }

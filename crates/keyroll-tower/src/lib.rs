@@ -8,6 +8,6 @@ pub mod issue;
 pub mod jwks;
 pub mod validate;
 
-pub use validate::{Claims, RequireScopeLayer, ValidateLayer, VerifiedClaims};
 pub use issue::{IssueLayer, SelfSigned, TokenCache, TokenSource};
 pub use jwks::JwksService;
+pub use validate::{Claims, RequireScopeLayer, ValidateLayer, VerifiedClaims};

@@ -59,7 +59,9 @@ async fn ten_thousand_concurrent_calls_to_three_audiences_sign_three_times() {
     // Each sign takes a while, so every call arrives while the first signs are in flight.
     fixture.controls.delay(Duration::from_millis(50));
     let received = Arc::new(AtomicUsize::new(0));
-    let service = IssueLayer::with_cache(fixture.tokens.clone()).layer(echo(received.clone()));
+    let service = IssueLayer::with_cache(fixture.tokens.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(echo(received.clone()));
     let hosts = [
         "http://a.internal",
         "http://b.internal",
@@ -106,7 +108,9 @@ async fn refresh_ahead_never_makes_a_caller_wait() {
         ..FixtureConfig::default()
     });
     let received = Arc::new(AtomicUsize::new(0));
-    let mut service = IssueLayer::with_cache(fixture.tokens.clone()).layer(echo(received));
+    let mut service = IssueLayer::with_cache(fixture.tokens.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(echo(received));
     let hosts = [
         "http://a.internal",
         "http://b.internal",
@@ -177,7 +181,9 @@ async fn refresh_ahead_never_makes_a_caller_wait() {
 async fn an_outage_is_ridden_out_with_the_cached_token_then_fails_typed_then_recovers() {
     let fixture = Fixture::new(FixtureConfig::default()); // lifetime 100 s, backoff 1…8 s
     let received = Arc::new(AtomicUsize::new(0));
-    let mut service = IssueLayer::with_cache(fixture.tokens.clone()).layer(echo(received.clone()));
+    let mut service = IssueLayer::with_cache(fixture.tokens.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(echo(received.clone()));
     let call =
         |service: &mut Issue<Echo, SelfSigned>| service.call(get("http://billing.internal/x"));
 
@@ -241,13 +247,32 @@ async fn a_401_drops_the_token_it_carried() {
         *response.status_mut() = status;
         std::future::ready(Ok::<_, Infallible>(response))
     });
-    let service = IssueLayer::with_cache(fixture.tokens.clone()).layer(downstream);
+    let service = IssueLayer::with_cache(fixture.tokens.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(downstream);
     let first = service
         .clone()
         .oneshot(get("http://billing.internal/"))
         .await
         .unwrap();
     assert_eq!(first.status(), StatusCode::UNAUTHORIZED);
+    // A token younger than the floor (30 s) is kept: the retry is refused the same way.
+    let again = service
+        .clone()
+        .oneshot(get("http://billing.internal/"))
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(fixture.controls.signs(), 1);
+    assert_eq!(fixture.tokens.metrics().invalidations_deferred, 2);
+    // Once it is old enough, a 401 drops it.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let dropped = service
+        .clone()
+        .oneshot(get("http://billing.internal/"))
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), StatusCode::UNAUTHORIZED);
     let second = service
         .clone()
         .oneshot(get("http://billing.internal/"))
@@ -262,6 +287,40 @@ async fn a_401_drops_the_token_it_carried() {
         .await
         .unwrap();
     assert_eq!(fixture.controls.signs(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_refuses_every_token_costs_a_handful_of_signs() {
+    let fixture = Fixture::new(FixtureConfig::default());
+    // A peer that has not learnt our new key (or expects another `aud`): 401 for everything.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&refused);
+    let downstream = service_fn(move |_: Request<()>| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let mut response = Response::new(());
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let mut service = IssueLayer::with_cache(fixture.tokens.clone())
+        .audience(AudiencePolicy::origin().allow("http://billing.internal"))
+        .layer(downstream);
+    // 1,000 requests, 50 ms apart (50 s in all), each answered 401.
+    for _ in 0..1000 {
+        let response = service
+            .ready()
+            .await
+            .unwrap()
+            .call(get("http://billing.internal/invoices"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        tokio::time::advance(Duration::from_millis(50)).await;
+    }
+    assert_eq!(refused.load(Ordering::SeqCst), 1000);
+    // One sign at first, one more once the token is 30 s old: not one per request.
+    assert_eq!(fixture.controls.signs(), 2);
+    assert_eq!(fixture.tokens.metrics().fetches, 2);
+    assert_eq!(fixture.tokens.metrics().invalidations, 1);
 }
 
 #[tokio::test]
@@ -340,7 +399,9 @@ async fn poll_ready_is_forwarded_and_the_ready_service_is_the_one_called() {
         polls: Arc::clone(&polls),
     };
     let cache = TokenCache::new(StaticToken::new("t"));
-    let mut service = IssueLayer::with_cache(cache).layer(inner);
+    let mut service = IssueLayer::with_cache(cache)
+        .audience(AudiencePolicy::any_origin())
+        .layer(inner);
     // Cold cache: the call waits for the token, then calls the instance that was made ready.
     service.ready().await.unwrap();
     assert_eq!(polls.load(Ordering::SeqCst), 1);
@@ -358,7 +419,9 @@ async fn poll_ready_is_forwarded_and_the_ready_service_is_the_one_called() {
 async fn a_service_reuses_its_recent_tokens_only_while_the_cache_is_unchanged() {
     let fixture = Fixture::new(FixtureConfig::default());
     let received = Arc::new(AtomicUsize::new(0));
-    let mut service = IssueLayer::with_cache(fixture.tokens.clone()).layer(echo(received));
+    let mut service = IssueLayer::with_cache(fixture.tokens.clone())
+        .audience(AudiencePolicy::any_origin())
+        .layer(echo(received));
     let mut call = async |uri: &str| {
         let response = service.ready().await.unwrap().call(get(uri)).await.unwrap();
         bearer(&response.into_body().unwrap())

@@ -118,7 +118,10 @@ async fn keys_never_loaded_give_503_then_200_once_the_source_recovers() {
 
     fixture.source.set_failing(false);
     // Within the cache's backoff the source is left alone (still 503)…
-    assert_eq!(fixture.bearer(&token).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        fixture.bearer(&token).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     // …and once the retry delay has passed, the next request loads the keys.
     fixture.clock.advance(Duration::from_secs(retry_after));
     assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);

@@ -7,12 +7,17 @@
 //!
 //! let policy = AudiencePolicy::origin()
 //!     .map("https://billing.internal", "api://billing")
-//!     .only_mapped(true);
+//!     .allow("https://stock.internal");
 //! let request = Request::get("https://BILLING.internal:443/invoices?x=1").body(()).unwrap();
 //! assert_eq!(policy.audience_of(&request).as_deref(), Some("api://billing"));
-//! // Only mapped origins get a token: a request elsewhere gets none.
+//! let stock = Request::get("https://stock.internal/items").body(()).unwrap();
+//! assert_eq!(policy.audience_of(&stock).as_deref(), Some("https://stock.internal"));
+//! // Only origins in the table get a token: a request elsewhere gets none (and is not sent).
 //! let elsewhere = Request::get("https://evil.example/").body(()).unwrap();
 //! assert_eq!(policy.audience_of(&elsewhere), None);
+//! // Opting in to every origin:
+//! let open = AudiencePolicy::any_origin();
+//! assert_eq!(open.audience_of(&elsewhere).as_deref(), Some("https://evil.example"));
 //! ```
 
 use std::collections::HashMap;
@@ -47,14 +52,20 @@ enum Select {
 /// How the audience of each request is chosen.
 ///
 /// - [`origin`](Self::origin) (the default): `scheme://host[:port]` of the request URI, with the
-///   host lowercased and a default port (80 for http, 443 for https) left out;
+///   host lowercased and a default port (80 for http, 443 for https) left out, **for origins in
+///   the table only** ([`map`](Self::map), [`allow`](Self::allow)): a request to any other host
+///   gets no token and fails with [`IssueErrorKind::NoAudience`](super::IssueErrorKind), so a
+///   token (a static key, an Entra token) never goes to a host nobody configured, and a
+///   self-signed source never signs for an origin a caller made up;
+/// - [`any_origin`](Self::any_origin): the origin of every request, mapped when the table has
+///   it, used as is otherwise (opt in only where every host a client can reach is trusted);
 /// - [`fixed`](Self::fixed): the same audience for every request;
-/// - [`from_fn`](Self::from_fn): any function of the request's head.
+/// - [`from_fn`](Self::from_fn): any function of the request's head (the function decides which
+///   requests get a token: its values are used as is unless mapped, or refused when not in the
+///   table with [`only_mapped`](Self::only_mapped)).
 ///
-/// The chosen value is then looked up in a table ([`map`](Self::map)); an entry replaces it
-/// (an origin becomes an `api://…` application id, say). With
-/// [`only_mapped`](Self::only_mapped), a value not in the table gets no token and the call
-/// fails, so a token is never sent to a host nobody configured.
+/// The chosen value is then looked up in the table; an entry replaces it (an origin becomes an
+/// `api://…` application id, say).
 #[derive(Clone)]
 pub struct AudiencePolicy {
     select: Select,
@@ -63,6 +74,8 @@ pub struct AudiencePolicy {
 }
 
 impl Default for AudiencePolicy {
+    /// [`AudiencePolicy::origin`] with an empty table: no request gets a token until origins
+    /// are added with [`map`](Self::map) or [`allow`](Self::allow).
     fn default() -> Self {
         AudiencePolicy::origin()
     }
@@ -106,14 +119,23 @@ impl Selected<'_> {
 }
 
 impl AudiencePolicy {
-    /// The origin of the request URI (the default).
+    /// The origin of the request URI, for origins in the table only (the default): add them
+    /// with [`map`](Self::map) or [`allow`](Self::allow).
     pub fn origin() -> Self {
-        AudiencePolicy::with(Select::Origin)
+        AudiencePolicy::with(Select::Origin, true)
+    }
+
+    /// The origin of every request URI, whatever its host (mapped when the table has it).
+    /// A client that can be pointed at any host (a URL from configuration a user controls, a
+    /// redirect, a webhook) then sends a token there: prefer [`origin`](Self::origin) with the
+    /// hosts listed. Same as `origin().only_mapped(false)`.
+    pub fn any_origin() -> Self {
+        AudiencePolicy::with(Select::Origin, false)
     }
 
     /// The same audience for every request.
     pub fn fixed(audience: impl Into<String>) -> Self {
-        AudiencePolicy::with(Select::Fixed(audience.into().into()))
+        AudiencePolicy::with(Select::Fixed(audience.into().into()), false)
     }
 
     /// The audience a function of the request head returns (`None`: no token, the call fails).
@@ -121,25 +143,44 @@ impl AudiencePolicy {
     where
         F: Fn(&RequestHead<'_>) -> Option<String> + Send + Sync + 'static,
     {
-        AudiencePolicy::with(Select::Custom(Arc::new(f)))
+        AudiencePolicy::with(Select::Custom(Arc::new(f)), false)
     }
 
-    fn with(select: Select) -> Self {
+    fn with(select: Select, only_mapped: bool) -> Self {
         AudiencePolicy {
             select,
             table: Arc::default(),
-            only_mapped: false,
+            only_mapped,
         }
     }
 
-    /// Maps the chosen value `from` (an origin, say) to the audience `to`.
+    /// Maps the chosen value `from` (an origin, say) to the audience `to`. Under the origin
+    /// policies, `from` is normalised like a request's origin (`https://Billing.internal:443`
+    /// is `https://billing.internal`).
     pub fn map(mut self, from: impl Into<String>, to: impl Into<String>) -> Self {
-        Arc::make_mut(&mut self.table).insert(from.into(), to.into().into());
+        let mut from = from.into();
+        if matches!(self.select, Select::Origin)
+            && let Some(normalised) = from.parse::<Uri>().ok().as_ref().and_then(origin)
+        {
+            from = normalised;
+        }
+        Arc::make_mut(&mut self.table).insert(from, to.into().into());
         self
     }
 
-    /// Whether values not in the table get no token (default false: they are used as is).
-    /// Does not apply to a fixed audience.
+    /// Lets `origin` get tokens with itself as the audience (`map(origin, origin)`).
+    pub fn allow(self, origin: impl Into<String>) -> Self {
+        let origin = origin.into();
+        let audience = match origin.parse::<Uri>().ok().as_ref().and_then(self::origin) {
+            Some(normalised) if matches!(self.select, Select::Origin) => normalised,
+            _ => origin.clone(),
+        };
+        self.map(origin, audience)
+    }
+
+    /// Whether values not in the table get no token: true for [`origin`](Self::origin), false
+    /// for [`any_origin`](Self::any_origin) and [`from_fn`](Self::from_fn) (values not in the
+    /// table are used as is). Does not apply to a fixed audience.
     pub fn only_mapped(mut self, only_mapped: bool) -> Self {
         self.only_mapped = only_mapped;
         self
@@ -205,7 +246,7 @@ mod tests {
 
     #[test]
     fn origin_is_normalised() {
-        let policy = AudiencePolicy::origin();
+        let policy = AudiencePolicy::any_origin();
         let cases = [
             (
                 "https://Billing.Internal/x?y",
@@ -233,6 +274,45 @@ mod tests {
         for (uri, expected) in cases {
             assert_eq!(policy.audience_of(&get(uri)).as_deref(), expected, "{uri}");
         }
+    }
+
+    #[test]
+    fn origin_refuses_hosts_not_in_the_table_unless_opted_in() {
+        let policy = AudiencePolicy::default();
+        assert_eq!(policy.audience_of(&get("https://attacker.example/")), None);
+        let policy = AudiencePolicy::origin()
+            .allow("https://Billing.Internal:443")
+            .map("http://stock.internal:80", "api://stock");
+        let cases = [
+            (
+                "https://billing.internal/x",
+                Some("https://billing.internal"),
+            ),
+            (
+                "https://BILLING.internal:443/",
+                Some("https://billing.internal"),
+            ),
+            ("http://stock.internal/", Some("api://stock")),
+            ("http://billing.internal/", None),
+            ("https://billing.internal:8443/", None),
+            ("https://attacker.example/", None),
+        ];
+        for (uri, expected) in cases {
+            assert_eq!(policy.audience_of(&get(uri)).as_deref(), expected, "{uri}");
+        }
+        let open = AudiencePolicy::any_origin().map("https://billing.internal", "api://billing");
+        assert_eq!(
+            open.audience_of(&get("https://attacker.example/"))
+                .as_deref(),
+            Some("https://attacker.example")
+        );
+        assert_eq!(
+            AudiencePolicy::origin()
+                .only_mapped(false)
+                .audience_of(&get("https://attacker.example/"))
+                .as_deref(),
+            Some("https://attacker.example")
+        );
     }
 
     #[test]

@@ -44,6 +44,7 @@ use super::source::{Token, TokenError, TokenSource};
 /// | `backoff_min` … `backoff_max` | 1 s … 60 s |
 /// | `fetch_timeout` | 30 s |
 /// | `max_audiences` | 10,000 |
+/// | `min_age_to_invalidate` | 30 s |
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct TokenCacheConfig {
@@ -62,6 +63,12 @@ pub struct TokenCacheConfig {
     pub fetch_timeout: Duration,
     /// How many audiences are cached at most.
     pub max_audiences: u64,
+    /// A downstream `401` drops the token it carried only once that token is at least this old
+    /// (counted from its fetch). A peer that refuses every token (it has not learnt a new key
+    /// yet, or expects another `aud`) then costs at most one new token per audience per this
+    /// period, not one source call (a vault `sign`) per request. Zero drops on every `401`.
+    /// [`TokenCache::invalidate`] is not limited.
+    pub min_age_to_invalidate: Duration,
 }
 
 impl Default for TokenCacheConfig {
@@ -74,6 +81,7 @@ impl Default for TokenCacheConfig {
             backoff_max: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(30),
             max_audiences: 10_000,
+            min_age_to_invalidate: Duration::from_secs(30),
         }
     }
 }
@@ -113,6 +121,12 @@ impl TokenCacheConfig {
     /// Sets how many audiences are cached at most.
     pub fn with_max_audiences(mut self, max: u64) -> Self {
         self.max_audiences = max.max(1);
+        self
+    }
+
+    /// Sets how old a token must be for a downstream `401` to drop it.
+    pub fn with_min_age_to_invalidate(mut self, age: Duration) -> Self {
+        self.min_age_to_invalidate = age;
         self
     }
 
@@ -254,6 +268,9 @@ pub struct TokenCacheMetrics {
     pub refreshes: u64,
     /// Tokens dropped by [`TokenCache::invalidate`] or a downstream `401`.
     pub invalidations: u64,
+    /// Downstream `401`s that left their token cached because it was younger than
+    /// [`TokenCacheConfig::min_age_to_invalidate`].
+    pub invalidations_deferred: u64,
     /// Callers failed at once during a failure's backoff.
     pub cooldown_rejections: u64,
     /// Audiences with a cached token (approximate).
@@ -266,6 +283,7 @@ struct Counters {
     fetch_failures: AtomicU64,
     refreshes: AtomicU64,
     invalidations: AtomicU64,
+    invalidations_deferred: AtomicU64,
     cooldown_rejections: AtomicU64,
 }
 
@@ -298,8 +316,11 @@ struct AudienceState {
 ///   exponential backoff (never sooner than the source's `retry_after`). While a failure's
 ///   backoff runs and no valid token is cached, callers fail at once with the last error
 ///   instead of calling the source again.
-/// - **Invalidation.** [`TokenCache::invalidate`] (and a `401` seen by
-///   [`Issue`](super::Issue)) drops an audience's token; the next caller fetches a new one.
+/// - **Invalidation.** [`TokenCache::invalidate`] drops an audience's token; the next caller
+///   fetches a new one. A `401` seen by [`Issue`](super::Issue) does the same, but only for a
+///   token at least [`TokenCacheConfig::min_age_to_invalidate`] old (30 s by default): a
+///   younger token is kept, so a peer that refuses every token costs at most one source call
+///   per audience per that period, never one per request.
 ///
 /// # Coalescing, cancellation and panics
 ///
@@ -501,6 +522,7 @@ impl<T: TokenSource> TokenCache<T> {
             fetch_failures: counters.fetch_failures.load(Ordering::Relaxed),
             refreshes: counters.refreshes.load(Ordering::Relaxed),
             invalidations: counters.invalidations.load(Ordering::Relaxed),
+            invalidations_deferred: counters.invalidations_deferred.load(Ordering::Relaxed),
             cooldown_rejections: counters.cooldown_rejections.load(Ordering::Relaxed),
             audiences: self.inner.tokens.entry_count(),
         }
@@ -586,6 +608,24 @@ trait InvalidateToken: Send + Sync {
 
 impl<T: Send + Sync> InvalidateToken for Inner<T> {
     fn invalidate_token(&self, token: &Arc<CachedToken>) {
+        // Rate limit: a token fetched less than the floor ago stays (a new one would most
+        // likely be refused the same way, and would cost a source call per request).
+        let age = self
+            .clock
+            .now()
+            .duration_since(token.fetched_at)
+            .unwrap_or_default();
+        if age < self.config.min_age_to_invalidate {
+            self.counters
+                .invalidations_deferred
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                audience = %token.audience,
+                age = ?age,
+                "downstream answered 401; token kept (too young to drop)"
+            );
+            return;
+        }
         let result = self
             .tokens
             .entry(Arc::clone(&token.audience))
@@ -867,13 +907,55 @@ mod tests {
         .clock(clock)
         .build();
         let first = cache.get("a").await.unwrap();
+        // Younger than the floor (30 s): a 401 keeps it.
+        first.invalidate();
+        assert!(cache.cached("a").is_some_and(|t| Arc::ptr_eq(&t, &first)));
+        assert_eq!(cache.metrics().invalidations_deferred, 1);
+        tokio::time::advance(Duration::from_secs(30)).await;
         first.invalidate();
         assert!(cache.cached("a").is_none());
         let second = cache.get("a").await.unwrap();
         // A 401 for a request that carried the old token leaves the new one alone.
+        tokio::time::advance(Duration::from_secs(30)).await;
         first.invalidate();
         assert!(cache.cached("a").is_some_and(|t| Arc::ptr_eq(&t, &second)));
         assert_eq!(cache.metrics().invalidations, 1);
         assert_eq!(cache.metrics().fetches, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_401_on_every_request_fetches_once_per_floor() {
+        let clock = Arc::new(TokioClock::default());
+        let start = clock.now();
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&calls);
+        let cache = TokenCache::builder(from_fn(move |_aud: String| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(Token::new("t", start + Duration::from_secs(3600))) }
+        }))
+        .config(config())
+        .clock(clock)
+        .build();
+        // 1,000 requests, 100 ms apart, each answered 401: 100 s, so one fetch at first and
+        // one per 30 s after.
+        for _ in 0..1000 {
+            cache.get("a").await.unwrap().invalidate();
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        // With no floor, every 401 costs a source call.
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&calls);
+        let eager = TokenCache::builder(from_fn(move |_aud: String| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(Token::new("t", start + Duration::from_secs(3600))) }
+        }))
+        .config(config().with_min_age_to_invalidate(Duration::ZERO))
+        .clock(Arc::new(TokioClock::default()))
+        .build();
+        for _ in 0..10 {
+            eager.get("a").await.unwrap().invalidate();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 10);
     }
 }

@@ -50,8 +50,9 @@ pub struct IssueError {
 #[non_exhaustive]
 pub enum IssueErrorKind {
     /// No audience could be chosen for the request: the URI has no scheme or authority, the
-    /// audience function returned none, or the audience is not in the table and only mapped
-    /// audiences are allowed.
+    /// audience function returned none, or the origin (value) is not in the
+    /// [`AudiencePolicy`](super::AudiencePolicy) table and only mapped ones get a token (the
+    /// default for [`AudiencePolicy::origin`](super::AudiencePolicy::origin)).
     NoAudience,
     /// The source failed (or is cooling down after a failure) and no unexpired token is cached.
     TokenUnavailable,
@@ -108,9 +109,9 @@ impl fmt::Display for IssueError {
                 write!(f, "no token for audience `{audience}`: {source}")
             }
             (IssueErrorKind::TokenUnavailable, _, _) => f.write_str("no token available"),
-            (IssueErrorKind::NoAudience, _, _) => {
-                f.write_str("no token audience for the request's URI")
-            }
+            (IssueErrorKind::NoAudience, _, _) => f.write_str(
+                "no token audience for the request's URI (no origin, or not in the audience table)",
+            ),
         }
     }
 }

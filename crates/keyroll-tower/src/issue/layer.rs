@@ -53,7 +53,9 @@ impl<T: std::fmt::Debug> std::fmt::Debug for IssueLayer<T> {
 
 impl<T: TokenSource> IssueLayer<T> {
     /// Tokens from `source`, cached with the default [`TokenCacheConfig`](super::TokenCacheConfig)
-    /// and the system clock, for the origin of each request ([`AudiencePolicy::origin`]).
+    /// and the system clock, for the origin of each request ([`AudiencePolicy::origin`]) when
+    /// it is in the policy's table: with the default (empty) table no request gets a token, so
+    /// set the audiences with [`audience`](Self::audience).
     pub fn new(source: T) -> Self {
         IssueLayer::with_cache(TokenCache::new(source))
     }

@@ -46,10 +46,14 @@
 //!   active key), [`StaticToken`], [`from_fn`].
 //! - [`TokenCache`]: per-audience cache with refresh-ahead, single flight and backoff (its
 //!   docs describe coalescing, cancellation and panics).
-//! - [`AudiencePolicy`]: the audience of each request (its URI's origin by default, fixed, or a
-//!   function), mapped through a table.
+//! - [`AudiencePolicy`]: the audience of each request (by default its URI's origin, for the
+//!   origins listed in its table only; any origin on opt-in; fixed; or a function), mapped
+//!   through a table.
 //!
-//! A downstream `401` drops the token the request carried, so the next call gets a new one.
+//! A downstream `401` drops the token the request carried, so the next call gets a new one,
+//! once that token is [`TokenCacheConfig::min_age_to_invalidate`] old (30 s by default): a peer
+//! that refuses every token costs one new token per audience per that period, not one per
+//! request.
 
 mod audience;
 mod cache;

@@ -9,7 +9,8 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let cache = TokenCache::new(StaticToken::new("t"));
 //! let inner = service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Response::new(())) });
-//! let service = Issue::new(inner, cache.clone(), AudiencePolicy::origin());
+//! let policy = AudiencePolicy::origin().allow("https://billing.internal");
+//! let service = Issue::new(inner, cache.clone(), policy);
 //! service.oneshot(Request::get("https://billing.internal/").body(()).unwrap()).await.unwrap();
 //! assert!(cache.cached("https://billing.internal").is_some());
 //! # });
@@ -99,7 +100,9 @@ impl<S, T: TokenSource> Issue<S, T> {
         }
     }
 
-    /// A layer with a token cache over `source` and the default audience policy.
+    /// A layer with a token cache over `source` and the default audience policy
+    /// ([`AudiencePolicy::origin`] with an empty table: set one with
+    /// [`IssueLayer::audience`]).
     pub fn layer(source: T) -> IssueLayer<T> {
         IssueLayer::new(source)
     }
