@@ -273,3 +273,35 @@ async fn token_cache_does_not_serve_when_keys_are_stale() {
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(fixture.layer.metrics().cache_hits, 0);
 }
+
+#[tokio::test]
+async fn token_cache_honours_the_issuers_max_age() {
+    let fixture = Fixture::new();
+    let layer = ValidateLayer::builder()
+        .issuer(Issuer::new(
+            fixture.keys.clone(),
+            Validation::new(ISS, [AUD])
+                .max_age(Duration::from_secs(60))
+                .leeway(Duration::from_secs(10)),
+        ))
+        .realm(REALM)
+        .token_cache(TokenCacheConfig::new(1000, Duration::from_secs(3600)))
+        .build();
+    let request = |token: &str| {
+        http::Request::builder()
+            .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+    };
+    // Issued now, expires in an hour: the cache would keep it an hour by exp alone.
+    let token = fixture.token("ec");
+    assert_eq!(send(&layer, request(&token)).await.status, StatusCode::OK);
+    fixture.clock.advance(Duration::from_secs(70));
+    assert_eq!(send(&layer, request(&token)).await.status, StatusCode::OK);
+    assert_eq!(layer.metrics().cache_hits, 1);
+    // Older than max_age + leeway on the issuer's clock: refused, not served from the cache.
+    fixture.clock.advance(Duration::from_secs(1));
+    let answer = send(&layer, request(&token)).await;
+    assert_eq!(answer.challenge().unwrap(), invalid("the token is too old"));
+    assert_eq!(layer.metrics().cache_hits, 1);
+}

@@ -2,15 +2,17 @@
 //!
 //! Keyed by the whole token: moka hashes it (SipHash with a per-process random key) and a hit
 //! compares the full token, so a hash collision can never serve another token's claims. An
-//! entry lives until the token's `exp`, at most `max_ttl`; on every hit, `exp` is checked again
-//! on the issuer's clock, and the verifying key version must still be in the issuer's current
-//! set and valid, with the set fresh enough (a key that left the set, or keys that went stale,
-//! send the request down the full path, which answers 401 or 503).
+//! entry lives until the token's `exp`, or until it gets older than the issuer's
+//! [`Validation::max_age`](keyroll_core::jwt::Validation::max_age) (`iat` + `max_age` +
+//! leeway), at most `max_ttl`; on every hit, `exp` and the maximum age are checked again on the
+//! issuer's clock, and the verifying key version must still be in the issuer's current set and
+//! valid, with the set fresh enough (a key that left the set, or keys that went stale, send the
+//! request down the full path, which answers 401 or 503).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyroll_core::jwt::Issuer;
+use keyroll_core::jwt::{Issuer, RegisteredClaims, Validation};
 use keyroll_core::{KeyLookup, KeyRef, unix_seconds};
 
 use super::extract::VerifiedClaims;
@@ -100,10 +102,9 @@ impl TokenCache {
     /// Remembers a verified token.
     pub(crate) fn insert(&self, token: &str, claims: &VerifiedClaims, issuer: Arc<Issuer>) {
         let now = unix_seconds(issuer.keys().now());
-        let ttl = match claims.registered().exp {
-            Some(exp) if exp <= now => return,
-            Some(exp) => Duration::from_secs(exp - now).min(self.max_ttl),
-            None => self.max_ttl,
+        let Some(ttl) = entry_ttl(claims.registered(), issuer.validation(), now, self.max_ttl)
+        else {
+            return;
         };
         let entry = Entry {
             claims: claims.clone(),
@@ -111,6 +112,46 @@ impl TokenCache {
             ttl,
         };
         self.entries.insert(token.into(), Arc::new(entry));
+    }
+}
+
+/// How long a token verified at `now` may be served from the cache: until its `exp`, and until
+/// it gets older than the issuer's `max_age` (`iat` + `max_age` + leeway, the full check's
+/// limit), at most `max_ttl`. `None`: not worth caching (no time left).
+fn entry_ttl(
+    claims: &RegisteredClaims,
+    validation: &Validation,
+    now: u64,
+    max_ttl: Duration,
+) -> Option<Duration> {
+    let mut ttl = max_ttl;
+    if let Some(exp) = claims.exp {
+        ttl = ttl.min(Duration::from_secs(exp.checked_sub(now)?));
+    }
+    if let Some(max_age) = validation.max_age {
+        // The full check refuses a token without `iat` when a maximum age is set.
+        let until = claims
+            .iat?
+            .saturating_add(max_age.as_secs())
+            .saturating_add(validation.leeway.as_secs());
+        ttl = ttl.min(Duration::from_secs(until.checked_sub(now)?));
+    }
+    (!ttl.is_zero()).then_some(ttl)
+}
+
+/// Whether the issuer's `max_age` refuses the token at `now` (the full check's rule).
+fn too_old(claims: &RegisteredClaims, validation: &Validation, now: u64) -> bool {
+    let Some(max_age) = validation.max_age else {
+        return false;
+    };
+    match claims.iat {
+        None => true,
+        Some(iat) => {
+            now.saturating_sub(iat)
+                > max_age
+                    .as_secs()
+                    .saturating_add(validation.leeway.as_secs())
+        }
     }
 }
 
@@ -127,6 +168,13 @@ fn servable(entry: &Entry) -> bool {
     {
         return false;
     }
+    if too_old(
+        entry.claims.registered(),
+        entry.issuer.validation(),
+        unix_seconds(now),
+    ) {
+        return false;
+    }
     // The key must still be in a fresh-enough set, and valid.
     let Some(set) = keys.snapshot() else {
         return false;
@@ -139,4 +187,59 @@ fn servable(entry: &Entry) -> bool {
         set.lookup(KeyRef::Kid(entry.claims.kid()), &keys.config().policy, now),
         KeyLookup::Valid(_)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(iat: Option<u64>, exp: Option<u64>) -> RegisteredClaims {
+        let mut claims = RegisteredClaims::default();
+        claims.iat = iat;
+        claims.exp = exp;
+        claims
+    }
+
+    #[test]
+    fn ttl_is_capped_by_exp_max_age_and_max_ttl() {
+        let hour = Duration::from_secs(3600);
+        let now = 1_000_000;
+        let plain = Validation::new("iss", ["aud"]);
+        // exp in an hour, cap 5 min: 5 min; cap 2 h: the hour left.
+        let token = claims(Some(now), Some(now + 3600));
+        assert_eq!(
+            entry_ttl(&token, &plain, now, Duration::from_secs(300)),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(entry_ttl(&token, &plain, now, 2 * hour), Some(hour));
+        assert_eq!(entry_ttl(&claims(None, Some(now)), &plain, now, hour), None);
+        // max_age 60 s, leeway 10 s, issued 30 s ago: 40 s left, whatever exp says.
+        let strict = Validation::new("iss", ["aud"])
+            .max_age(Duration::from_secs(60))
+            .leeway(Duration::from_secs(10));
+        let token = claims(Some(now - 30), Some(now + 3600));
+        assert_eq!(
+            entry_ttl(&token, &strict, now, hour),
+            Some(Duration::from_secs(40))
+        );
+        // Already at the limit, or no iat: not cached.
+        assert_eq!(
+            entry_ttl(
+                &claims(Some(now - 70), Some(now + 3600)),
+                &strict,
+                now,
+                hour
+            ),
+            None
+        );
+        assert_eq!(
+            entry_ttl(&claims(None, Some(now + 3600)), &strict, now, hour),
+            None
+        );
+        // The hit check agrees with the full check's rule.
+        assert!(!too_old(&token, &strict, now + 40));
+        assert!(too_old(&token, &strict, now + 41));
+        assert!(too_old(&claims(None, None), &strict, now));
+        assert!(!too_old(&claims(None, None), &plain, now));
+    }
 }
