@@ -60,8 +60,8 @@ pub(crate) fn required(name: &str) -> Result<String, AzureError> {
     }
 }
 
-/// Which credential [`credential_from_env`] makes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which credential [`credential_from_env`] makes. `Debug` prints no secret.
+#[derive(Clone, PartialEq, Eq)]
 enum Choice {
     ClientSecret {
         tenant_id: String,
@@ -73,6 +73,29 @@ enum Choice {
         client_id: Option<String>,
     },
     DeveloperTools,
+}
+
+impl std::fmt::Debug for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Choice::ClientSecret {
+                tenant_id,
+                client_id,
+                secret: _,
+            } => f
+                .debug_struct("ClientSecret")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("secret", &"<redacted>")
+                .finish(),
+            Choice::WorkloadIdentity => f.write_str("WorkloadIdentity"),
+            Choice::ManagedIdentity { client_id } => f
+                .debug_struct("ManagedIdentity")
+                .field("client_id", client_id)
+                .finish(),
+            Choice::DeveloperTools => f.write_str("DeveloperTools"),
+        }
+    }
 }
 
 fn choose(var: &dyn Fn(&str) -> Option<String>) -> Result<Choice, AzureError> {
@@ -259,7 +282,11 @@ mod tests {
             ("AZURE_CLIENT_SECRET", "hunter2"),
         ])
         .unwrap();
-        // The Choice is private and never printed; the credential's Debug hides the secret.
+        let printed = format!("{choice:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>") && printed.contains("client_id"));
+        assert!(!format!("{:?}", Some(&choice)).contains("hunter2"));
+        // The credential's Debug hides the secret too.
         let Choice::ClientSecret { secret, .. } = choice else {
             panic!("client secret expected");
         };
