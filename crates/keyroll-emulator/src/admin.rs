@@ -539,20 +539,7 @@ impl Admin {
                 KeySpec::Ec(_) => "EC".into(),
             },
             spec: opts.spec,
-            key_ops: match opts.spec {
-                KeySpec::Rsa(_) => [
-                    "encrypt",
-                    "decrypt",
-                    "sign",
-                    "verify",
-                    "wrapKey",
-                    "unwrapKey",
-                ]
-                .iter()
-                .map(|s| (*s).to_string())
-                .collect(),
-                KeySpec::Ec(_) => vec!["sign".into(), "verify".into()],
-            },
+            key_ops: crate::vault::default_key_ops(opts.spec),
             attributes,
             tags: opts
                 .tags
@@ -588,14 +575,7 @@ impl Admin {
     ) -> Result<VersionInfo, Error> {
         let vault = vault.to_ascii_lowercase();
         let created = opts.created.unwrap_or_else(|| self.shared.clock.now());
-        let previous = {
-            let store = lock(&self.shared.store);
-            store
-                .vaults
-                .get(&vault)
-                .and_then(|v| v.certificates.get(name))
-                .map(|c| c.policy.clone())
-        };
+        let previous = crate::vault::current_policy(&self.shared, &vault, name);
         let mut pj = opts.policy_json();
         if previous.is_none() && opts.subject.is_none() {
             pj["x509_props"]["subject"] = format!("CN={name}").into();
@@ -625,22 +605,20 @@ impl Admin {
         }
         let base = self.base(&vault);
         let store = lock(&self.shared.store);
+        let not_found = || Error::Refused {
+            code: "CertificateNotFound".into(),
+            message: name.to_string(),
+        };
         let cert = store
             .vaults
             .get(&vault)
             .and_then(|v| v.certificates.get(name))
-            .ok_or_else(|| Error::Refused {
-                code: "CertificateNotFound".into(),
-                message: name.to_string(),
-            })?;
+            .ok_or_else(not_found)?;
         let cv = cert
             .versions
             .iter()
             .find(|v| v.version == version)
-            .ok_or_else(|| Error::Refused {
-                code: "CertificateNotFound".into(),
-                message: name.to_string(),
-            })?;
+            .ok_or_else(not_found)?;
         let bundle = json!({
             "id": format!("{base}/certificates/{name}/{version}"),
             "kid": format!("{base}/keys/{name}/{version}"),
@@ -671,32 +649,13 @@ impl Admin {
         let now = self.shared.clock.now();
         let mut store = lock(&self.shared.store);
         let v = store.vault(vault);
-        let mut found = false;
-        if let Some(k) = v
-            .keys
-            .get_mut(name)
-            .and_then(|ks| ks.iter_mut().find(|k| k.version == version))
-        {
-            k.attributes.enabled = enabled;
-            k.attributes.updated = now;
-            found = true;
-        }
+        let mut found = crate::vault::set_key_and_secret_enabled(v, name, version, enabled, now);
         if let Some(c) = v
             .certificates
             .get_mut(name)
             .and_then(|c| c.versions.iter_mut().find(|c| c.version == version))
         {
-            c.attributes.enabled = enabled;
-            c.attributes.updated = now;
-            found = true;
-        }
-        if let Some(s) = v
-            .secrets
-            .get_mut(name)
-            .and_then(|ss| ss.iter_mut().find(|s| s.version == version))
-        {
-            s.attributes.enabled = enabled;
-            s.attributes.updated = now;
+            c.attributes.set_enabled(enabled, now);
             found = true;
         }
         self.shared.persist(&store);
@@ -758,17 +717,25 @@ impl Admin {
     }
 }
 
+fn bad_parameter(message: &str) -> Resp {
+    error_response(StatusCode::BAD_REQUEST, "BadParameter", message)
+}
+
 fn body(req: &Req) -> Result<Value, Resp> {
     if req.body.is_empty() {
         return Ok(Value::Object(Map::new()));
     }
-    serde_json::from_slice(&req.body).map_err(|e| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            "BadParameter",
-            &format!("invalid JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(&req.body).map_err(|e| bad_parameter(&format!("invalid JSON: {e}")))
+}
+
+/// The key type of an admin request body: `kty` (or `default_kty`), `key_size`, `crv`.
+fn key_spec_of(b: &Value, default_kty: &str) -> Result<KeySpec, Resp> {
+    crate::vault::key_spec(
+        b.get("kty").and_then(Value::as_str).unwrap_or(default_kty),
+        b.get("key_size").and_then(Value::as_u64),
+        b.get("crv").and_then(Value::as_str),
+    )
+    .map_err(|e| e.response())
 }
 
 fn admin_error(e: &Error) -> Resp {
@@ -810,6 +777,7 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
         .collect();
     let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
     let num = |v: &Value, k: &str| v.get(k).and_then(Value::as_i64);
+    let enabled = |v: &Value| v.get("enabled").and_then(Value::as_bool).unwrap_or(true);
     match (seg.as_slice(), &req.method) {
         (["_admin", "clock"], &Method::GET) => {
             ok(json!({"now": admin.now(), "offset_seconds": shared.clock.offset_seconds()}))
@@ -821,9 +789,7 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
             } else if let Some(by) = num(&b, "advance") {
                 admin.shift_clock(by);
             } else {
-                return Err(error_response(
-                    StatusCode::BAD_REQUEST,
-                    "BadParameter",
+                return Err(bad_parameter(
                     "send {\"now\": unix} or {\"advance\": seconds}",
                 ));
             }
@@ -831,14 +797,7 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
         }
         (["_admin", "vaults", vault, "keys", name, "versions"], &Method::POST) => {
             let b = body(req)?;
-            let spec = crate::vault::key_spec(
-                b.get("kty").and_then(Value::as_str).unwrap_or("RSA"),
-                b.get("key_size").and_then(Value::as_u64),
-                b.get("crv").and_then(Value::as_str),
-            )
-            .map_err(|e| e.response())?;
-            let mut o = KeyVersionOptions::new(spec)
-                .enabled(b.get("enabled").and_then(Value::as_bool).unwrap_or(true));
+            let mut o = KeyVersionOptions::new(key_spec_of(&b, "RSA")?).enabled(enabled(&b));
             o.created = num(&b, "created");
             o.not_before = num(&b, "nbf");
             o.expires = num(&b, "exp");
@@ -849,17 +808,9 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
         }
         (["_admin", "vaults", vault, "certificates", name, "versions"], &Method::POST) => {
             let b = body(req)?;
-            let mut o = CertificateVersionOptions::new()
-                .enabled(b.get("enabled").and_then(Value::as_bool).unwrap_or(true));
+            let mut o = CertificateVersionOptions::new().enabled(enabled(&b));
             if let Some(kty) = b.get("kty").and_then(Value::as_str) {
-                o.spec = Some(
-                    crate::vault::key_spec(
-                        kty,
-                        b.get("key_size").and_then(Value::as_u64),
-                        b.get("crv").and_then(Value::as_str),
-                    )
-                    .map_err(|e| e.response())?,
-                );
+                o.spec = Some(key_spec_of(&b, kty)?);
             }
             o.subject = b.get("subject").and_then(Value::as_str).map(str::to_string);
             o.exportable = b.get("exportable").and_then(Value::as_bool);
@@ -882,7 +833,7 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
             &Method::POST | &Method::PATCH,
         ) => {
             let b = body(req)?;
-            let enabled = b.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+            let enabled = enabled(&b);
             if admin.set_version_enabled(vault, name, version, enabled) {
                 ok(json!({"enabled": enabled}))
             } else {
@@ -898,8 +849,7 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
         ),
         (["_admin", "faults"], &Method::POST) => {
             let b = body(req)?;
-            let f = Fault::from_json(&b)
-                .map_err(|m| error_response(StatusCode::BAD_REQUEST, "BadParameter", &m))?;
+            let f = Fault::from_json(&b).map_err(|m| bad_parameter(&m))?;
             let id = admin.inject_fault(f.clone());
             ok(f.to_json(id))
         }
@@ -908,13 +858,9 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
             ok(json!({"cleared": true}))
         }
         (["_admin", "faults", id], &Method::DELETE) => {
-            let id = id.parse::<u64>().map_err(|_| {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    "BadParameter",
-                    "fault ids are numbers",
-                )
-            })?;
+            let id = id
+                .parse::<u64>()
+                .map_err(|_| bad_parameter("fault ids are numbers"))?;
             ok(json!({"cleared": admin.clear_fault(FaultId(id))}))
         }
         (["_admin", "counters"], &Method::GET) => ok(json!(admin.counters())),
@@ -934,13 +880,7 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
                 .get("cer")
                 .and_then(Value::as_str)
                 .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
-                .ok_or_else(|| {
-                    error_response(
-                        StatusCode::BAD_REQUEST,
-                        "BadParameter",
-                        "send {\"cer\": base64 DER}",
-                    )
-                })?;
+                .ok_or_else(|| bad_parameter("send {\"cer\": base64 DER}"))?;
             shared
                 .entra
                 .register_certificate(id, &der)
@@ -949,13 +889,10 @@ fn handle_http_inner(shared: &Arc<Shared>, req: &Req) -> Result<Resp, Resp> {
         }
         (["_admin", "entra", "clients", id, "secrets"], &Method::POST) => {
             let b = body(req)?;
-            let secret = b.get("secret").and_then(Value::as_str).ok_or_else(|| {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    "BadParameter",
-                    "send {\"secret\": \"…\"}",
-                )
-            })?;
+            let secret = b
+                .get("secret")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad_parameter("send {\"secret\": \"…\"}"))?;
             shared.entra.register_secret(id, secret);
             ok(json!({"client_id": id}))
         }

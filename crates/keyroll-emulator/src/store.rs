@@ -47,6 +47,12 @@ impl Attributes {
         Value::Object(m)
     }
 
+    /// Enables or disables the object, as of `now`.
+    pub(crate) fn set_enabled(&mut self, enabled: bool, now: i64) {
+        self.enabled = enabled;
+        self.updated = now;
+    }
+
     /// Applies `{"enabled","nbf","exp"}` from an update request.
     pub(crate) fn apply(&mut self, patch: &Value, now: i64) {
         if let Some(e) = patch.get("enabled").and_then(Value::as_bool) {

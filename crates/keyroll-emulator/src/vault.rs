@@ -15,7 +15,7 @@ use crate::crypto::{Curve, KeyMaterial, KeySpec};
 use crate::server::{Req, Resp, Shared, error_response, json_response, lock};
 use crate::store::{
     Attributes, CertPolicy, CertVersion, Certificate, KeyVersion, PendingOperation, SecretVersion,
-    Store, new_version,
+    Store, Vault, new_version,
 };
 
 /// api-versions the emulator answers, besides any `7.x`.
@@ -154,6 +154,26 @@ impl VaultError {
         }
     }
 
+    fn key_not_found(name: &str, version: &str) -> VaultError {
+        VaultError::not_found("KeyNotFound", "key", name, version)
+    }
+
+    fn certificate_not_found(name: &str, version: &str) -> VaultError {
+        VaultError::not_found("CertificateNotFound", "certificate", name, version)
+    }
+
+    fn secret_not_found(name: &str, version: &str) -> VaultError {
+        VaultError::not_found("SecretNotFound", "secret", name, version)
+    }
+
+    fn pending_not_found(name: &str) -> VaultError {
+        VaultError {
+            status: StatusCode::NOT_FOUND,
+            code: "PendingCertificateNotFound",
+            message: format!("Pending certificate not found: {name}"),
+        }
+    }
+
     fn internal(e: impl std::fmt::Display) -> VaultError {
         VaultError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -273,6 +293,44 @@ fn body_json(req: &Req) -> VResult<Value> {
     }
     serde_json::from_slice(&req.body)
         .map_err(|e| VaultError::bad(format!("The request body is not valid JSON: {e}")))
+}
+
+/// A string parameter the request body must carry.
+fn required_str<'a>(body: &'a Value, parameter: &str) -> VResult<&'a str> {
+    body.get(parameter)
+        .and_then(Value::as_str)
+        .ok_or_else(|| VaultError::bad(format!("The parameter '{parameter}' is required.")))
+}
+
+/// The `tags` of a request body; none when absent.
+fn tags_of(body: &Value) -> Map<String, Value> {
+    body.get("tags")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The strings of a JSON array, skipping other values; `None` when `v` is not an array.
+fn strings(v: Option<&Value>) -> Option<Vec<String>> {
+    v.and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect()
+    })
+}
+
+/// Where `version` stands in `versions` (oldest first); the latest when `version` is empty.
+fn version_index<T>(
+    versions: &[T],
+    version: &str,
+    version_of: impl Fn(&T) -> &str,
+) -> Option<usize> {
+    if version.is_empty() {
+        versions.len().checked_sub(1)
+    } else {
+        versions.iter().position(|v| version_of(v) == version)
+    }
 }
 
 fn b64url_decode(s: &str) -> VResult<Vec<u8>> {
@@ -421,7 +479,7 @@ pub(crate) struct KeyCreate {
     pub(crate) tags: Map<String, Value>,
 }
 
-fn default_key_ops(spec: KeySpec) -> Vec<String> {
+pub(crate) fn default_key_ops(spec: KeySpec) -> Vec<String> {
     let ops: &[&str] = match spec {
         KeySpec::Rsa(_) => &[
             "encrypt",
@@ -438,33 +496,19 @@ fn default_key_ops(spec: KeySpec) -> Vec<String> {
 
 impl KeyCreate {
     pub(crate) fn from_json(body: &Value) -> VResult<KeyCreate> {
-        let kty = body
-            .get("kty")
-            .and_then(Value::as_str)
-            .ok_or_else(|| VaultError::bad("The parameter 'kty' is required."))?;
+        let kty = required_str(body, "kty")?;
         let spec = key_spec(
             kty,
             body.get("key_size").and_then(Value::as_u64),
             body.get("crv").and_then(Value::as_str),
         )?;
-        let key_ops = match body.get("key_ops").and_then(Value::as_array) {
-            Some(ops) => ops
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            None => default_key_ops(spec),
-        };
+        let key_ops = strings(body.get("key_ops")).unwrap_or_else(|| default_key_ops(spec));
         Ok(KeyCreate {
             kty: kty.to_string(),
             spec,
             key_ops,
             attributes: body.get("attributes").cloned().unwrap_or(Value::Null),
-            tags: body
-                .get("tags")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
+            tags: tags_of(body),
         })
     }
 }
@@ -534,13 +578,10 @@ fn find_key<'a>(
         .vaults
         .get(vault)
         .and_then(|v| v.keys.get(name))
-        .ok_or_else(|| VaultError::not_found("KeyNotFound", "key", name, version))?;
-    let found = if version.is_empty() {
-        versions.last()
-    } else {
-        versions.iter().find(|k| k.version == version)
-    };
-    found.ok_or_else(|| VaultError::not_found("KeyNotFound", "key", name, version))
+        .ok_or_else(|| VaultError::key_not_found(name, version))?;
+    version_index(versions, version, |k| &k.version)
+        .and_then(|i| versions.get(i))
+        .ok_or_else(|| VaultError::key_not_found(name, version))
 }
 
 /// Creates a key version with the given `created` time; returns its KeyBundle.
@@ -620,7 +661,7 @@ fn key_versions(shared: &Shared, req: &Req, vault: &str, name: &str, base: &str)
         .vaults
         .get(vault)
         .and_then(|v| v.keys.get(name))
-        .ok_or_else(|| VaultError::not_found("KeyNotFound", "key", name, ""))?;
+        .ok_or_else(|| VaultError::key_not_found(name, ""))?;
     page(
         req,
         versions,
@@ -641,17 +682,14 @@ fn update_key(
     let body = body_json(req)?;
     let now = shared.clock.now();
     let mut store = lock(&shared.store);
+    let not_found = || VaultError::key_not_found(name, version);
     let versions = store
         .vaults
         .get_mut(vault)
         .and_then(|v| v.keys.get_mut(name))
-        .ok_or_else(|| VaultError::not_found("KeyNotFound", "key", name, version))?;
-    let k = if version.is_empty() {
-        versions.last_mut()
-    } else {
-        versions.iter_mut().find(|k| k.version == version)
-    }
-    .ok_or_else(|| VaultError::not_found("KeyNotFound", "key", name, version))?;
+        .ok_or_else(not_found)?;
+    let i = version_index(versions, version, |k| &k.version).ok_or_else(not_found)?;
+    let k = &mut versions[i];
     if k.managed
         && body
             .get("attributes")
@@ -666,12 +704,8 @@ fn update_key(
     } else {
         k.attributes.updated = now;
     }
-    if let Some(ops) = body.get("key_ops").and_then(Value::as_array) {
-        k.key_ops = ops
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect();
+    if let Some(ops) = strings(body.get("key_ops")) {
+        k.key_ops = ops;
     }
     if let Some(tags) = body.get("tags").and_then(Value::as_object) {
         k.tags = tags.clone();
@@ -709,14 +743,8 @@ fn sign(
     base: &str,
 ) -> VResult<Value> {
     let body = body_json(req)?;
-    let alg = body
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or_else(|| VaultError::bad("The parameter 'alg' is required."))?;
-    let value = body
-        .get("value")
-        .and_then(Value::as_str)
-        .ok_or_else(|| VaultError::bad("The parameter 'value' is required."))?;
+    let alg = required_str(&body, "alg")?;
+    let value = required_str(&body, "value")?;
     let digest = b64url_decode(value)?;
     let (material, kid) = {
         let store = lock(&shared.store);
@@ -735,20 +763,9 @@ fn sign(
 
 fn verify(shared: &Shared, req: &Req, vault: &str, name: &str, version: &str) -> VResult<Value> {
     let body = body_json(req)?;
-    let alg = body
-        .get("alg")
-        .and_then(Value::as_str)
-        .ok_or_else(|| VaultError::bad("The parameter 'alg' is required."))?;
-    let digest = b64url_decode(
-        body.get("digest")
-            .and_then(Value::as_str)
-            .ok_or_else(|| VaultError::bad("The parameter 'digest' is required."))?,
-    )?;
-    let signature = b64url_decode(
-        body.get("value")
-            .and_then(Value::as_str)
-            .ok_or_else(|| VaultError::bad("The parameter 'value' is required."))?,
-    )?;
+    let alg = required_str(&body, "alg")?;
+    let digest = b64url_decode(required_str(&body, "digest")?)?;
+    let signature = b64url_decode(required_str(&body, "value")?)?;
     let material = {
         let store = lock(&shared.store);
         let k = find_key(&store, vault, name, version)?;
@@ -828,14 +845,6 @@ pub(crate) fn parse_policy(
             "Invalid contentType {content_type}: use application/x-pkcs12 or application/x-pem-file."
         )));
     }
-    let strings = |v: Option<&Value>| -> Option<Vec<String>> {
-        v.and_then(Value::as_array).map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-    };
     let default_usage = match spec {
         KeySpec::Rsa(_) => vec![
             "digitalSignature".to_string(),
@@ -941,13 +950,52 @@ fn certificate_item(v: &CertVersion, id: String) -> Value {
     out
 }
 
+/// Enables or disables the key version and the secret version `name`/`version` (the pair
+/// behind a certificate version); returns whether either exists.
+pub(crate) fn set_key_and_secret_enabled(
+    vault: &mut Vault,
+    name: &str,
+    version: &str,
+    enabled: bool,
+    now: i64,
+) -> bool {
+    let mut found = false;
+    if let Some(k) = vault
+        .keys
+        .get_mut(name)
+        .and_then(|ks| ks.iter_mut().find(|k| k.version == version))
+    {
+        k.attributes.set_enabled(enabled, now);
+        found = true;
+    }
+    if let Some(s) = vault
+        .secrets
+        .get_mut(name)
+        .and_then(|ss| ss.iter_mut().find(|s| s.version == version))
+    {
+        s.attributes.set_enabled(enabled, now);
+        found = true;
+    }
+    found
+}
+
+/// The policy of certificate `name`, when it exists: what a new version starts from.
+pub(crate) fn current_policy(shared: &Shared, vault: &str, name: &str) -> Option<CertPolicy> {
+    let store = lock(&shared.store);
+    store
+        .vaults
+        .get(vault)
+        .and_then(|v| v.certificates.get(name))
+        .map(|c| c.policy.clone())
+}
+
 fn find_certificate<'a>(store: &'a Store, vault: &str, name: &str) -> VResult<&'a Certificate> {
     store
         .vaults
         .get(vault)
         .and_then(|v| v.certificates.get(name))
         .filter(|c| !c.versions.is_empty())
-        .ok_or_else(|| VaultError::not_found("CertificateNotFound", "certificate", name, ""))
+        .ok_or_else(|| VaultError::certificate_not_found(name, ""))
 }
 
 fn find_cert_version<'a>(
@@ -955,12 +1003,9 @@ fn find_cert_version<'a>(
     name: &str,
     version: &str,
 ) -> VResult<&'a CertVersion> {
-    let found = if version.is_empty() {
-        cert.versions.last()
-    } else {
-        cert.versions.iter().find(|v| v.version == version)
-    };
-    found.ok_or_else(|| VaultError::not_found("CertificateNotFound", "certificate", name, version))
+    version_index(&cert.versions, version, |v| &v.version)
+        .and_then(|i| cert.versions.get(i))
+        .ok_or_else(|| VaultError::certificate_not_found(name, version))
 }
 
 /// Issues a new version of a certificate (and of its key and secret, same name and version)
@@ -1094,14 +1139,7 @@ fn create_certificate_request(
 ) -> VResult<Resp> {
     let body = body_json(req)?;
     let now = shared.clock.now();
-    let previous = {
-        let store = lock(&shared.store);
-        store
-            .vaults
-            .get(vault)
-            .and_then(|v| v.certificates.get(name))
-            .map(|c| c.policy.clone())
-    };
+    let previous = current_policy(shared, vault, name);
     let policy_body = body.get("policy").cloned().unwrap_or(Value::Null);
     let policy = parse_policy(&policy_body, previous.as_ref(), now)?;
     let enabled = body
@@ -1109,11 +1147,7 @@ fn create_certificate_request(
         .and_then(|a| a.get("enabled"))
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let tags = body
-        .get("tags")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
+    let tags = tags_of(&body);
     issue_certificate(shared, vault, name, policy, now, enabled, tags)?;
     let store = lock(&shared.store);
     let op = find_pending(&store, vault, name)?;
@@ -1137,11 +1171,7 @@ fn find_pending<'a>(store: &'a Store, vault: &str, name: &str) -> VResult<&'a Pe
         .get(vault)
         .and_then(|v| v.certificates.get(name))
         .and_then(|c| c.pending.as_ref())
-        .ok_or_else(|| VaultError {
-            status: StatusCode::NOT_FOUND,
-            code: "PendingCertificateNotFound",
-            message: format!("Pending certificate not found: {name}"),
-        })
+        .ok_or_else(|| VaultError::pending_not_found(name))
 }
 
 fn pending(shared: &Shared, vault: &str, name: &str, base: &str) -> VResult<Value> {
@@ -1152,11 +1182,7 @@ fn pending(shared: &Shared, vault: &str, name: &str, base: &str) -> VResult<Valu
         .get_mut(vault)
         .and_then(|v| v.certificates.get_mut(name))
         .and_then(|c| c.pending.as_mut())
-        .ok_or_else(|| VaultError {
-            status: StatusCode::NOT_FOUND,
-            code: "PendingCertificateNotFound",
-            message: format!("Pending certificate not found: {name}"),
-        })?;
+        .ok_or_else(|| VaultError::pending_not_found(name))?;
     let was_completed = op.completed;
     op.completed = true;
     let out = operation_json(op, name, base);
@@ -1212,21 +1238,14 @@ fn update_certificate(
     let body = body_json(req)?;
     let now = shared.clock.now();
     let mut store = lock(&shared.store);
-    let v = store.vaults.get_mut(vault).ok_or_else(|| {
-        VaultError::not_found("CertificateNotFound", "certificate", name, version)
-    })?;
-    let cert = v.certificates.get_mut(name).ok_or_else(|| {
-        VaultError::not_found("CertificateNotFound", "certificate", name, version)
-    })?;
+    let not_found = || VaultError::certificate_not_found(name, version);
+    let v = store.vaults.get_mut(vault).ok_or_else(not_found)?;
+    let cert = v.certificates.get_mut(name).ok_or_else(not_found)?;
     if let Some(p) = body.get("policy") {
         cert.policy = parse_policy(p, Some(&cert.policy), now)?;
     }
-    let cv = if version.is_empty() {
-        cert.versions.last_mut()
-    } else {
-        cert.versions.iter_mut().find(|c| c.version == version)
-    }
-    .ok_or_else(|| VaultError::not_found("CertificateNotFound", "certificate", name, version))?;
+    let i = version_index(&cert.versions, version, |c| &c.version).ok_or_else(not_found)?;
+    let cv = &mut cert.versions[i];
     let resolved = cv.version.clone();
     let enabled = body
         .get("attributes")
@@ -1242,22 +1261,7 @@ fn update_certificate(
     }
     // The certificate's key and secret follow its enabled state.
     if let Some(e) = enabled {
-        if let Some(k) = v
-            .keys
-            .get_mut(name)
-            .and_then(|ks| ks.iter_mut().find(|k| k.version == resolved))
-        {
-            k.attributes.enabled = e;
-            k.attributes.updated = now;
-        }
-        if let Some(s) = v
-            .secrets
-            .get_mut(name)
-            .and_then(|ss| ss.iter_mut().find(|s| s.version == resolved))
-        {
-            s.attributes.enabled = e;
-            s.attributes.updated = now;
-        }
+        set_key_and_secret_enabled(v, name, &resolved, e, now);
     }
     let cert = find_certificate(&store, vault, name)?;
     let cv = find_cert_version(cert, name, &resolved)?;
@@ -1302,21 +1306,15 @@ fn find_secret<'a>(
         .vaults
         .get(vault)
         .and_then(|v| v.secrets.get(name))
-        .ok_or_else(|| VaultError::not_found("SecretNotFound", "secret", name, version))?;
-    let found = if version.is_empty() {
-        versions.last()
-    } else {
-        versions.iter().find(|s| s.version == version)
-    };
-    found.ok_or_else(|| VaultError::not_found("SecretNotFound", "secret", name, version))
+        .ok_or_else(|| VaultError::secret_not_found(name, version))?;
+    version_index(versions, version, |s| &s.version)
+        .and_then(|i| versions.get(i))
+        .ok_or_else(|| VaultError::secret_not_found(name, version))
 }
 
 fn set_secret(shared: &Shared, req: &Req, vault: &str, name: &str, base: &str) -> VResult<Value> {
     let body = body_json(req)?;
-    let value = body
-        .get("value")
-        .and_then(Value::as_str)
-        .ok_or_else(|| VaultError::bad("The parameter 'value' is required."))?;
+    let value = required_str(&body, "value")?;
     let now = shared.clock.now();
     let mut attributes = Attributes::new(now);
     if let Some(a) = body.get("attributes") {
@@ -1330,11 +1328,7 @@ fn set_secret(shared: &Shared, req: &Req, vault: &str, name: &str, base: &str) -
             .and_then(Value::as_str)
             .map(str::to_string),
         attributes,
-        tags: body
-            .get("tags")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default(),
+        tags: tags_of(&body),
         managed: false,
     };
     let mut store = lock(&shared.store);
@@ -1416,7 +1410,7 @@ fn secret_versions(
         .vaults
         .get(vault)
         .and_then(|v| v.secrets.get(name))
-        .ok_or_else(|| VaultError::not_found("SecretNotFound", "secret", name, ""))?;
+        .ok_or_else(|| VaultError::secret_not_found(name, ""))?;
     page(
         req,
         versions,
@@ -1437,17 +1431,14 @@ fn update_secret(
     let body = body_json(req)?;
     let now = shared.clock.now();
     let mut store = lock(&shared.store);
+    let not_found = || VaultError::secret_not_found(name, version);
     let versions = store
         .vaults
         .get_mut(vault)
         .and_then(|v| v.secrets.get_mut(name))
-        .ok_or_else(|| VaultError::not_found("SecretNotFound", "secret", name, version))?;
-    let s = if version.is_empty() {
-        versions.last_mut()
-    } else {
-        versions.iter_mut().find(|s| s.version == version)
-    }
-    .ok_or_else(|| VaultError::not_found("SecretNotFound", "secret", name, version))?;
+        .ok_or_else(not_found)?;
+    let i = version_index(versions, version, |s| &s.version).ok_or_else(not_found)?;
+    let s = &mut versions[i];
     if let Some(a) = body.get("attributes") {
         s.attributes.apply(a, now);
     } else {

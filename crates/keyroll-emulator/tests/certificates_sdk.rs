@@ -12,19 +12,17 @@ mod common;
 use azure_security_keyvault_certificates::models::{
     CertificateAttributes, CertificateClientGetCertificateOptions,
     CertificateClientListCertificatePropertiesVersionsOptions,
-    CertificateClientUpdateCertificatePropertiesOptions, CertificatePolicy,
-    CreateCertificateParameters, CurveName, IssuerParameters, KeyProperties, KeyType,
-    SecretProperties, UpdateCertificatePropertiesParameters, X509CertificateProperties,
+    CertificateClientUpdateCertificatePropertiesOptions, CertificatePolicy, CurveName,
+    IssuerParameters, KeyProperties, KeyType, SecretProperties,
+    UpdateCertificatePropertiesParameters, X509CertificateProperties,
 };
 use azure_security_keyvault_certificates::{
     CertificateClient, CertificateClientOptions, ResourceExt as _,
 };
-use azure_security_keyvault_keys::models::{
-    KeyClientSignOptions, SignParameters, SignatureAlgorithm,
-};
+use azure_security_keyvault_keys::models::SignatureAlgorithm;
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use azure_security_keyvault_secrets::models::{
-    ContentType, SecretClientGetSecretOptions, SetSecretParameters,
+    ContentType, Secret, SecretClientGetSecretOptions, SetSecretParameters,
 };
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use base64::Engine as _;
@@ -83,23 +81,34 @@ fn policy(
     }
 }
 
+/// Version `version` of secret `name` (the latest when `None`), converted to
+/// `out_content_type` when set.
+async fn get_secret(
+    secrets: &SecretClient,
+    name: &str,
+    version: Option<&str>,
+    out_content_type: Option<ContentType>,
+) -> Secret {
+    let options = SecretClientGetSecretOptions {
+        secret_version: version.map(str::to_string),
+        out_content_type,
+        ..Default::default()
+    };
+    secrets
+        .get_secret(name, Some(options))
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
     let emu = common::start().await;
     let c = clients(&emu, "certs");
-    let body = CreateCertificateParameters {
-        certificate_policy: Some(policy(KeyType::Rsa, None, true, "application/x-pkcs12")),
-        ..Default::default()
-    };
+    let rsa_pkcs12 = policy(KeyType::Rsa, None, true, "application/x-pkcs12");
     emu.admin().reset_counters();
-    let first = c
-        .certs
-        .begin_create_certificate("sts", body.try_into().unwrap(), None)
-        .unwrap()
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let first = common::create_certificate(&c.certs, "sts", Some(rsa_pkcs12)).await;
     assert!(
         emu.admin().counter("certificates.pending") >= 1,
         "the client polled the pending operation"
@@ -127,18 +136,7 @@ async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
     );
 
     // A second version with the stored policy.
-    let second = c
-        .certs
-        .begin_create_certificate(
-            "sts",
-            CreateCertificateParameters::default().try_into().unwrap(),
-            None,
-        )
-        .unwrap()
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let second = common::create_certificate(&c.certs, "sts", None).await;
     let second_version = second.resource_id().unwrap().version.unwrap();
     assert_ne!(first_version, second_version);
 
@@ -187,24 +185,16 @@ async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
 
     // The certificate's key signs what the certificate certifies.
     let message = b"header.claims";
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Rs256),
-        value: Some(common::digest("RS256", message)),
-    };
-    let signed = c
-        .keys
-        .sign(
-            "sts",
-            sign.try_into().unwrap(),
-            Some(KeyClientSignOptions {
-                key_version: Some(first_version.clone()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let digest = common::digest("RS256", message);
+    let signed = common::sign(
+        &c.keys,
+        "sts",
+        Some(&first_version),
+        SignatureAlgorithm::Rs256,
+        digest.clone(),
+    )
+    .await
+    .unwrap();
     assert!(common::verify_with_cert(
         "RS256",
         &cer,
@@ -213,19 +203,7 @@ async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
     ));
 
     // The secret as PKCS#12: the private key inside matches the certificate.
-    let secret = c
-        .secrets
-        .get_secret(
-            "sts",
-            Some(SecretClientGetSecretOptions {
-                secret_version: Some(first_version.clone()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let secret = get_secret(&c.secrets, "sts", Some(&first_version), None).await;
     assert_eq!(secret.content_type.as_deref(), Some("application/x-pkcs12"));
     assert_eq!(secret.managed, Some(true));
     let pfx = base64::engine::general_purpose::STANDARD
@@ -248,20 +226,13 @@ async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
     assert!(common::verify_with_cert("RS256", &cer, message, &sig));
 
     // The same secret converted to PEM.
-    let pem_secret = c
-        .secrets
-        .get_secret(
-            "sts",
-            Some(SecretClientGetSecretOptions {
-                secret_version: Some(first_version.clone()),
-                out_content_type: Some(ContentType::Pem),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let pem_secret = get_secret(
+        &c.secrets,
+        "sts",
+        Some(&first_version),
+        Some(ContentType::Pem),
+    )
+    .await;
     assert_eq!(
         pem_secret.content_type.as_deref(),
         Some("application/x-pem-file")
@@ -295,28 +266,19 @@ async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
         .into_model()
         .unwrap();
     assert_eq!(disabled.attributes.unwrap().enabled, Some(false));
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Rs256),
-        value: Some(common::digest("RS256", message)),
-    };
-    let err = c
-        .keys
-        .sign(
-            "sts",
-            sign.try_into().unwrap(),
-            Some(KeyClientSignOptions {
-                key_version: Some(first_version),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap_err();
+    let err = common::sign(
+        &c.keys,
+        "sts",
+        Some(&first_version),
+        SignatureAlgorithm::Rs256,
+        digest,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.http_status().map(u16::from), Some(403));
 
     let missing = c.certs.get_certificate("nope", None).await.unwrap_err();
-    assert!(
-        matches!(missing.kind(), azure_core::error::ErrorKind::HttpResponse { error_code: Some(code), .. } if code == "CertificateNotFound")
-    );
+    assert_eq!(common::error_code(&missing), Some("CertificateNotFound"));
     emu.shutdown().await;
 }
 
@@ -324,35 +286,18 @@ async fn create_versions_get_sign_and_secret_as_pkcs12_and_pem() {
 async fn ec_pem_certificate_not_exportable_and_plain_secrets() {
     let emu = common::start().await;
     let c = clients(&emu, "ecvault");
-    let body = CreateCertificateParameters {
-        certificate_policy: Some(policy(
-            KeyType::Ec,
-            Some(CurveName::P256),
-            false,
-            "application/x-pem-file",
-        )),
-        ..Default::default()
-    };
-    let cert = c
-        .certs
-        .begin_create_certificate("edge", body.try_into().unwrap(), None)
-        .unwrap()
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let ec_pem = policy(
+        KeyType::Ec,
+        Some(CurveName::P256),
+        false,
+        "application/x-pem-file",
+    );
+    let cert = common::create_certificate(&c.certs, "edge", Some(ec_pem)).await;
     let cer = cert.cer.unwrap();
     let message = b"ec.message";
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Es256),
-        value: Some(common::digest("ES256", message)),
-    };
-    let signed = c
-        .keys
-        .sign("edge", sign.try_into().unwrap(), None)
+    let digest = common::digest("ES256", message);
+    let signed = common::sign(&c.keys, "edge", None, SignatureAlgorithm::Es256, digest)
         .await
-        .unwrap()
-        .into_model()
         .unwrap();
     assert!(common::verify_with_cert(
         "ES256",
@@ -361,13 +306,7 @@ async fn ec_pem_certificate_not_exportable_and_plain_secrets() {
         &signed.result.unwrap()
     ));
 
-    let secret = c
-        .secrets
-        .get_secret("edge", None)
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let secret = get_secret(&c.secrets, "edge", None, None).await;
     assert_eq!(
         secret.content_type.as_deref(),
         Some("application/x-pem-file")
@@ -401,35 +340,11 @@ async fn ec_pem_certificate_not_exportable_and_plain_secrets() {
         .set_secret("plain", set.try_into().unwrap(), None)
         .await
         .unwrap();
-    let latest = c
-        .secrets
-        .get_secret("plain", None)
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let latest = get_secret(&c.secrets, "plain", None, None).await;
     assert_eq!(latest.value.as_deref(), Some("two"));
-    let first = c
-        .secrets
-        .get_secret(
-            "plain",
-            Some(SecretClientGetSecretOptions {
-                secret_version: Some(
-                    v1.id
-                        .clone()
-                        .unwrap()
-                        .rsplit('/')
-                        .next()
-                        .unwrap()
-                        .to_string(),
-                ),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let v1_id = v1.id.clone().unwrap();
+    let v1_version = v1_id.rsplit('/').next().unwrap();
+    let first = get_secret(&c.secrets, "plain", Some(v1_version), None).await;
     assert_eq!(first.value.as_deref(), Some("one"));
     let mut pager = c
         .secrets
@@ -442,8 +357,6 @@ async fn ec_pem_certificate_not_exportable_and_plain_secrets() {
     }
     assert_eq!(n, 2);
     let err = c.secrets.get_secret("absent", None).await.unwrap_err();
-    assert!(
-        matches!(err.kind(), azure_core::error::ErrorKind::HttpResponse { error_code: Some(code), .. } if code == "SecretNotFound")
-    );
+    assert_eq!(common::error_code(&err), Some("SecretNotFound"));
     emu.shutdown().await;
 }

@@ -11,26 +11,24 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use keyroll_emulator::{Emulator, Fault, FaultKind, KeySpec, KeyVersionOptions};
+use keyroll_emulator::{Emulator, EmulatorHandle, Fault, FaultKind, KeySpec, KeyVersionOptions};
 use serde_json::{Value, json};
 
-async fn vault_token(emu: &keyroll_emulator::EmulatorHandle) -> String {
+/// The token endpoint's answer for the test client and `scope`.
+async fn token_response(emu: &EmulatorHandle, scope: &str) -> Value {
+    common::send_json(common::client_secret_token_request(
+        emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        scope,
+    ))
+    .await
+}
+
+async fn vault_token(emu: &EmulatorHandle) -> String {
     let scope = format!("{}/.default", emu.vault_resource());
-    let body: Value = emu
-        .http_client()
-        .post(emu.token_endpoint(emu.tenant_id()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", common::CLIENT_ID),
-            ("client_secret", common::CLIENT_SECRET),
-            ("scope", scope.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = token_response(emu, &scope).await;
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], 3599);
     assert_eq!(body["ext_expires_in"], 3599);
@@ -86,48 +84,30 @@ async fn challenge_errors_and_ids_as_the_service_answers() {
             )
         }
     };
-    let (s, b) = get("keys/k/?api-version=2025-07-01").await;
-    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("KeyNotFound")));
-    let (s, b) = get("certificates/c/?api-version=7.5").await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (404, Some("CertificateNotFound"))
-    );
-    let (s, b) = get("secrets/s/?api-version=2026-04-01").await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (404, Some("SecretNotFound"))
-    );
-    let (s, b) = get("keys/k/?api-version=1999-01-01").await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (400, Some("BadParameter"))
-    );
-    let (s, b) = get("keys/k/").await;
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (400, Some("BadParameter"))
-    );
+    for (path, status, code) in [
+        ("keys/k/?api-version=2025-07-01", 404, "KeyNotFound"),
+        (
+            "certificates/c/?api-version=7.5",
+            404,
+            "CertificateNotFound",
+        ),
+        ("secrets/s/?api-version=2026-04-01", 404, "SecretNotFound"),
+        ("keys/k/?api-version=1999-01-01", 400, "BadParameter"),
+        ("keys/k/", 400, "BadParameter"),
+    ] {
+        let (s, b) = get(path).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
+    }
     let (s, b) = get("nothing/here?api-version=2025-07-01").await;
     assert_eq!(s, 404);
     assert!(b["error"]["code"].is_string() && b["error"]["message"].is_string());
 
     // A token for another audience is refused with a challenge.
-    let scope = "https://graph.localhost/.default";
-    let other: Value = http
-        .post(emu.token_endpoint(emu.tenant_id()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", common::CLIENT_ID),
-            ("client_secret", common::CLIENT_SECRET),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let other = token_response(&emu, "https://graph.localhost/.default").await;
     let r = http
         .get(vault.join("keys?api-version=2025-07-01").unwrap())
         .bearer_auth(other["access_token"].as_str().unwrap())
@@ -212,15 +192,8 @@ async fn faults_and_counters_through_rust_and_http_admin() {
 
     // 429 with Retry-After, through the admin HTTP API, for one vault only.
     let admin_url = emu.authority_host().join("_admin/").unwrap();
-    let added: Value = http
-        .post(admin_url.join("faults").unwrap())
-        .json(&json!({"route": "keys", "vault": "faulty", "kind": "throttle", "retry_after": 7}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fault = json!({"route": "keys", "vault": "faulty", "kind": "throttle", "retry_after": 7});
+    let added = common::send_json(http.post(admin_url.join("faults").unwrap()).json(&fault)).await;
     let r = get().await.unwrap();
     assert_eq!(
         (
@@ -273,14 +246,7 @@ async fn faults_and_counters_through_rust_and_http_admin() {
 
     // Counters: 9 keys.get so far (faulted ones included), 1 keys.list.
     assert_eq!(admin.counter("keys.get"), 9);
-    let counters: Value = http
-        .get(admin_url.join("counters").unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let counters = common::send_json(http.get(admin_url.join("counters").unwrap())).await;
     assert_eq!(counters["keys.get"], 9);
     assert_eq!(counters["keys.list"], 1);
     http.delete(admin_url.join("counters").unwrap())
@@ -290,32 +256,24 @@ async fn faults_and_counters_through_rust_and_http_admin() {
     assert!(admin.counters().is_empty());
 
     // The clock and versions with a chosen created time, over HTTP.
-    let clock: Value = http
-        .post(admin_url.join("clock").unwrap())
-        .json(&json!({"advance": 3600}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let clock = common::send_json(
+        http.post(admin_url.join("clock").unwrap())
+            .json(&json!({"advance": 3600})),
+    )
+    .await;
     assert!(clock["now"].as_i64().unwrap() >= admin.now() - 1);
-    let v: Value = http
-        .post(
+    let v = common::send_json(
+        http.post(
             admin_url
                 .join("vaults/faulty/certificates/old-cert/versions")
                 .unwrap(),
         )
-        .json(&json!({"created": 1_700_000_000, "kty": "EC", "crv": "P-256", "subject": "CN=old"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json(&json!({"created": 1_700_000_000, "kty": "EC", "crv": "P-256", "subject": "CN=old"})),
+    )
+    .await;
     assert_eq!(v["created"], 1_700_000_000);
-    let cert: Value = http
-        .get(
+    let cert = common::send_json(
+        http.get(
             emu.vault_url("faulty")
                 .join(&format!(
                     "certificates/old-cert/{}?api-version=2025-07-01",
@@ -323,17 +281,22 @@ async fn faults_and_counters_through_rust_and_http_admin() {
                 ))
                 .unwrap(),
         )
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .bearer_auth(&token),
+    )
+    .await;
     assert_eq!(cert["attributes"]["created"], 1_700_000_000);
     assert_eq!(cert["attributes"]["nbf"], 1_700_000_000);
     assert_eq!(cert["x5t"], v["x5t"]);
     emu.shutdown().await;
+}
+
+/// Key `k` of vault `keep`, fetched with a token only `accept_any_token` lets through.
+async fn get_kept_key(http: &reqwest::Client, emu: &EmulatorHandle) -> Value {
+    let url = emu
+        .vault_url("keep")
+        .join("keys/k/?api-version=2025-07-01")
+        .unwrap();
+    common::send_json(http.get(url).bearer_auth("anything")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,20 +320,7 @@ async fn accept_any_token_and_state_directory_across_restarts() {
                 .created(1_600_000_000),
         )
         .unwrap();
-    let http = emu.http_client();
-    let url = emu
-        .vault_url("keep")
-        .join("keys/k/?api-version=2025-07-01")
-        .unwrap();
-    let before: Value = http
-        .get(url)
-        .bearer_auth("anything")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let before = get_kept_key(&emu.http_client(), &emu).await;
     assert_eq!(before["key"]["kid"], v.id);
     emu.shutdown().await;
 
@@ -384,19 +334,7 @@ async fn accept_any_token_and_state_directory_across_restarts() {
     assert_eq!(emu.tenant_id(), tenant);
     // Clients built against the first instance's CA still trust the new server certificate.
     let client = keyroll_emulator::localhost_http_client(&ca).unwrap();
-    let url = emu
-        .vault_url("keep")
-        .join("keys/k/?api-version=2025-07-01")
-        .unwrap();
-    let after: Value = client
-        .get(url)
-        .bearer_auth("anything")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = get_kept_key(&client, &emu).await;
     assert_eq!(after["key"]["x"], before["key"]["x"]);
     assert_eq!(after["attributes"]["created"], 1_600_000_000);
     emu.shutdown().await;

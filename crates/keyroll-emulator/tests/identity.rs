@@ -19,14 +19,12 @@ use azure_identity::{
     ManagedIdentityCredential, ManagedIdentityCredentialOptions,
 };
 use azure_security_keyvault_certificates::models::{
-    CertificatePolicy, CreateCertificateParameters, IssuerParameters, X509CertificateProperties,
+    CertificatePolicy, IssuerParameters, X509CertificateProperties,
 };
 use azure_security_keyvault_certificates::{
     CertificateClient, CertificateClientOptions, ResourceExt as _,
 };
-use azure_security_keyvault_keys::models::{
-    KeyClientSignOptions, SignParameters, SignatureAlgorithm,
-};
+use azure_security_keyvault_keys::models::SignatureAlgorithm;
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,15 +46,7 @@ fn claims_of(token: &str) -> Value {
 
 /// Checks an access token's RS256 signature against the published JWKS with aws-lc-rs.
 async fn verify_against_jwks(emu: &EmulatorHandle, token: &str) -> Value {
-    let jwks: Value = emu
-        .http_client()
-        .get(emu.jwks_url(emu.tenant_id()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = common::send_json(emu.http_client().get(emu.jwks_url(emu.tenant_id()))).await;
     let header: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
             .decode(token.split('.').next().unwrap())
@@ -80,6 +70,33 @@ async fn verify_against_jwks(emu: &EmulatorHandle, token: &str) -> Value {
     claims_of(token)
 }
 
+/// Asks `tenant`'s token endpoint for a token with a client assertion; the status and the body.
+async fn post_assertion(
+    emu: &EmulatorHandle,
+    tenant: &str,
+    client_id: &str,
+    assertion: String,
+    scope: &str,
+) -> (u16, Value) {
+    let resp = emu
+        .http_client()
+        .post(emu.token_endpoint(tenant))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
 fn key_client(emu: &EmulatorHandle, vault: &str, cred: Arc<dyn TokenCredential>) -> KeyClient {
     let mut k = KeyClientOptions::default();
     k.client_options = common::client_options(emu);
@@ -98,15 +115,11 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
     assert_eq!(claims["appid"], common::CLIENT_ID);
     assert_eq!(claims["tid"], emu.tenant_id());
 
-    let discovery: Value = emu
-        .http_client()
-        .get(emu.openid_configuration_url(emu.tenant_id()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery = common::send_json(
+        emu.http_client()
+            .get(emu.openid_configuration_url(emu.tenant_id())),
+    )
+    .await;
     assert_eq!(discovery["issuer"], emu.issuer(emu.tenant_id()));
     assert_eq!(
         discovery["jwks_uri"],
@@ -121,15 +134,7 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
     let old_kid = emu.admin().token_signing_kid().unwrap();
     let new_kid = emu.admin().rotate_token_signing_key().unwrap();
     assert_ne!(old_kid, new_kid);
-    let jwks: Value = emu
-        .http_client()
-        .get(emu.jwks_url("common"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = common::send_json(emu.http_client().get(emu.jwks_url("common"))).await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     // The old token still opens the vault.
     let client = key_client(&emu, "secretvault", cred.clone());
@@ -148,18 +153,14 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
         .unwrap();
 
     // A wrong secret is invalid_client with an AADSTS code.
-    let resp = emu
-        .http_client()
-        .post(emu.token_endpoint(emu.tenant_id()))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", common::CLIENT_ID),
-            ("client_secret", "nope"),
-            ("scope", scope.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let wrong_secret = common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        "nope",
+        &scope,
+    );
+    let resp = wrong_secret.send().await.unwrap();
     assert_eq!(resp.status(), 401);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "invalid_client");
@@ -171,18 +172,9 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
     );
     assert_eq!(body["error_codes"][0], 7_000_215);
     // An unknown client.
-    let resp = emu
-        .http_client()
-        .post(emu.token_endpoint("any-tenant"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", "ghost"),
-            ("client_secret", "x"),
-            ("scope", scope.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let unknown_client =
+        common::client_secret_token_request(&emu, "any-tenant", "ghost", "x", &scope);
+    let resp = unknown_client.send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert!(
         resp.json::<Value>().await.unwrap()["error_description"]
@@ -224,22 +216,14 @@ impl VaultSignedAssertion {
             "nbf": now, "iat": now, "exp": now + 600,
         });
         let input = format!("{}.{}", jwt_part(&header), jwt_part(&claims));
-        let sign = SignParameters {
-            algorithm: Some(SignatureAlgorithm::Rs256),
-            value: Some(common::digest("RS256", input.as_bytes())),
-        };
-        let result = self
-            .keys
-            .sign(
-                &self.name,
-                sign.try_into()?,
-                Some(KeyClientSignOptions {
-                    key_version: Some(self.version.clone()),
-                    ..Default::default()
-                }),
-            )
-            .await?
-            .into_model()?;
+        let result = common::sign(
+            &self.keys,
+            &self.name,
+            Some(&self.version),
+            SignatureAlgorithm::Rs256,
+            common::digest("RS256", input.as_bytes()),
+        )
+        .await?;
         Ok(format!(
             "{input}.{}",
             URL_SAFE_NO_PAD.encode(result.result.unwrap_or_default())
@@ -280,17 +264,7 @@ async fn client_assertion_signed_by_a_vault_certificate() {
         }),
         ..Default::default()
     };
-    let body = CreateCertificateParameters {
-        certificate_policy: Some(policy),
-        ..Default::default()
-    };
-    let cert = certs
-        .begin_create_certificate("assertion-app", body.try_into().unwrap(), None)
-        .unwrap()
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
+    let cert = common::create_certificate(&certs, "assertion-app", Some(policy)).await;
     let version = cert.resource_id().unwrap().version.unwrap();
     let x5t = URL_SAFE_NO_PAD.encode(cert.x509_thumbprint.unwrap());
     emu.register_client_certificate("assertion-app", &cert.cer.unwrap())
@@ -334,29 +308,8 @@ async fn client_assertion_signed_by_a_vault_certificate() {
     assert_eq!(key.managed, Some(true));
 
     // Replaying an assertion (same jti) is refused.
-    let post = |a: String| {
-        let http = emu.http_client();
-        let url = emu.token_endpoint(emu.tenant_id());
-        let scope = scope.clone();
-        async move {
-            let resp = http
-                .post(url)
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", "assertion-app"),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    ("client_assertion", a.as_str()),
-                    ("scope", scope.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-        }
-    };
+    let post =
+        |a: String| post_assertion(&emu, emu.tenant_id(), "assertion-app", a, scope.as_str());
     assert_eq!(post(raw_assertion.clone()).await.0, 200);
     let (status, body) = post(raw_assertion.clone()).await;
     assert_eq!(status, 401);
@@ -434,31 +387,7 @@ async fn assertion_matching_and_claim_checks() {
         jsonwebtoken::encode(&header, &claims, &cert.key).unwrap()
     };
     let claims = |jti: &str| json!({"aud": endpoint, "iss": "local-app", "sub": "local-app", "jti": jti, "iat": now, "exp": now + 300.5});
-    let post = |assertion: String| {
-        let http = emu.http_client();
-        let url = emu.token_endpoint("contoso");
-        let scope = scope.clone();
-        async move {
-            let resp = http
-                .post(url)
-                .form(&[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", "local-app"),
-                    (
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                    ),
-                    ("client_assertion", assertion.as_str()),
-                    ("scope", scope.as_str()),
-                ])
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let body: Value = resp.json().await.unwrap();
-            (status, body)
-        }
-    };
+    let post = |a: String| post_assertion(&emu, "contoso", "local-app", a, scope.as_str());
     let code = |body: &Value| body["error_codes"][0].as_i64().unwrap_or(0);
 
     // x5t with standard base64 padding (as Microsoft's client sends it), decimal exp.
@@ -531,19 +460,14 @@ async fn managed_identity_credential_app_service() {
     let http = emu.http_client();
     let resource = emu.vault_resource();
     let url = emu.identity_endpoint();
-    let ok: Value = http
-        .get(url.clone())
-        .query(&[
+    let token_request = || {
+        http.get(url.clone()).query(&[
             ("api-version", "2019-08-01"),
             ("resource", resource.as_str()),
         ])
-        .header("X-IDENTITY-HEADER", emu.identity_header())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    };
+    let ok =
+        common::send_json(token_request().header("X-IDENTITY-HEADER", emu.identity_header())).await;
     assert!(
         ok["expires_on"].is_string(),
         "expires_on is a string of Unix seconds"
@@ -552,26 +476,13 @@ async fn managed_identity_credential_app_service() {
     assert_eq!(ok["token_type"], "Bearer");
     let claims = verify_against_jwks(&emu, ok["access_token"].as_str().unwrap()).await;
     assert_eq!(claims["appid"], emu.managed_identity_client_id());
-    let bad = http
-        .get(url.clone())
-        .query(&[
-            ("api-version", "2019-08-01"),
-            ("resource", resource.as_str()),
-        ])
+    let bad = token_request()
         .header("X-IDENTITY-HEADER", "wrong")
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 401);
-    let missing = http
-        .get(url.clone())
-        .query(&[
-            ("api-version", "2019-08-01"),
-            ("resource", resource.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let missing = token_request().send().await.unwrap();
     assert_eq!(missing.status(), 400);
 
     // The official credential reads IDENTITY_ENDPOINT / IDENTITY_HEADER from the process
@@ -655,15 +566,9 @@ async fn managed_identity_child() {
         .unwrap();
     let jwk = key.key.unwrap();
     let message = b"managed identity";
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Es256),
-        value: Some(common::digest("ES256", message)),
-    };
-    let sig = keys
-        .sign("mi-key", sign.try_into().unwrap(), None)
+    let digest = common::digest("ES256", message);
+    let sig = common::sign(&keys, "mi-key", None, SignatureAlgorithm::Es256, digest)
         .await
-        .unwrap()
-        .into_model()
         .unwrap()
         .result
         .unwrap();

@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use azure_security_keyvault_keys::models::{
     CreateKeyParameters, CurveName, KeyAttributes, KeyClientGetKeyOptions,
-    KeyClientListKeyPropertiesVersionsOptions, KeyClientSignOptions,
-    KeyClientUpdateKeyPropertiesOptions, KeyType, SignParameters, SignatureAlgorithm,
-    UpdateKeyPropertiesParameters, VerifyParameters,
+    KeyClientListKeyPropertiesVersionsOptions, KeyClientUpdateKeyPropertiesOptions, KeyType,
+    SignatureAlgorithm, UpdateKeyPropertiesParameters, VerifyParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions, ResourceExt};
 use futures_util::TryStreamExt as _;
@@ -48,6 +47,29 @@ fn alg(name: &str) -> SignatureAlgorithm {
         "ES512" => SignatureAlgorithm::Es512,
         other => panic!("{other}"),
     }
+}
+
+/// The vault's verdict on `signature` over `digest` with version `version` of key `name`.
+async fn verify(
+    client: &KeyClient,
+    name: &str,
+    version: &str,
+    alg_name: &str,
+    digest: &[u8],
+    signature: &[u8],
+) -> Option<bool> {
+    let params = VerifyParameters {
+        algorithm: Some(alg(alg_name)),
+        digest: Some(digest.to_vec()),
+        signature: Some(signature.to_vec()),
+    };
+    client
+        .verify(name, version, params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+        .value
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,48 +181,26 @@ async fn create_rotate_list_across_pages_get_and_disable() {
         .unwrap();
     assert_eq!(disabled.attributes.unwrap().enabled, Some(false));
     let digest = common::digest("RS256", b"payload");
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Rs256),
-        value: Some(digest.clone()),
-    };
-    let err = client
-        .sign(
-            "signing",
-            sign.try_into().unwrap(),
-            Some(KeyClientSignOptions {
-                key_version: Some(first_version.clone()),
-                ..Default::default()
-            }),
-        )
-        .await
-        .unwrap_err();
-    match err.kind() {
-        azure_core::error::ErrorKind::HttpResponse {
-            status, error_code, ..
-        } => {
-            assert_eq!(u16::from(*status), 403);
-            assert_eq!(error_code.as_deref(), Some("Forbidden"));
-        }
-        other => panic!("unexpected error {other:?}"),
-    }
+    let err = common::sign(
+        &client,
+        "signing",
+        Some(&first_version),
+        SignatureAlgorithm::Rs256,
+        digest.clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.http_status().map(u16::from), Some(403), "{err:?}");
+    assert_eq!(common::error_code(&err), Some("Forbidden"));
     // The latest version still signs.
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Rs256),
-        value: Some(digest),
-    };
-    let signed = client
-        .sign("signing", sign.try_into().unwrap(), None)
+    let signed = common::sign(&client, "signing", None, SignatureAlgorithm::Rs256, digest)
         .await
-        .unwrap()
-        .into_model()
         .unwrap();
     assert!(signed.kid.unwrap().ends_with(versions.last().unwrap()));
 
     // A missing key is KeyNotFound.
     let err = client.get_key("missing", None).await.unwrap_err();
-    assert!(
-        matches!(err.kind(), azure_core::error::ErrorKind::HttpResponse { error_code: Some(c), .. } if c == "KeyNotFound")
-    );
+    assert_eq!(common::error_code(&err), Some("KeyNotFound"));
     emu.shutdown().await;
 }
 
@@ -244,24 +244,11 @@ async fn sign_with_every_algorithm_verifies_independently() {
         let jwk = key.key.unwrap();
         for a in algs {
             let digest = common::digest(a, message);
-            let sign = SignParameters {
-                algorithm: Some(alg(a)),
-                value: Some(digest.clone()),
-            };
-            let result = client
-                .sign(
-                    name,
-                    sign.try_into().unwrap(),
-                    Some(KeyClientSignOptions {
-                        key_version: Some(version.clone()),
-                        ..Default::default()
-                    }),
-                )
+            let signature = common::sign(&client, name, Some(&version), alg(a), digest.clone())
                 .await
                 .unwrap()
-                .into_model()
+                .result
                 .unwrap();
-            let signature = result.result.unwrap();
             let ok = match (&jwk.n, &jwk.e, &jwk.x, &jwk.y) {
                 (Some(n), Some(e), _, _) => common::verify_with_jwk(a, n, e, message, &signature),
                 (_, _, Some(x), Some(y)) => {
@@ -271,46 +258,25 @@ async fn sign_with_every_algorithm_verifies_independently() {
                 _ => panic!("no public key in the JWK"),
             };
             assert!(ok, "{a} signature does not verify with aws-lc-rs");
-            let verify = VerifyParameters {
-                algorithm: Some(alg(a)),
-                digest: Some(digest.clone()),
-                signature: Some(signature.clone()),
-            };
-            let verified = client
-                .verify(name, &version, verify.try_into().unwrap(), None)
-                .await
-                .unwrap()
-                .into_model()
-                .unwrap();
-            assert_eq!(verified.value, Some(true), "{a}");
+            let verified = verify(&client, name, &version, a, &digest, &signature).await;
+            assert_eq!(verified, Some(true), "{a}");
             let mut tampered = signature;
             tampered[0] ^= 0x55;
-            let verify = VerifyParameters {
-                algorithm: Some(alg(a)),
-                digest: Some(digest),
-                signature: Some(tampered),
-            };
-            let verified = client
-                .verify(name, &version, verify.try_into().unwrap(), None)
-                .await
-                .unwrap()
-                .into_model()
-                .unwrap();
-            assert_eq!(verified.value, Some(false), "{a} tampered");
+            let verified = verify(&client, name, &version, a, &digest, &tampered).await;
+            assert_eq!(verified, Some(false), "{a} tampered");
         }
     }
     // The digest length must fit the algorithm.
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Es256),
-        value: Some(vec![0u8; 20]),
-    };
-    let err = client
-        .sign("p256", sign.try_into().unwrap(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err.kind(), azure_core::error::ErrorKind::HttpResponse { error_code: Some(c), .. } if c == "BadParameter")
-    );
+    let err = common::sign(
+        &client,
+        "p256",
+        None,
+        SignatureAlgorithm::Es256,
+        vec![0u8; 20],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(common::error_code(&err), Some("BadParameter"));
     assert_eq!(emu.admin().counter("keys.sign"), 10);
     emu.shutdown().await;
 }
@@ -376,12 +342,8 @@ async fn admin_versions_with_chosen_created_times_and_retried_faults() {
         .vault("history")
         .times(1),
     );
-    let sign = SignParameters {
-        algorithm: Some(SignatureAlgorithm::Es256),
-        value: Some(common::digest("ES256", b"x")),
-    };
-    client
-        .sign("rolling", sign.try_into().unwrap(), None)
+    let digest = common::digest("ES256", b"x");
+    common::sign(&client, "rolling", None, SignatureAlgorithm::Es256, digest)
         .await
         .unwrap();
     assert_eq!(

@@ -1,5 +1,5 @@
-//! Helpers shared by the integration tests: Azure SDK client options wired to the emulator and
-//! independent signature checks with aws-lc-rs.
+//! Helpers shared by the integration tests: Azure SDK client options wired to the emulator, the
+//! calls several tests make, and independent signature checks with aws-lc-rs.
 #![allow(
     dead_code,
     unreachable_pub,
@@ -12,7 +12,16 @@ use std::sync::Arc;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::http::{ClientOptions, Transport};
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use azure_security_keyvault_certificates::CertificateClient;
+use azure_security_keyvault_certificates::models::{
+    Certificate, CertificatePolicy, CreateCertificateParameters,
+};
+use azure_security_keyvault_keys::KeyClient;
+use azure_security_keyvault_keys::models::{
+    KeyClientSignOptions, KeyOperationResult, SignParameters, SignatureAlgorithm,
+};
 use keyroll_emulator::EmulatorHandle;
+use serde_json::Value;
 
 pub const CLIENT_ID: &str = "test-app";
 pub const CLIENT_SECRET: &str = "test-secret";
@@ -55,6 +64,76 @@ pub async fn start() -> EmulatorHandle {
         .start()
         .await
         .unwrap()
+}
+
+/// Sends a request and parses the answer as JSON.
+pub async fn send_json(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// A client-credentials token request with a client secret, to `tenant`'s token endpoint.
+pub fn client_secret_token_request(
+    emu: &EmulatorHandle,
+    tenant: &str,
+    client_id: &str,
+    client_secret: &str,
+    scope: &str,
+) -> reqwest::RequestBuilder {
+    emu.http_client().post(emu.token_endpoint(tenant)).form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("scope", scope),
+    ])
+}
+
+/// Signs `digest` with `alg` using version `version` of key `name` (the latest when `None`).
+pub async fn sign(
+    keys: &KeyClient,
+    name: &str,
+    version: Option<&str>,
+    alg: SignatureAlgorithm,
+    digest: Vec<u8>,
+) -> azure_core::Result<KeyOperationResult> {
+    let params = SignParameters {
+        algorithm: Some(alg),
+        value: Some(digest),
+    };
+    let options = KeyClientSignOptions {
+        key_version: version.map(str::to_string),
+        ..Default::default()
+    };
+    keys.sign(name, params.try_into()?, Some(options))
+        .await?
+        .into_model()
+}
+
+/// Creates a certificate through its pending operation; the stored policy when `policy` is
+/// `None`.
+pub async fn create_certificate(
+    certs: &CertificateClient,
+    name: &str,
+    policy: Option<CertificatePolicy>,
+) -> Certificate {
+    let body = CreateCertificateParameters {
+        certificate_policy: policy,
+        ..Default::default()
+    };
+    certs
+        .begin_create_certificate(name, body.try_into().unwrap(), None)
+        .unwrap()
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap()
+}
+
+/// The service's error code of a failed SDK call (`KeyNotFound`, `Forbidden`, …).
+pub fn error_code(err: &azure_core::Error) -> Option<&str> {
+    match err.kind() {
+        azure_core::error::ErrorKind::HttpResponse { error_code, .. } => error_code.as_deref(),
+        _ => None,
+    }
 }
 
 /// Verifies `signature` over `message` with aws-lc-rs, from a JWK's public components.
