@@ -302,12 +302,14 @@ async fn get_kept_key(http: &reqwest::Client, emu: &EmulatorHandle) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_any_token_and_state_directory_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::builder()
-        .state_dir(dir.path())
-        .accept_any_token(true)
-        .start()
-        .await
-        .unwrap();
+    // Both instances keep their state in the same directory.
+    let start = || {
+        Emulator::builder()
+            .state_dir(dir.path())
+            .accept_any_token(true)
+            .start()
+    };
+    let emu = start().await.unwrap();
     let ca = emu.ca_pem().to_string();
     assert_eq!(std::fs::read_to_string(emu.ca_path()).unwrap(), ca);
     let tenant = emu.tenant_id().to_string();
@@ -324,12 +326,7 @@ async fn accept_any_token_and_state_directory_across_restarts() {
     assert_eq!(before["key"]["kid"], v.id);
     emu.shutdown().await;
 
-    let emu = Emulator::builder()
-        .state_dir(dir.path())
-        .accept_any_token(true)
-        .start()
-        .await
-        .unwrap();
+    let emu = start().await.unwrap();
     assert_eq!(emu.ca_pem(), ca, "the CA survives the restart");
     assert_eq!(emu.tenant_id(), tenant);
     // Clients built against the first instance's CA still trust the new server certificate.
