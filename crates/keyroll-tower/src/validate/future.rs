@@ -170,5 +170,5 @@ fn refuse<B>(failure: Failure, shared: &Shared, span: &Span) -> Response<Validat
     } else {
         tracing::debug!(parent: span, reason = failure.label(), "token refused");
     }
-    refusal(failure.to_response(&shared.realm))
+    refusal(shared.responses.response(&failure))
 }

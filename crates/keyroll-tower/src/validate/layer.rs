@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use super::cache::{TokenCache, TokenCacheConfig};
 use super::extract::VerifiedClaims;
 use super::metrics::{Counters, ValidateMetrics};
-use super::response::sanitize;
+use super::response::{Responses, sanitize};
 use super::service::Validate;
 use super::token::TokenSources;
 
@@ -31,9 +31,14 @@ pub struct ValidateLayer {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
+    /// The verifier's issuers again, by `iss`, as `Arc`s the token cache keeps with each
+    /// entry. keyroll-core's `Verifier` only lists its issuers (`issuers()`); a lookup by name
+    /// returning a shared `Arc<Issuer>` there would make this map unnecessary.
     pub(crate) issuers: HashMap<String, Arc<Issuer>>,
     pub(crate) sources: TokenSources,
     pub(crate) realm: Arc<str>,
+    /// Refusal responses, built once per reason.
+    pub(crate) responses: Responses,
     pub(crate) cache: Option<TokenCache>,
     pub(crate) counters: Counters,
 }
@@ -156,6 +161,7 @@ impl ValidateLayerBuilder {
             .map(|issuer| (issuer.validation().issuer.clone(), Arc::new(issuer.clone())))
             .collect();
         let verifier = Verifier::new(self.issuers).max_token_len(self.max_token_len);
+        let realm: Arc<str> = self.realm.into();
         ValidateLayer {
             shared: Arc::new(Shared {
                 verifier,
@@ -165,7 +171,8 @@ impl ValidateLayerBuilder {
                     cookie: self.cookie,
                     max_len: self.max_token_len,
                 },
-                realm: self.realm.into(),
+                responses: Responses::new(Arc::clone(&realm)),
+                realm,
                 cache: self.cache.map(TokenCache::new),
                 counters: Counters::default(),
             }),

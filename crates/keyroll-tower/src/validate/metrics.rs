@@ -33,7 +33,7 @@ impl ValidateMetrics {
 }
 
 // Every label a refusal can have, in a fixed order (the index of its counter).
-const LABELS: [&str; 24] = [
+pub(crate) const LABELS: [&str; 24] = [
     "missing_token",
     "invalid_request",
     "malformed",
@@ -68,12 +68,44 @@ pub(crate) struct Counters {
     rejected: [AtomicU64; LABELS.len()],
 }
 
-fn index(failure: &Failure) -> usize {
-    let label = failure.label();
-    LABELS
-        .iter()
-        .position(|l| *l == label)
-        .unwrap_or(LABELS.len() - 1)
+/// The index of `failure`'s label in [`LABELS`] (the last, `other`, for a label not listed): a
+/// match, not a search, since it runs on every refusal.
+pub(crate) fn index(failure: &Failure) -> usize {
+    use keyroll_core::jwt::InvalidReason as R;
+    const OTHER: usize = LABELS.len() - 1;
+    match failure {
+        Failure::Missing => 0,
+        Failure::BadRequest(_) => 1,
+        Failure::Invalid(reason) => match reason {
+            R::Malformed(_) => 2,
+            R::TooLarge => 3,
+            R::Encrypted => 4,
+            R::UnsupportedAlgorithm => 5,
+            R::AlgorithmNotAllowed => 6,
+            R::CriticalHeader => 7,
+            R::UntrustedIssuer => 8,
+            R::MissingClaim => 9,
+            R::Expired => 10,
+            R::NotYetValid => 11,
+            R::IssuedInFuture => 12,
+            R::TooOld => 13,
+            R::WrongAudience => 14,
+            R::WrongType => 15,
+            R::NoKeyId => 16,
+            R::UnknownKey => 17,
+            R::KeyNotValid => 18,
+            R::AlgorithmKeyMismatch => 19,
+            R::BadSignature => 20,
+            // A reason added to keyroll-core later.
+            _ => LABELS
+                .iter()
+                .position(|l| *l == reason.label())
+                .unwrap_or(OTHER),
+        },
+        Failure::InvalidClaims => 21,
+        Failure::InsufficientScope(_) => 22,
+        Failure::Unavailable(_) | Failure::Misconfigured => OTHER,
+    }
 }
 
 impl Counters {
@@ -130,5 +162,41 @@ mod tests {
         assert_eq!(metrics.rejected_for("malformed"), 1);
         assert_eq!(metrics.rejected_for("missing_token"), 1);
         assert_eq!(metrics.rejected_total(), 4);
+    }
+
+    #[test]
+    fn the_index_of_a_failure_is_its_label() {
+        use InvalidReason as R;
+        let reasons = [
+            R::Malformed("x"),
+            R::TooLarge,
+            R::Encrypted,
+            R::UnsupportedAlgorithm,
+            R::AlgorithmNotAllowed,
+            R::CriticalHeader,
+            R::UntrustedIssuer,
+            R::MissingClaim,
+            R::Expired,
+            R::NotYetValid,
+            R::IssuedInFuture,
+            R::TooOld,
+            R::WrongAudience,
+            R::WrongType,
+            R::NoKeyId,
+            R::UnknownKey,
+            R::KeyNotValid,
+            R::AlgorithmKeyMismatch,
+            R::BadSignature,
+        ];
+        let failures = reasons.into_iter().map(Failure::Invalid).chain([
+            Failure::Missing,
+            Failure::BadRequest("x"),
+            Failure::InvalidClaims,
+            Failure::InsufficientScope("s".into()),
+        ]);
+        for failure in failures {
+            assert_eq!(LABELS[index(&failure)], failure.label(), "{failure:?}");
+        }
+        assert_eq!(LABELS[index(&Failure::Misconfigured)], "other");
     }
 }

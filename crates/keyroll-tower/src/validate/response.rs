@@ -1,12 +1,15 @@
 //! RFC 6750 responses for requests the validator refuses.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use keyroll_core::KeyCacheError;
 use keyroll_core::jwt::{InvalidReason, VerifyError};
+
+use super::metrics::{LABELS, index};
 
 /// Why a request was refused: the crate-internal form every rejection takes before it becomes
 /// a response. Descriptions are fixed texts; none echoes the token.
@@ -148,6 +151,91 @@ impl Failure {
     }
 }
 
+/// A refusal's status, headers and body, built once and cloned for every refusal like it.
+#[derive(Debug)]
+struct Prebuilt {
+    index: usize,
+    description: &'static str,
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Prebuilt {
+    fn new(failure: &Failure, index: usize, realm: &str) -> Prebuilt {
+        let (parts, body) = failure.to_response(realm).into_parts();
+        let prebuilt = Prebuilt {
+            index,
+            description: failure.description(),
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        };
+        // The first clone of a `Bytes` made from a `Vec` makes it shared (an allocation); do
+        // that here, so that each refusal's clone is a reference count.
+        drop((prebuilt.body.clone(), prebuilt.headers.clone()));
+        prebuilt
+    }
+
+    fn is(&self, index: usize, description: &str) -> bool {
+        self.index == index
+            && (std::ptr::eq(self.description, description) || self.description == description)
+    }
+
+    fn response(&self) -> Response<Bytes> {
+        let mut response = Response::new(self.body.clone());
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
+    }
+}
+
+/// Refusal responses for one layer (one realm), each built on first use and then reused: a
+/// refusal costs a few reference counts and one header map clone, no formatting.
+///
+/// One slot per reason label, plus a small pool for labels with several descriptions (the
+/// malformed-token texts); a failure that finds no slot (a pool filled by other
+/// descriptions), or that carries data (a scope, a retry delay), is built afresh.
+#[derive(Debug)]
+pub(crate) struct Responses {
+    realm: Arc<str>,
+    by_label: Box<[OnceLock<Prebuilt>]>,
+    pool: Box<[OnceLock<Prebuilt>]>,
+}
+
+/// Extra slots for labels with several descriptions.
+const POOL: usize = 16;
+
+impl Responses {
+    pub(crate) fn new(realm: Arc<str>) -> Self {
+        let slots = |n: usize| (0..n).map(|_| OnceLock::new()).collect();
+        Responses {
+            realm,
+            by_label: slots(LABELS.len()),
+            pool: slots(POOL),
+        }
+    }
+
+    /// The response for `failure`.
+    pub(crate) fn response(&self, failure: &Failure) -> Response<Bytes> {
+        match failure {
+            Failure::InsufficientScope(_) | Failure::Unavailable(_) => {
+                failure.to_response(&self.realm)
+            }
+            _ => {
+                let index = index(failure);
+                let description = failure.description();
+                let build = || Prebuilt::new(failure, index, &self.realm);
+                std::iter::once(&self.by_label[index])
+                    .chain(self.pool.iter())
+                    .map(|slot| slot.get_or_init(build))
+                    .find(|prebuilt| prebuilt.is(index, description))
+                    .map_or_else(|| failure.to_response(&self.realm), Prebuilt::response)
+            }
+        }
+    }
+}
+
 /// Appends `text` for use inside a quoted string (RFC 9110) that is also valid JSON: quotes,
 /// backslashes and anything outside printable ASCII are dropped. Every text passed here is a
 /// fixed description or configuration, so nothing is lost in practice.
@@ -205,6 +293,43 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[RETRY_AFTER], "2");
         assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn prebuilt_responses_are_the_built_ones() {
+        let responses = Responses::new("orders".into());
+        let mut failures = vec![
+            Failure::Missing,
+            Failure::BadRequest("the request has several credentials headers"),
+            Failure::InvalidClaims,
+            Failure::Misconfigured,
+            Failure::InsufficientScope("orders.read".into()),
+            Failure::Unavailable(Duration::from_secs(3)),
+            Failure::Invalid(InvalidReason::Expired),
+            Failure::Invalid(InvalidReason::UnknownKey),
+        ];
+        // More malformed texts than the pool holds: the last ones are built afresh.
+        let texts: Vec<&'static str> = (0..POOL + 4)
+            .map(|i| &*Box::leak(format!("malformed {i}").into_boxed_str()))
+            .collect();
+        failures.extend(
+            texts
+                .iter()
+                .map(|t| Failure::Invalid(InvalidReason::Malformed(t))),
+        );
+        for _ in 0..3 {
+            for failure in &failures {
+                let expected = failure.to_response("orders");
+                let response = responses.response(failure);
+                assert_eq!(response.status(), expected.status(), "{failure:?}");
+                assert_eq!(response.headers(), expected.headers(), "{failure:?}");
+                assert_eq!(response.body(), expected.body(), "{failure:?}");
+            }
+        }
+        // The same label with another description is not served the first one's response.
+        let first = responses.response(&Failure::Invalid(InvalidReason::Malformed(texts[0])));
+        let second = responses.response(&Failure::Invalid(InvalidReason::Malformed(texts[1])));
+        assert_ne!(first.body(), second.body());
     }
 
     #[test]
