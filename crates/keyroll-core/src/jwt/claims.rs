@@ -69,6 +69,32 @@ impl RegisteredClaims {
     }
 }
 
+/// `aud` as parsed, borrowing from the payload.
+#[derive(Debug)]
+pub(crate) enum BorrowedAudience<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl BorrowedAudience<'_> {
+    pub(crate) fn matches_any<S: AsRef<str>>(&self, accepted: &[S]) -> bool {
+        let accepts = |aud: &str| accepted.iter().any(|a| a.as_ref() == aud);
+        match self {
+            BorrowedAudience::One(aud) => accepts(aud),
+            BorrowedAudience::Many(auds) => auds.iter().any(|aud| accepts(aud)),
+        }
+    }
+
+    fn into_owned(self) -> Audience {
+        match self {
+            BorrowedAudience::One(aud) => Audience::One(aud.into_owned()),
+            BorrowedAudience::Many(auds) => {
+                Audience::Many(auds.into_iter().map(Cow::into_owned).collect())
+            }
+        }
+    }
+}
+
 /// Borrowing form used while parsing, so the hot path allocates only what it keeps.
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -77,8 +103,8 @@ pub(crate) struct BorrowedClaims<'a> {
     pub(crate) iss: Option<Cow<'a, str>>,
     #[serde(borrow)]
     pub(crate) sub: Option<Cow<'a, str>>,
-    #[serde(deserialize_with = "audience")]
-    pub(crate) aud: Option<Audience>,
+    #[serde(borrow, deserialize_with = "audience")]
+    pub(crate) aud: Option<BorrowedAudience<'a>>,
     #[serde(deserialize_with = "numeric_date")]
     pub(crate) exp: Option<u64>,
     #[serde(deserialize_with = "numeric_date")]
@@ -87,11 +113,12 @@ pub(crate) struct BorrowedClaims<'a> {
     pub(crate) iat: Option<u64>,
     #[serde(borrow)]
     pub(crate) jti: Option<Cow<'a, str>>,
-    #[serde(deserialize_with = "scopes")]
-    pub(crate) scope: Option<String>,
-    #[serde(deserialize_with = "scopes")]
-    pub(crate) scp: Option<String>,
-    pub(crate) roles: Option<Vec<String>>,
+    #[serde(borrow, deserialize_with = "scopes")]
+    pub(crate) scope: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "scopes")]
+    pub(crate) scp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) roles: Option<Vec<Cow<'a, str>>>,
 }
 
 impl BorrowedClaims<'_> {
@@ -99,13 +126,18 @@ impl BorrowedClaims<'_> {
         RegisteredClaims {
             iss: self.iss.map(Cow::into_owned),
             sub: self.sub.map(Cow::into_owned),
-            aud: self.aud,
+            aud: self.aud.map(BorrowedAudience::into_owned),
             exp: self.exp,
             nbf: self.nbf,
             iat: self.iat,
             jti: self.jti.map(Cow::into_owned),
-            scope: self.scope.or(self.scp),
-            roles: self.roles.unwrap_or_default(),
+            scope: self.scope.or(self.scp).map(Cow::into_owned),
+            roles: self
+                .roles
+                .unwrap_or_default()
+                .into_iter()
+                .map(Cow::into_owned)
+                .collect(),
         }
     }
 }
@@ -120,22 +152,27 @@ fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64
     Ok(Some(value as u64))
 }
 
-fn audience<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Audience>, D::Error> {
+fn audience<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BorrowedAudience<'de>>, D::Error> {
     struct AudienceVisitor;
     impl<'de> Visitor<'de> for AudienceVisitor {
-        type Value = Audience;
+        type Value = BorrowedAudience<'de>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a string or an array of strings")
         }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Audience, E> {
-            Ok(Audience::One(v.to_owned()))
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(BorrowedAudience::One(Cow::Borrowed(v)))
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Audience, A::Error> {
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(BorrowedAudience::One(Cow::Owned(v.to_owned())))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut many = Vec::new();
-            while let Some(aud) = seq.next_element::<String>()? {
+            while let Some(aud) = seq.next_element::<Cow<'de, str>>()? {
                 many.push(aud);
             }
-            Ok(Audience::Many(many))
+            Ok(BorrowedAudience::Many(many))
         }
     }
     deserializer.deserialize_any(AudienceVisitor).map(Some)
@@ -143,17 +180,20 @@ fn audience<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Audienc
 
 /// `scope`/`scp` as a space-separated string, or as an array of strings (as some providers
 /// send it), normalized to the string form.
-fn scopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+fn scopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct ScopeVisitor;
     impl<'de> Visitor<'de> for ScopeVisitor {
-        type Value = String;
+        type Value = Cow<'de, str>;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a string or an array of strings")
         }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_owned())
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
         }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut joined = String::new();
             while let Some(scope) = seq.next_element::<Cow<'de, str>>()? {
                 if !joined.is_empty() {
@@ -161,7 +201,7 @@ fn scopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, 
                 }
                 joined.push_str(&scope);
             }
-            Ok(joined)
+            Ok(Cow::Owned(joined))
         }
     }
     deserializer.deserialize_any(ScopeVisitor).map(Some)

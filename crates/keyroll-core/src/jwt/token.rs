@@ -63,62 +63,122 @@ fn decode_segment(segment: &str) -> Result<Vec<u8>, InvalidToken> {
         .map_err(|_| invalid(InvalidReason::Malformed("a segment is not base64url")))
 }
 
+/// Decodes a segment into `buffer` when it fits, else onto the heap.
+pub(crate) fn decode_into<'b>(
+    segment: &str,
+    buffer: &'b mut [u8],
+) -> Result<Cow<'b, [u8]>, InvalidToken> {
+    if base64::decoded_len_estimate(segment.len()) > buffer.len() {
+        return decode_segment(segment).map(Cow::Owned);
+    }
+    let length = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(segment, buffer)
+        .map_err(|_| invalid(InvalidReason::Malformed("a segment is not base64url")))?;
+    Ok(Cow::Borrowed(&buffer[..length]))
+}
+
+/// The three segments of a compact JWS.
+pub(crate) struct Segments<'t> {
+    pub(crate) signing_input: &'t str,
+    pub(crate) header: &'t str,
+    pub(crate) payload: &'t str,
+    pub(crate) signature: &'t str,
+}
+
+/// Splits a compact JWS of at most `max_len` bytes into exactly three segments (five segments
+/// are a JWE).
+pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, InvalidToken> {
+    if token.len() > max_len {
+        return Err(invalid(InvalidReason::TooLarge));
+    }
+    if token.is_empty() {
+        return Err(invalid(InvalidReason::Malformed("empty token")));
+    }
+    let (signing_input, signature) = token
+        .rsplit_once('.')
+        .ok_or(invalid(InvalidReason::Malformed("not a compact JWS")))?;
+    let (header, payload) = signing_input
+        .split_once('.')
+        .ok_or(invalid(InvalidReason::Malformed("not a compact JWS")))?;
+    if payload.contains('.') {
+        return Err(if token.bytes().filter(|&b| b == b'.').count() == 4 {
+            invalid(InvalidReason::Encrypted)
+        } else {
+            invalid(InvalidReason::Malformed("too many segments"))
+        });
+    }
+    Ok(Segments {
+        signing_input,
+        header,
+        payload,
+        signature,
+    })
+}
+
+/// The header fields keyroll reads, borrowing from the decoded header.
+pub(crate) struct Header<'b> {
+    pub(crate) algorithm: Algorithm,
+    pub(crate) kid: Option<Cow<'b, str>>,
+    pub(crate) x5t: Option<Cow<'b, str>>,
+    pub(crate) typ: Option<Cow<'b, str>>,
+}
+
+/// Parses a decoded header: refuses `none`, symmetric and unknown algorithms and `crit`, then
+/// an empty signature.
+pub(crate) fn parse_header<'b>(
+    json: &'b [u8],
+    segments: &Segments<'_>,
+) -> Result<Header<'b>, InvalidToken> {
+    let header: BorrowedHeader<'_> = serde_json::from_slice(json)
+        .map_err(|_| invalid(InvalidReason::Malformed("the header is not a JSON object")))?;
+    let algorithm = match header.alg.as_deref() {
+        None => return Err(invalid(InvalidReason::Malformed("the header has no alg"))),
+        Some(name) => name
+            .parse::<Algorithm>()
+            .map_err(|_| invalid(InvalidReason::UnsupportedAlgorithm))?,
+    };
+    if header.crit.is_some() {
+        return Err(invalid(InvalidReason::CriticalHeader));
+    }
+    if segments.signature.is_empty() {
+        return Err(invalid(InvalidReason::Malformed("the signature is empty")));
+    }
+    Ok(Header {
+        algorithm,
+        kid: header.kid,
+        x5t: header.x5t,
+        typ: header.typ,
+    })
+}
+
+/// Parses a decoded payload's registered claims.
+pub(crate) fn parse_claims(json: &[u8]) -> Result<BorrowedClaims<'_>, InvalidToken> {
+    serde_json::from_slice(json).map_err(|_| {
+        invalid(InvalidReason::Malformed(
+            "the payload is not a JSON object with valid claims",
+        ))
+    })
+}
+
 impl<'a> UntrustedToken<'a> {
     /// Splits and decodes a compact JWS of at most `max_len` bytes. Fails on anything but
     /// exactly three base64url segments with JSON header and payload, on `alg` `none` or any
     /// symmetric or unknown algorithm, and on `crit` headers.
     pub fn parse(token: &'a str, max_len: usize) -> Result<Self, InvalidToken> {
-        if token.len() > max_len {
-            return Err(invalid(InvalidReason::TooLarge));
-        }
-        if token.is_empty() {
-            return Err(invalid(InvalidReason::Malformed("empty token")));
-        }
-        let (signing_input, signature_b64) = token
-            .rsplit_once('.')
-            .ok_or(invalid(InvalidReason::Malformed("not a compact JWS")))?;
-        let (header_b64, payload_b64) = signing_input
-            .split_once('.')
-            .ok_or(invalid(InvalidReason::Malformed("not a compact JWS")))?;
-        if payload_b64.contains('.') {
-            return Err(if token.bytes().filter(|&b| b == b'.').count() == 4 {
-                invalid(InvalidReason::Encrypted)
-            } else {
-                invalid(InvalidReason::Malformed("too many segments"))
-            });
-        }
-        let header_json = decode_segment(header_b64)?;
-        let header: BorrowedHeader<'_> = serde_json::from_slice(&header_json)
-            .map_err(|_| invalid(InvalidReason::Malformed("the header is not a JSON object")))?;
-        let algorithm = match header.alg.as_deref() {
-            None => return Err(invalid(InvalidReason::Malformed("the header has no alg"))),
-            Some(name) => name
-                .parse::<Algorithm>()
-                .map_err(|_| invalid(InvalidReason::UnsupportedAlgorithm))?,
-        };
-        if header.crit.is_some() {
-            return Err(invalid(InvalidReason::CriticalHeader));
-        }
-        let payload = decode_segment(payload_b64)?;
-        let claims: BorrowedClaims<'_> = serde_json::from_slice(&payload).map_err(|_| {
-            invalid(InvalidReason::Malformed(
-                "the payload is not a JSON object with valid claims",
-            ))
-        })?;
-        let claims = claims.into_owned();
-        // The signature is decoded only when it is checked, after every cheaper check.
-        if signature_b64.is_empty() {
-            return Err(invalid(InvalidReason::Malformed("the signature is empty")));
-        }
+        let segments = split(token, max_len)?;
+        let header_json = decode_segment(segments.header)?;
+        let header = parse_header(&header_json, &segments)?;
+        let payload = decode_segment(segments.payload)?;
+        let claims = parse_claims(&payload)?.into_owned();
         Ok(UntrustedToken {
-            signing_input,
-            algorithm,
+            signing_input: segments.signing_input,
+            algorithm: header.algorithm,
             kid: header.kid.map(Cow::into_owned),
             x5t: header.x5t.map(Cow::into_owned),
             typ: header.typ.map(Cow::into_owned),
             claims,
             payload,
-            signature_b64,
+            signature_b64: segments.signature,
         })
     }
 
@@ -135,21 +195,5 @@ impl<'a> UntrustedToken<'a> {
     /// Decodes the signature.
     pub fn signature(&self) -> Result<Vec<u8>, InvalidToken> {
         decode_segment(self.signature_b64)
-    }
-
-    /// Decodes the signature into `buffer`, returning the decoded part.
-    pub fn signature_into<'b>(&self, buffer: &'b mut [u8]) -> Result<&'b [u8], InvalidToken> {
-        let length = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode_slice(self.signature_b64, buffer)
-            .map_err(|_| {
-                invalid(InvalidReason::Malformed(
-                    "the signature is not base64url or too long",
-                ))
-            })?;
-        Ok(&buffer[..length])
-    }
-
-    pub(crate) fn into_parts(self) -> (RegisteredClaims, Vec<u8>) {
-        (self.claims, self.payload)
     }
 }

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::claims::BorrowedClaims;
 use super::claims::RegisteredClaims;
-use super::token::UntrustedToken;
+use super::token::{Header, decode_into, parse_claims, parse_header, split};
 use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
 use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
 use crate::clock::unix_seconds;
@@ -348,31 +349,38 @@ impl Verifier {
 
     /// Verifies a compact JWS.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
-        let token = UntrustedToken::parse(token, self.max_token_len)?;
-        let entry = token
-            .claims
+        // Header and payload are decoded onto the stack and parsed without copying: a token
+        // refused by a cheap check allocates nothing it does not need.
+        let segments = split(token, self.max_token_len)?;
+        let mut header_buffer = [0u8; 512];
+        let header_json = decode_into(segments.header, &mut header_buffer)?;
+        let header = parse_header(&header_json, &segments)?;
+        let mut payload_buffer = [0u8; 2048];
+        let payload = decode_into(segments.payload, &mut payload_buffer)?;
+        let claims = parse_claims(&payload)?;
+
+        let entry = claims
             .iss
             .as_deref()
             .and_then(|iss| self.issuers.get(iss))
             .ok_or(InvalidToken::new(InvalidReason::UntrustedIssuer))?;
         let (name, issuer) = (&entry.0, &entry.1);
-        check_claims(&token, &issuer.validation, unix_seconds(issuer.keys.now()))?;
+        check_claims(
+            &header,
+            &claims,
+            &payload,
+            &issuer.validation,
+            unix_seconds(issuer.keys.now()),
+        )?;
 
         // Real key ids are short; a long one is refused before it can reach (and bloat) the
         // cache's negative entries.
         const MAX_KEY_ID_LEN: usize = 256;
-        if token
-            .kid
-            .as_ref()
-            .or(token.x5t.as_ref())
-            .is_some_and(|id| id.len() > MAX_KEY_ID_LEN)
-        {
-            return Err(InvalidToken::new(InvalidReason::UnknownKey).into());
-        }
-        let key_ref = match (&token.kid, &token.x5t) {
-            (Some(kid), _) => KeyRef::Kid(kid),
-            (None, Some(x5t)) => KeyRef::X5t(x5t),
+        let key_ref = match (&header.kid, &header.x5t) {
+            (Some(kid), _) if kid.len() <= MAX_KEY_ID_LEN => KeyRef::Kid(kid),
+            (None, Some(x5t)) if x5t.len() <= MAX_KEY_ID_LEN => KeyRef::X5t(x5t),
             (None, None) => return Err(InvalidToken::new(InvalidReason::NoKeyId).into()),
+            _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
         };
         let version = match issuer
             .keys
@@ -386,40 +394,45 @@ impl Verifier {
             }
             _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
         };
-        if !version.allows(token.algorithm) {
+        if !version.allows(header.algorithm) {
             return Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into());
         }
-        // Decoded onto the stack: 1 KiB holds an RSA-8192 signature.
-        let mut signature = [0u8; 1024];
-        let signature = token.signature_into(&mut signature)?;
+        // 1 KiB holds an RSA-8192 signature; anything longer cannot verify and is decoded
+        // onto the heap only to be refused.
+        let mut signature_buffer = [0u8; 1024];
+        let signature = decode_into(segments.signature, &mut signature_buffer)?;
         version
             .verifying_key()
-            .verify(token.algorithm, token.signing_input().as_bytes(), signature)
+            .verify(
+                header.algorithm,
+                segments.signing_input.as_bytes(),
+                &signature,
+            )
             .map_err(|e| {
                 InvalidToken::new(match e {
                     SignatureError::AlgorithmMismatch => InvalidReason::AlgorithmKeyMismatch,
                     _ => InvalidReason::BadSignature,
                 })
             })?;
-        let algorithm = token.algorithm;
-        let (claims, payload) = token.into_parts();
         Ok(VerifiedToken {
             issuer: Arc::clone(name),
             kid: version.kid.clone(),
-            algorithm,
-            claims,
-            payload: bytes::Bytes::from(payload),
+            algorithm: header.algorithm,
+            claims: claims.into_owned(),
+            payload: bytes::Bytes::copy_from_slice(&payload),
         })
     }
 }
 
 fn check_claims(
-    token: &UntrustedToken<'_>,
+    header: &Header<'_>,
+    claims: &BorrowedClaims<'_>,
+    payload: &[u8],
     rules: &Validation,
     now: u64,
 ) -> Result<(), InvalidToken> {
     let fail = |reason| Err(InvalidToken::new(reason));
-    if !rules.algorithms.contains(&token.algorithm) {
+    if !rules.algorithms.contains(&header.algorithm) {
         return fail(InvalidReason::AlgorithmNotAllowed);
     }
     if let Some(expected) = &rules.typ {
@@ -428,11 +441,10 @@ fn check_claims(
                 .unwrap_or(t)
                 .to_ascii_lowercase()
         };
-        if token.typ.as_deref().map(normalize) != Some(normalize(expected)) {
+        if header.typ.as_deref().map(normalize) != Some(normalize(expected)) {
             return fail(InvalidReason::WrongType);
         }
     }
-    let claims = &token.claims;
     let leeway = rules.leeway.as_secs();
     for required in &rules.required_claims {
         let present = match required.as_str() {
@@ -443,7 +455,7 @@ fn check_claims(
             "aud" => claims.aud.is_some(),
             "jti" => claims.jti.is_some(),
             "iss" => claims.iss.is_some(),
-            other => has_member(token.payload(), other),
+            other => has_member(payload, other),
         };
         if !present {
             return fail(InvalidReason::MissingClaim);
