@@ -110,8 +110,10 @@ impl LocalKey {
     /// Loads a PEM private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`).
     pub fn from_pem(algorithm: Algorithm, pem_text: &str) -> Result<LocalKey, KeyError> {
         let block = pem::parse(pem_text).map_err(|e| KeyError::new(format!("not PEM: {e}")))?;
-        let der = Zeroizing::new(block.contents().to_vec());
-        match (block.tag(), algorithm.key_type()) {
+        let tag = block.tag().to_owned();
+        // Take the contents out of the block so the only copy is wiped on every path.
+        let der = Zeroizing::new(block.into_contents());
+        match (tag.as_str(), algorithm.key_type()) {
             ("PRIVATE KEY", _) => LocalKey::from_pkcs8(algorithm, &der),
             ("RSA PRIVATE KEY", KeyType::Rsa) => {
                 let pair = RsaKeyPair::from_der(&der)

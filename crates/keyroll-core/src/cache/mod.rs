@@ -340,6 +340,24 @@ impl KeyCache {
         self.keys().await.map(|_| ())
     }
 
+    /// Looks a version up in the current set without waiting: `Ok(None)` when no set is
+    /// loaded yet, [`KeyLookup::Unknown`] on a miss (then [`find`](Self::find) may refresh),
+    /// and [`KeyCacheError::Unavailable`] when the set is stale past `max_stale`. This is the
+    /// validator's hot path: one atomic load, one clock read and a hash lookup.
+    pub fn lookup_now(&self, key: KeyRef<'_>) -> Result<Option<KeyLookup>, KeyCacheError> {
+        self.ensure_refresher();
+        let Some(set) = self.inner.snapshot.load_full() else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let age = now.duration_since(set.loaded_at()).unwrap_or_default();
+        if age > self.inner.config.max_stale {
+            let cause = lock(&self.inner.flight).last_error.clone();
+            return Err(self.unavailable(&format!("stale for {}s", age.as_secs()), cause));
+        }
+        Ok(Some(set.lookup(key, &self.inner.config.policy, now)))
+    }
+
     /// Finds a version by kid or `x5t`. On a miss, refreshes once (coalesced with any load
     /// already running) unless an unknown-kid refresh ran within the cooldown or a refresh
     /// already failed to find this kid within `negative_ttl`, so a flood of random kids cannot

@@ -349,6 +349,35 @@ impl Verifier {
 
     /// Verifies a compact JWS.
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        match self.attempt(token, None)? {
+            Attempt::Verified(verified) => Ok(verified),
+            Attempt::NeedsKeys { issuer, key } => {
+                // Cold cache or unknown kid: the cache's coalesced, cooled-down (re)load, then
+                // the same checks once more against what it found.
+                let key_ref = match &key {
+                    OwnedKeyRef::Kid(kid) => KeyRef::Kid(kid),
+                    OwnedKeyRef::X5t(x5t) => KeyRef::X5t(x5t),
+                };
+                let found = issuer
+                    .1
+                    .keys
+                    .find(key_ref)
+                    .await
+                    .map_err(VerifyError::KeysUnavailable)?;
+                match self.attempt(token, Some(found))? {
+                    Attempt::Verified(verified) => Ok(verified),
+                    Attempt::NeedsKeys { .. } => {
+                        Err(InvalidToken::new(InvalidReason::UnknownKey).into())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every check, synchronously. The decode buffers live on this frame only (not in the
+    /// `verify` future), and a token whose key is in the current set is verified without
+    /// any await. `found` is a lookup the caller already made (after a refresh).
+    fn attempt(&self, token: &str, found: Option<KeyLookup>) -> Result<Attempt, VerifyError> {
         // Header and payload are decoded onto the stack and parsed without copying: a token
         // refused by a cheap check allocates nothing it does not need.
         let segments = split(token, self.max_token_len)?;
@@ -382,12 +411,27 @@ impl Verifier {
             (None, None) => return Err(InvalidToken::new(InvalidReason::NoKeyId).into()),
             _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
         };
-        let version = match issuer
-            .keys
-            .find(key_ref)
-            .await
-            .map_err(VerifyError::KeysUnavailable)?
-        {
+        let lookup = match found {
+            Some(found) => found,
+            None => match issuer
+                .keys
+                .lookup_now(key_ref)
+                .map_err(VerifyError::KeysUnavailable)?
+            {
+                Some(KeyLookup::Unknown) | None => {
+                    let key = match key_ref {
+                        KeyRef::Kid(kid) => OwnedKeyRef::Kid(kid.to_owned()),
+                        KeyRef::X5t(x5t) => OwnedKeyRef::X5t(x5t.to_owned()),
+                    };
+                    return Ok(Attempt::NeedsKeys {
+                        issuer: Arc::clone(entry),
+                        key,
+                    });
+                }
+                Some(lookup) => lookup,
+            },
+        };
+        let version = match lookup {
             KeyLookup::Valid(version) => version,
             KeyLookup::NotValid(_) => {
                 return Err(InvalidToken::new(InvalidReason::KeyNotValid).into());
@@ -414,14 +458,32 @@ impl Verifier {
                     _ => InvalidReason::BadSignature,
                 })
             })?;
-        Ok(VerifiedToken {
+        Ok(Attempt::Verified(VerifiedToken {
             issuer: Arc::clone(name),
             kid: version.kid.clone(),
             algorithm: header.algorithm,
             claims: claims.into_owned(),
             payload: bytes::Bytes::copy_from_slice(&payload),
-        })
+        }))
     }
+}
+
+/// The outcome of the synchronous checks.
+// Returned once per call and never stored: boxing the large variant would cost an allocation
+// on the hot path.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    Verified(VerifiedToken),
+    /// Every check so far passed, but the key must be (re)loaded first.
+    NeedsKeys {
+        issuer: Arc<(Arc<str>, Issuer)>,
+        key: OwnedKeyRef,
+    },
+}
+
+enum OwnedKeyRef {
+    Kid(String),
+    X5t(String),
 }
 
 fn check_claims(
