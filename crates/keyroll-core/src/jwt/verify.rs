@@ -364,6 +364,9 @@ impl Verifier {
                     .find(key_ref)
                     .await
                     .map_err(VerifyError::KeysUnavailable)?;
+                if matches!(found, KeyLookup::Unknown) {
+                    return Err(InvalidToken::new(InvalidReason::UnknownKey).into());
+                }
                 match self.attempt(token, Some(found))? {
                     Attempt::Verified(verified) => Ok(verified),
                     Attempt::NeedsKeys { .. } => {
