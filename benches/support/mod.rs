@@ -17,7 +17,12 @@ pub struct Case<'a> {
 impl<'a> Case<'a> {
     /// A case running `f` once per iteration.
     pub fn new<R>(name: impl Into<String>, mut f: impl FnMut() -> R + 'a) -> Self {
-        Case { name: name.into(), run: Box::new(move || { black_box(f()); }) }
+        Case {
+            name: name.into(),
+            run: Box::new(move || {
+                black_box(f());
+            }),
+        }
     }
 }
 
@@ -30,9 +35,15 @@ pub struct Settings {
 impl Settings {
     pub fn from_env() -> Self {
         let var = |name: &str, default: u64| {
-            std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
         };
-        Settings { sweeps: var("SWEEPS", 40) as usize, slice: Duration::from_millis(var("SLICE_MS", 25)) }
+        Settings {
+            sweeps: var("SWEEPS", 40) as usize,
+            slice: Duration::from_millis(var("SLICE_MS", 25)),
+        }
     }
 }
 
@@ -72,11 +83,20 @@ fn time_slice(run: &mut dyn FnMut(), slice: Duration) -> f64 {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+    if values.len() % 2 == 0 {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 /// Runs every case interleaved and prints a table of ratios against `cases[baseline]`.
-pub fn run(title: &str, mut cases: Vec<Case<'_>>, baseline: usize, settings: &Settings) -> Vec<Outcome> {
+pub fn run(
+    title: &str,
+    mut cases: Vec<Case<'_>>,
+    baseline: usize,
+    settings: &Settings,
+) -> Vec<Outcome> {
     // Warm up every case once.
     for case in &mut cases {
         time_slice(&mut case.run, settings.slice / 4);
@@ -105,7 +125,12 @@ pub fn run(title: &str, mut cases: Vec<Case<'_>>, baseline: usize, settings: &Se
             ratio: median(&mut ratios[i]),
         })
         .collect();
-    println!("\n## {title}  ({} sweeps × {} ms slices; ratio = median of per-sweep ratios to `{}`)", settings.sweeps, settings.slice.as_millis(), outcomes[baseline].name);
+    println!(
+        "\n## {title}  ({} sweeps × {} ms slices; ratio = median of per-sweep ratios to `{}`)",
+        settings.sweeps,
+        settings.slice.as_millis(),
+        outcomes[baseline].name
+    );
     println!("| case | median time | ratio |");
     println!("|---|---:|---:|");
     for outcome in &outcomes {
