@@ -99,9 +99,9 @@ impl BorrowedAudience<'_> {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 pub(crate) struct BorrowedClaims<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed_str")]
     pub(crate) iss: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed_str")]
     pub(crate) sub: Option<Cow<'a, str>>,
     #[serde(borrow, deserialize_with = "audience")]
     pub(crate) aud: Option<BorrowedAudience<'a>>,
@@ -111,7 +111,7 @@ pub(crate) struct BorrowedClaims<'a> {
     pub(crate) nbf: Option<u64>,
     #[serde(deserialize_with = "numeric_date")]
     pub(crate) iat: Option<u64>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "borrowed_str")]
     pub(crate) jti: Option<Cow<'a, str>>,
     #[serde(borrow, deserialize_with = "scopes")]
     pub(crate) scope: Option<Cow<'a, str>>,
@@ -205,4 +205,25 @@ fn scopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, 
         }
     }
     deserializer.deserialize_any(ScopeVisitor).map(Some)
+}
+
+/// A string that borrows from the input when it has no escapes. (`#[serde(borrow)]` alone does
+/// not borrow through an `Option`: every string would be copied.)
+pub(crate) fn borrowed_str<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct StrVisitor;
+    impl<'de> Visitor<'de> for StrVisitor {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+    }
+    deserializer.deserialize_str(StrVisitor).map(Some)
 }

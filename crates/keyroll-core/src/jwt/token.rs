@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::claims::{BorrowedClaims, RegisteredClaims};
+use super::claims::{BorrowedClaims, RegisteredClaims, borrowed_str};
 use super::verify::{InvalidReason, InvalidToken};
 use crate::algorithm::Algorithm;
 
@@ -39,13 +39,13 @@ impl std::fmt::Debug for UntrustedToken<'_> {
 
 #[derive(Deserialize)]
 struct BorrowedHeader<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     alg: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     kid: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     x5t: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "borrowed_str")]
     typ: Option<Cow<'a, str>>,
     // Present means the issuer requires extensions we do not implement (RFC 7515 §4.1.11).
     // `jku`, `x5u` and `jwk` are deliberately not read: keys come only from the cache.
