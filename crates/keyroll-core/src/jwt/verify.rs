@@ -377,6 +377,17 @@ impl Verifier {
         }
     }
 
+    /// Verifies without waiting, when the issuer's keys are loaded and know the token's key:
+    /// `None` means the key cache must load or refresh first (then use
+    /// [`verify`](Self::verify)). Middleware uses it to skip a boxed future on the hot path.
+    pub fn verify_now(&self, token: &str) -> Option<Result<VerifiedToken, VerifyError>> {
+        match self.attempt(token, None) {
+            Ok(Attempt::Verified(verified)) => Some(Ok(verified)),
+            Ok(Attempt::NeedsKeys { .. }) => None,
+            Err(error) => Some(Err(error)),
+        }
+    }
+
     /// Every check, synchronously. The decode buffers live on this frame only (not in the
     /// `verify` future), and a token whose key is in the current set is verified without
     /// any await. `found` is a lookup the caller already made (after a refresh).

@@ -81,6 +81,22 @@ where
             let future = span.in_scope(|| self.inner.call(request));
             return ResponseFuture::calling(future, shared, span);
         }
+        // The usual case: keys loaded and the token's key known. Verified (or refused) here,
+        // with no boxed future and no swap of the inner service.
+        if let Some(result) = shared.verifier.verify_now(found.as_str()) {
+            return match result {
+                Ok(verified) => {
+                    let claims = shared.accept(found.as_str(), verified);
+                    span.record("outcome", "accepted");
+                    span.record("issuer", claims.issuer());
+                    shared.counters.accepted(false);
+                    request.extensions_mut().insert(claims);
+                    let future = span.in_scope(|| self.inner.call(request));
+                    ResponseFuture::calling(future, shared, span)
+                }
+                Err(error) => ResponseFuture::refused(error.into(), shared, span),
+            };
+        }
         let verify: VerifyFuture = {
             let shared = Arc::clone(&shared);
             Box::pin(async move {
