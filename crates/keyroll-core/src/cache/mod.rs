@@ -411,6 +411,34 @@ impl KeyCache {
         Ok(found)
     }
 
+    /// For a kid the current set lacks: whether [`find`](Self::find) would answer
+    /// [`KeyLookup::Unknown`] without loading anything (the kid is in the negative cache, or
+    /// an unknown-kid refresh ran within the cooldown and no load is running). Counted as a
+    /// miss when it is; never starts a load, so it is safe outside a runtime.
+    pub fn miss_is_settled(&self, key: KeyRef<'_>) -> bool {
+        let id = match key {
+            KeyRef::Kid(kid) => kid,
+            KeyRef::X5t(x5t) => x5t,
+        };
+        let now = self.now();
+        let counters = &self.inner.counters;
+        let misses = lock(&self.inner.misses);
+        if misses.negative.get(id).is_some_and(|until| now < *until) {
+            counters.kid_misses.fetch_add(1, Ordering::Relaxed);
+            counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let cooling = misses.last_refresh.is_some_and(|last| {
+            now.duration_since(last)
+                .is_ok_and(|since| since < self.inner.config.unknown_kid_cooldown)
+        });
+        let settled = cooling && lock(&self.inner.flight).current.is_none();
+        if settled {
+            counters.kid_misses.fetch_add(1, Ordering::Relaxed);
+        }
+        settled
+    }
+
     fn remember_unknown(&self, id: &str) {
         let config = &self.inner.config;
         let now = self.now();

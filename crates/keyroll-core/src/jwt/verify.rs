@@ -432,6 +432,9 @@ impl Verifier {
                 .lookup_now(key_ref)
                 .map_err(VerifyError::KeysUnavailable)?
             {
+                Some(KeyLookup::Unknown) if issuer.keys.miss_is_settled(key_ref) => {
+                    return Err(InvalidToken::new(InvalidReason::UnknownKey).into());
+                }
                 Some(KeyLookup::Unknown) | None => {
                     let key = match key_ref {
                         KeyRef::Kid(kid) => OwnedKeyRef::Kid(kid.to_owned()),
