@@ -17,6 +17,9 @@
 //! The target: `IssueLayer` at most 2× `SetRequestHeader`. `SWEEPS` and `SLICE_MS` tune the
 //! run (defaults 40 × 25 ms; about 5 s per case).
 
+// A benchmark may panic on setup failures: they are not library code.
+#![allow(clippy::unwrap_used)]
+
 #[allow(unreachable_pub, missing_docs)]
 mod support;
 

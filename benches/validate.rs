@@ -16,6 +16,9 @@
 //!
 //! `SWEEPS` and `SLICE_MS` tune the run (defaults 40 × 25 ms; about a minute in all).
 
+// A benchmark may panic on setup failures: they are not library code.
+#![allow(clippy::unwrap_used)]
+
 #[allow(unreachable_pub, missing_docs)]
 mod support;
 
