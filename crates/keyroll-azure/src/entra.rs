@@ -41,7 +41,7 @@ use std::time::{Duration, SystemTime};
 use azure_core::credentials::{Secret, TokenCredential};
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
-use keyroll_core::{BoxFuture, Clock, SystemClock};
+use keyroll_core::{Backoff, BoxFuture, Clock, SystemClock};
 use keyroll_tower::issue::{Token, TokenError, TokenSource};
 
 use crate::error::AzureError;
@@ -348,12 +348,9 @@ impl Inner {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(20);
-        let delay = self
-            .backoff_min
-            .saturating_mul(1 << exponent)
-            .min(self.backoff_max);
-        delay.mul_f64(0.8 + fastrand::f64() * 0.2)
+        Backoff::new(self.backoff_min, self.backoff_max)
+            .with_jitter(0.2)
+            .delay(failures)
     }
 
     /// The refresh point of a token fetched at `fetched_at`.

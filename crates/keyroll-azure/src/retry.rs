@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use azure_core::error::ErrorKind;
 use azure_core::http::headers::{Headers, RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
+use keyroll_core::Backoff;
 
 use crate::error::AzureError;
 
@@ -95,13 +96,12 @@ impl RetryPolicy {
         if let Some(asked) = retry_after {
             return (asked <= self.max_retry_after).then_some(asked);
         }
-        let exponent = (retry - 1).min(20);
-        let base = self
-            .initial_delay
-            .saturating_mul(1 << exponent)
-            .min(self.max_delay);
-        // Full jitter on the upper half: spreads replicas that were throttled together.
-        Some(base.mul_f64(0.5 + fastrand::f64() * 0.5))
+        // Jitter on the upper half: spreads replicas that were throttled together.
+        Some(
+            Backoff::new(self.initial_delay, self.max_delay)
+                .with_jitter(0.5)
+                .delay(retry),
+        )
     }
 }
 

@@ -19,6 +19,7 @@
 //! ```
 
 mod algorithm;
+mod backoff;
 pub mod cache;
 mod clock;
 mod error;
@@ -31,6 +32,7 @@ mod source;
 pub mod sources;
 
 pub use algorithm::{ALL_ALGORITHMS, Algorithm, Curve, KeyType, UnsupportedAlgorithm};
+pub use backoff::Backoff;
 pub use cache::{
     ActiveSigner, CacheMetrics, KeyCache, KeyCacheBuilder, KeyCacheConfig, KeyCacheError,
     KeyLookup, KeyRef, KeySet,

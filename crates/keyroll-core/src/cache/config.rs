@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::Backoff;
 use crate::policy::RotationPolicy;
 
 /// How a [`KeyCache`](crate::KeyCache) refreshes, and how long it trusts what it has.
@@ -134,12 +135,9 @@ impl KeyCacheConfig {
     }
 
     /// The retry delay after `failures` consecutive failures (≥ 1).
+    /// (The exponential part is [`Backoff`]; the spread is this cache's ±`refresh_jitter`.)
     pub(crate) fn backoff(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(30);
-        let delay = self
-            .backoff_min
-            .saturating_mul(1 << exponent)
-            .min(self.backoff_max);
+        let delay = Backoff::new(self.backoff_min, self.backoff_max).delay(failures);
         self.jittered(delay)
             .clamp(self.backoff_min, self.backoff_max)
     }

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use http::HeaderValue;
-use keyroll_core::{BoxFuture, Clock, SystemClock};
+use keyroll_core::{Backoff, BoxFuture, Clock, SystemClock};
 
 use super::error::IssueError;
 use super::source::{Token, TokenError, TokenSource};
@@ -131,10 +131,9 @@ impl TokenCacheConfig {
     }
 
     fn backoff(&self, failures: u32, asked: Option<Duration>) -> Duration {
-        let doubled = self
-            .backoff_min
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-        doubled.min(self.backoff_max).max(asked.unwrap_or_default())
+        Backoff::new(self.backoff_min, self.backoff_max)
+            .delay(failures)
+            .max(asked.unwrap_or_default())
     }
 }
 
