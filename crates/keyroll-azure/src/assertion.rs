@@ -27,7 +27,7 @@
 //! replayed one, and token requests are rare because the credential caches tokens.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
@@ -40,6 +40,7 @@ use keyroll_core::{Algorithm, Clock, SystemClock, unix_seconds};
 use serde_json::json;
 
 use crate::error::AzureError;
+use crate::lock;
 use crate::retry::{RetryPolicy, VaultMetrics};
 use crate::vault::{self, RemoteSigner, Vault};
 
@@ -269,10 +270,6 @@ impl fmt::Debug for KeyVaultClientAssertion {
             .field("algorithm", &self.inner.algorithm)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeyVaultClientAssertion {

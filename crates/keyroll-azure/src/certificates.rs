@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use azure_core::credentials::TokenCredential;
@@ -44,6 +44,7 @@ use keyroll_core::{
 use zeroize::Zeroizing;
 
 use crate::error::AzureError;
+use crate::lock;
 use crate::retry::{RetryPolicy, VaultMetrics};
 use crate::vault::{self, RemoteSigner, Vault};
 
@@ -194,10 +195,6 @@ impl fmt::Debug for KeyVaultCertificates {
             .field("metrics", &self.metrics())
             .finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeyVaultCertificates {

@@ -35,7 +35,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use azure_core::credentials::{Secret, TokenCredential};
@@ -45,6 +45,7 @@ use keyroll_core::{Backoff, BoxFuture, Clock, SystemClock};
 use keyroll_tower::issue::{Token, TokenError, TokenSource};
 
 use crate::error::AzureError;
+use crate::lock;
 
 /// An Entra ID access token. `Debug` prints no secret.
 #[derive(Clone)]
@@ -219,10 +220,6 @@ struct Entry {
     /// When the next background refresh is due (the token's refresh point, or a retry).
     next_refresh: Option<SystemTime>,
     refresher: bool,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl fmt::Debug for EntraTokens {

@@ -24,7 +24,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
@@ -33,6 +33,7 @@ use keyroll_core::{
 };
 
 use crate::error::AzureError;
+use crate::lock;
 use crate::retry::{RetryPolicy, VaultMetrics};
 use crate::vault::{self, RemoteSigner, Vault};
 
@@ -277,10 +278,6 @@ impl KeyVaultKeys {
             algorithm: version.signing_algorithm(),
         })
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeySource for KeyVaultKeys {

@@ -51,6 +51,8 @@ mod keys;
 mod retry;
 mod vault;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 pub use assertion::{CertificateKeyInfo, KeyVaultClientAssertion, KeyVaultClientAssertionBuilder};
 pub use certificates::{CertificateKid, KeyVaultCertificates, KeyVaultCertificatesBuilder};
 pub use entra::{EntraMetrics, EntraToken, EntraTokens, EntraTokensBuilder};
@@ -61,3 +63,9 @@ pub use env::{
 pub use error::AzureError;
 pub use keys::{KeyIdFormat, KeyVaultKeys, KeyVaultKeysBuilder};
 pub use retry::{RetryPolicy, VaultMetrics};
+
+/// Locks `mutex`, taking over the data when a holder panicked: the data guarded in this crate
+/// is consistent between statements, so a poisoned lock is no reason to fail.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

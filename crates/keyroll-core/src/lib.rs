@@ -31,6 +31,8 @@ mod policy;
 mod source;
 pub mod sources;
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
 pub use algorithm::{ALL_ALGORITHMS, Algorithm, Curve, KeyType, UnsupportedAlgorithm};
 pub use backoff::Backoff;
 pub use cache::{
@@ -47,3 +49,9 @@ pub use source::{BoxFuture, KeySource, LoadedKeys, Signer};
 pub use sources::jwks::JwksSource;
 pub use sources::local_ring::{LocalKeyRing, LocalKeyRingBuilder};
 pub use sources::static_keys::{StaticKeys, certificate_thumbprints, version_from_certificate};
+
+/// Locks `mutex`, taking over the data when a holder panicked: the data guarded in this crate
+/// is consistent between statements, so a poisoned lock is no reason to fail.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -43,7 +43,7 @@ mod key_set;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
@@ -55,6 +55,7 @@ pub use self::key_set::{KeyLookup, KeyRef, KeySet};
 use crate::clock::{Clock, SystemClock};
 use crate::error::SourceError;
 use crate::key::KeyVersion;
+use crate::lock;
 use crate::policy::NoActiveKey;
 use crate::source::{BoxFuture, KeySource, Signer};
 
@@ -252,10 +253,6 @@ impl fmt::Debug for KeyCache {
             .field("metrics", &self.metrics())
             .finish()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeyCache {

@@ -14,7 +14,6 @@
 //! ```
 
 use std::sync::Mutex;
-use std::sync::PoisonError;
 use std::time::{Duration, SystemTime};
 
 use http::header;
@@ -157,11 +156,7 @@ impl JwksSource {
 
     async fn fetch(&self) -> Result<LoadedKeys, SourceError> {
         let url = self.jwks_url().await?;
-        let previous = self
-            .previous
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let previous = crate::lock(&self.previous).clone();
         let mut request = self
             .client
             .get(url.clone())
@@ -225,7 +220,7 @@ impl JwksSource {
                     .map(|v| v.with_certificate(x5t, x5t_s256, x5c))
             })
             .collect::<Vec<_>>();
-        *self.previous.lock().unwrap_or_else(PoisonError::into_inner) = etag.map(|etag| Previous {
+        *crate::lock(&self.previous) = etag.map(|etag| Previous {
             url,
             etag,
             versions: versions.clone(),

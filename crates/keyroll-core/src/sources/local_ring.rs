@@ -25,7 +25,7 @@
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -142,7 +142,7 @@ impl LocalKeyRing {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(KeyVersion, Arc<LocalKey>)>> {
-        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.keys)
     }
 
     fn error(&self, operation: &str, cause: impl std::fmt::Display) -> SourceError {

@@ -23,13 +23,15 @@ use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt as _;
 use futures_util::future::Shared;
 use http::HeaderValue;
 use keyroll_core::{Backoff, BoxFuture, Clock, SystemClock};
+
+use crate::lock;
 
 use super::error::IssueError;
 use super::source::{Token, TokenError, TokenSource};
@@ -451,10 +453,6 @@ enum Start {
     Flight(Flight),
     CoolingDown(Duration, Option<Arc<TokenError>>),
     Failed(Arc<TokenError>),
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<T: TokenSource> TokenCache<T> {

@@ -50,7 +50,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -198,7 +198,7 @@ impl JwksService {
     /// The JWKS as it would be served now (loading the keys on a cold cache).
     pub async fn document(&self) -> Result<Arc<JwksDocument>, keyroll_core::KeyCacheError> {
         let versions = self.keys.validation_set().await?;
-        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = crate::lock(&self.last);
         if let Some(document) = last.as_ref()
             && document.versions.len() == versions.len()
             && document
