@@ -42,7 +42,7 @@ use serde_json::json;
 use crate::error::AzureError;
 use crate::lock;
 use crate::retry::{RetryPolicy, VaultMetrics};
-use crate::vault::{self, RemoteSigner, Vault};
+use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
 
@@ -76,10 +76,8 @@ impl CertificateKeyInfo {
 
 /// Builds a [`KeyVaultClientAssertion`].
 pub struct KeyVaultClientAssertionBuilder {
-    vault_url: String,
+    vault: VaultConfig,
     certificate_name: String,
-    credential: Arc<dyn TokenCredential>,
-    client_options: Option<ClientOptions>,
     tenant_id: Option<String>,
     client_id: Option<String>,
     authority_host: Option<String>,
@@ -87,14 +85,13 @@ pub struct KeyVaultClientAssertionBuilder {
     lifetime: Duration,
     key_info: Option<CertificateKeyInfo>,
     key_info_ttl: Duration,
-    retry: RetryPolicy,
     clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for KeyVaultClientAssertionBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyVaultClientAssertionBuilder")
-            .field("vault_url", &self.vault_url)
+            .field("vault_url", &self.vault.url)
             .field("certificate_name", &self.certificate_name)
             .field("tenant_id", &self.tenant_id)
             .field("client_id", &self.client_id)
@@ -107,7 +104,7 @@ impl KeyVaultClientAssertionBuilder {
     /// Client options for the vault clients (a custom transport). Their retry policy is
     /// replaced: keyroll retries and counts itself.
     pub fn client_options(mut self, options: ClientOptions) -> Self {
-        self.client_options = Some(options);
+        self.vault.client_options = Some(options);
         self
     }
 
@@ -157,7 +154,7 @@ impl KeyVaultClientAssertionBuilder {
 
     /// How throttled and failed vault requests are retried.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.vault.retry = policy;
         self
     }
 
@@ -206,12 +203,7 @@ impl KeyVaultClientAssertionBuilder {
             .join(&format!("{tenant_id}/oauth2/v2.0/token"))
             .map_err(|e| AzureError::config_with("the token endpoint is not a URL", e))?
             .to_string();
-        let vault = Vault::new(
-            &self.vault_url,
-            self.credential,
-            self.client_options,
-            self.retry,
-        )?;
+        let vault = Vault::new(self.vault)?;
         Ok(KeyVaultClientAssertion {
             inner: Arc::new(Inner {
                 name: format!(
@@ -281,10 +273,8 @@ impl KeyVaultClientAssertion {
         credential: Arc<dyn TokenCredential>,
     ) -> KeyVaultClientAssertionBuilder {
         KeyVaultClientAssertionBuilder {
-            vault_url: vault_url.to_owned(),
+            vault: VaultConfig::new(vault_url, credential),
             certificate_name: certificate_name.to_owned(),
-            credential,
-            client_options: None,
             tenant_id: None,
             client_id: None,
             authority_host: None,
@@ -292,7 +282,6 @@ impl KeyVaultClientAssertion {
             lifetime: Duration::from_secs(600),
             key_info: None,
             key_info_ttl: Duration::from_secs(3600),
-            retry: RetryPolicy::default(),
             clock: Arc::new(SystemClock),
         }
     }

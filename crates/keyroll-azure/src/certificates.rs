@@ -46,7 +46,7 @@ use zeroize::Zeroizing;
 use crate::error::AzureError;
 use crate::lock;
 use crate::retry::{RetryPolicy, VaultMetrics};
-use crate::vault::{self, RemoteSigner, Vault};
+use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 /// What the `kid` of a certificate version is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,20 +61,17 @@ pub enum CertificateKid {
 
 /// Builds a [`KeyVaultCertificates`].
 pub struct KeyVaultCertificatesBuilder {
-    vault_url: String,
+    vault: VaultConfig,
     certificate_name: String,
-    credential: Arc<dyn TokenCredential>,
-    client_options: Option<ClientOptions>,
     kid: CertificateKid,
     local_signing: bool,
     algorithm: Option<Algorithm>,
-    retry: RetryPolicy,
 }
 
 impl fmt::Debug for KeyVaultCertificatesBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyVaultCertificatesBuilder")
-            .field("vault_url", &self.vault_url)
+            .field("vault_url", &self.vault.url)
             .field("certificate_name", &self.certificate_name)
             .field("kid", &self.kid)
             .field("local_signing", &self.local_signing)
@@ -86,7 +83,7 @@ impl KeyVaultCertificatesBuilder {
     /// Client options for the vault clients (a custom transport, a cloud). Their retry policy
     /// is replaced: keyroll retries and counts itself.
     pub fn client_options(mut self, options: ClientOptions) -> Self {
-        self.client_options = Some(options);
+        self.vault.client_options = Some(options);
         self
     }
 
@@ -114,7 +111,7 @@ impl KeyVaultCertificatesBuilder {
 
     /// How throttled and failed requests are retried.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.vault.retry = policy;
         self
     }
 
@@ -123,19 +120,8 @@ impl KeyVaultCertificatesBuilder {
         if self.certificate_name.is_empty() {
             return Err(AzureError::config("the certificate name is empty"));
         }
-        if let Some(alg) = self.algorithm
-            && (alg.digest().is_none() || alg.key_type() != KeyType::Rsa)
-        {
-            return Err(AzureError::config(format!(
-                "{alg} is not an RSA algorithm Key Vault signs with; EC keys use their curve's"
-            )));
-        }
-        let vault = Vault::new(
-            &self.vault_url,
-            self.credential,
-            self.client_options,
-            self.retry,
-        )?;
+        vault::check_rsa_algorithm(self.algorithm)?;
+        let vault = Vault::new(self.vault)?;
         Ok(KeyVaultCertificates {
             inner: Arc::new(Inner {
                 name: format!(
@@ -205,14 +191,11 @@ impl KeyVaultCertificates {
         credential: Arc<dyn TokenCredential>,
     ) -> KeyVaultCertificatesBuilder {
         KeyVaultCertificatesBuilder {
-            vault_url: vault_url.to_owned(),
+            vault: VaultConfig::new(vault_url, credential),
             certificate_name: certificate_name.to_owned(),
-            credential,
-            client_options: None,
             kid: CertificateKid::default(),
             local_signing: false,
             algorithm: None,
-            retry: RetryPolicy::default(),
         }
     }
 

@@ -35,7 +35,7 @@ use keyroll_core::{
 use crate::error::AzureError;
 use crate::lock;
 use crate::retry::{RetryPolicy, VaultMetrics};
-use crate::vault::{self, RemoteSigner, Vault};
+use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 /// What the `kid` of a Key Vault key version is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,19 +50,16 @@ pub enum KeyIdFormat {
 
 /// Builds a [`KeyVaultKeys`].
 pub struct KeyVaultKeysBuilder {
-    vault_url: String,
+    vault: VaultConfig,
     key_name: String,
-    credential: Arc<dyn TokenCredential>,
-    client_options: Option<ClientOptions>,
     kid: KeyIdFormat,
     algorithm: Option<Algorithm>,
-    retry: RetryPolicy,
 }
 
 impl fmt::Debug for KeyVaultKeysBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyVaultKeysBuilder")
-            .field("vault_url", &self.vault_url)
+            .field("vault_url", &self.vault.url)
             .field("key_name", &self.key_name)
             .field("kid", &self.kid)
             .field("algorithm", &self.algorithm)
@@ -74,7 +71,7 @@ impl KeyVaultKeysBuilder {
     /// Client options for the vault clients (a custom transport, a cloud). Their retry policy
     /// is replaced: keyroll retries and counts itself (see [`KeyVaultKeysBuilder::retry`]).
     pub fn client_options(mut self, options: ClientOptions) -> Self {
-        self.client_options = Some(options);
+        self.vault.client_options = Some(options);
         self
     }
 
@@ -93,7 +90,7 @@ impl KeyVaultKeysBuilder {
 
     /// How throttled and failed requests are retried (default [`RetryPolicy::default`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.vault.retry = policy;
         self
     }
 
@@ -102,19 +99,8 @@ impl KeyVaultKeysBuilder {
         if self.key_name.is_empty() {
             return Err(AzureError::config("the key name is empty"));
         }
-        if let Some(alg) = self.algorithm
-            && (alg.digest().is_none() || alg.key_type() != KeyType::Rsa)
-        {
-            return Err(AzureError::config(format!(
-                "{alg} is not an RSA algorithm Key Vault signs with; EC keys use their curve's"
-            )));
-        }
-        let vault = Vault::new(
-            &self.vault_url,
-            self.credential,
-            self.client_options,
-            self.retry,
-        )?;
+        vault::check_rsa_algorithm(self.algorithm)?;
+        let vault = Vault::new(self.vault)?;
         Ok(KeyVaultKeys {
             inner: Arc::new(Inner {
                 name: format!("Key Vault {}: keys/{}", vault.host, self.key_name),
@@ -165,13 +151,10 @@ impl KeyVaultKeys {
         credential: Arc<dyn TokenCredential>,
     ) -> KeyVaultKeysBuilder {
         KeyVaultKeysBuilder {
-            vault_url: vault_url.to_owned(),
+            vault: VaultConfig::new(vault_url, credential),
             key_name: key_name.to_owned(),
-            credential,
-            client_options: None,
             kid: KeyIdFormat::default(),
             algorithm: None,
-            retry: RetryPolicy::default(),
         }
     }
 

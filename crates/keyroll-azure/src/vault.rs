@@ -49,13 +49,51 @@ impl fmt::Debug for Vault {
     }
 }
 
+/// What the key, certificate and assertion builders collect for their vault; [`Vault::new`]
+/// checks it and makes the clients.
+pub(crate) struct VaultConfig {
+    /// The vault URL as given.
+    pub(crate) url: String,
+    pub(crate) credential: Arc<dyn TokenCredential>,
+    /// Client options (a custom transport, a cloud); their retry policy is replaced.
+    pub(crate) client_options: Option<ClientOptions>,
+    pub(crate) retry: RetryPolicy,
+}
+
+impl VaultConfig {
+    /// `url` with `credential`, default client options and the default retry policy.
+    pub(crate) fn new(url: &str, credential: Arc<dyn TokenCredential>) -> Self {
+        VaultConfig {
+            url: url.to_owned(),
+            credential,
+            client_options: None,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Refuses an algorithm that is not one of the RSA algorithms Key Vault signs with (keys and
+/// certificates: EC keys sign with their curve's algorithm, so only RSA ones are chosen).
+pub(crate) fn check_rsa_algorithm(algorithm: Option<Algorithm>) -> Result<(), AzureError> {
+    match algorithm {
+        Some(alg) if alg.digest().is_none() || alg.key_type() != KeyType::Rsa => {
+            Err(AzureError::config(format!(
+                "{alg} is not an RSA algorithm Key Vault signs with; EC keys use their curve's"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Vault {
-    pub(crate) fn new(
-        vault_url: &str,
-        credential: Arc<dyn TokenCredential>,
-        client_options: Option<ClientOptions>,
-        retry: RetryPolicy,
-    ) -> Result<Vault, AzureError> {
+    pub(crate) fn new(config: VaultConfig) -> Result<Vault, AzureError> {
+        let VaultConfig {
+            url,
+            credential,
+            client_options,
+            retry,
+        } = config;
+        let vault_url = url.as_str();
         let parsed = url::Url::parse(vault_url).map_err(|e| {
             AzureError::config_with(format!("the vault URL `{vault_url}` is not a URL"), e)
         })?;
@@ -111,7 +149,7 @@ impl Vault {
         .map_err(sdk)?;
         Ok(Vault {
             host,
-            url: vault_url.to_owned(),
+            url,
             keys,
             certificates,
             secrets,
@@ -152,15 +190,13 @@ impl Vault {
             &self.counters,
             self.target(&item, Op::List),
             || async {
-                let mut pager = self.keys.list_key_properties_versions(
-                    name,
-                    Some(KeyClientListKeyPropertiesVersionsOptions::default()),
-                )?;
-                let mut all = Vec::new();
-                while let Some(item) = pager.try_next().await? {
-                    all.push(item);
-                }
-                Ok(all)
+                self.keys
+                    .list_key_properties_versions(
+                        name,
+                        Some(KeyClientListKeyPropertiesVersionsOptions::default()),
+                    )?
+                    .try_collect()
+                    .await
             },
         )
         .await
@@ -200,15 +236,13 @@ impl Vault {
             &self.counters,
             self.target(&item, Op::List),
             || async {
-                let mut pager = self.certificates.list_certificate_properties_versions(
-                    name,
-                    Some(CertificateClientListCertificatePropertiesVersionsOptions::default()),
-                )?;
-                let mut all = Vec::new();
-                while let Some(item) = pager.try_next().await? {
-                    all.push(item);
-                }
-                Ok(all)
+                self.certificates
+                    .list_certificate_properties_versions(
+                        name,
+                        Some(CertificateClientListCertificatePropertiesVersionsOptions::default()),
+                    )?
+                    .try_collect()
+                    .await
             },
         )
         .await
