@@ -63,30 +63,18 @@ fn decode_segment(segment: &str) -> Result<Vec<u8>, InvalidToken> {
         .map_err(|_| invalid(InvalidReason::Malformed("a segment is not base64url")))
 }
 
-/// Decodes a segment into `buffer` when it fits, else onto the heap. (SIMD base64: this runs
-/// three times per token, on the hot path.)
+/// Decodes a segment into `buffer` when it fits, else onto the heap.
 pub(crate) fn decode_into<'b>(
     segment: &str,
     buffer: &'b mut [u8],
 ) -> Result<Cow<'b, [u8]>, InvalidToken> {
-    let engine = &base64_simd::URL_SAFE_NO_PAD;
-    let malformed = |_| invalid(InvalidReason::Malformed("a segment is not base64url"));
-    let needed = engine
-        .decoded_length(segment.as_bytes())
-        .map_err(malformed)?;
-    if needed > buffer.len() {
-        return engine
-            .decode_to_vec(segment)
-            .map(Cow::Owned)
-            .map_err(malformed);
+    if base64::decoded_len_estimate(segment.len()) > buffer.len() {
+        return decode_segment(segment).map(Cow::Owned);
     }
-    let decoded = engine
-        .decode(
-            segment.as_bytes(),
-            base64_simd::Out::from_slice(&mut buffer[..needed]),
-        )
-        .map_err(malformed)?;
-    Ok(Cow::Borrowed(decoded))
+    let length = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(segment, buffer)
+        .map_err(|_| invalid(InvalidReason::Malformed("a segment is not base64url")))?;
+    Ok(Cow::Borrowed(&buffer[..length]))
 }
 
 /// The three segments of a compact JWS.
