@@ -4,8 +4,8 @@
 //! This facade re-exports the workspace's crates:
 //! - the key model, rotation policy, key cache and JWT mint/verify ([`keyroll_core`], at the root);
 //! - [`tower`]: `ValidateLayer` (inbound), `IssueLayer` (outbound) and `JwksService`;
-//! - [`azure`] (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
-//! - [`emulator`] (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator.
+//! - `azure` (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
+//! - `emulator` (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator.
 //!
 //! ```
 //! use std::time::Duration;

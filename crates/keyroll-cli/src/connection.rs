@@ -12,7 +12,7 @@ use crate::commands::CliError;
 /// Options shared by every command that talks to a vault.
 #[derive(Debug, Args)]
 pub(crate) struct Connection {
-    /// The vault, e.g. https://myvault.vault.azure.net.
+    /// The vault, e.g. `https://myvault.vault.azure.net`.
     #[arg(long, env = "KEYROLL_VAULT_URL")]
     pub(crate) vault: Option<String>,
     /// Trust this CA (PEM) and resolve *.localhost to loopback: for the keyroll emulator.

@@ -1,4 +1,4 @@
-//! JWTs: minting with any [`Signer`](crate::Signer), and verifying against a [`KeyCache`].
+//! JWTs: minting with any [`Signer`](crate::Signer), and verifying against a [`KeyCache`](crate::KeyCache).
 //!
 //! ```
 //! use std::sync::Arc;
