@@ -171,3 +171,56 @@ async fn scopes_as_a_string_or_an_array() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_remembered_header_changes_no_outcome() {
+    let (keys, _) = keys_for(Algorithm::ES256);
+    let verifier = Verifier::new([Issuer::new(keys.clone(), Validation::new("iss", ["aud"]))]);
+    let good = TokenTemplate::new("iss")
+        .mint(&keys, "aud")
+        .await
+        .unwrap()
+        .token;
+    verifier.verify(&good).await.unwrap();
+    verifier.verify(&good).await.unwrap(); // now with the header remembered
+    let other = TokenTemplate::new("iss")
+        .mint(&keys, "other")
+        .await
+        .unwrap()
+        .token;
+    let (header, rest) = good.split_once('.').unwrap();
+    assert!(other.starts_with(header), "same key, same header");
+    let reason = |result: Result<_, VerifyError>| match result {
+        Err(VerifyError::Invalid(invalid)) => invalid.reason(),
+        other => panic!("{other:?}"),
+    };
+    // Another payload under the remembered header: its own checks and signature still apply.
+    assert_eq!(
+        reason(verifier.verify(&other).await),
+        InvalidReason::WrongAudience
+    );
+    let (_, other_payload_and_signature) = other.split_once('.').unwrap();
+    let (other_payload, _) = other_payload_and_signature.split_once('.').unwrap();
+    let (_, good_signature) = rest.split_once('.').unwrap();
+    let spliced = format!("{header}.{other_payload}.{good_signature}");
+    assert_eq!(
+        reason(verifier.verify(&spliced).await),
+        InvalidReason::WrongAudience
+    );
+    let (good_payload, _) = rest.split_once('.').unwrap();
+    let unsigned = format!("{header}.{good_payload}.");
+    assert_eq!(
+        reason(verifier.verify(&unsigned).await),
+        InvalidReason::Malformed("the signature is empty")
+    );
+    let mut flipped = good_signature.to_owned().into_bytes();
+    flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
+    let tampered = format!(
+        "{header}.{good_payload}.{}",
+        String::from_utf8(flipped).unwrap()
+    );
+    assert_eq!(
+        reason(verifier.verify(&tampered).await),
+        InvalidReason::BadSignature
+    );
+}

@@ -22,6 +22,7 @@
 //! ```
 
 mod claims;
+mod header_cache;
 mod mint;
 mod token;
 mod verify;

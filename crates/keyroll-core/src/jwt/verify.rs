@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::claims::BorrowedClaims;
 use super::claims::RegisteredClaims;
+use super::header_cache::HeaderCache;
 use super::token::{Header, decode_into, parse_claims, parse_header, split};
 use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
 use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
@@ -313,6 +314,7 @@ impl VerifiedToken {
 pub struct Verifier {
     issuers: HashMap<String, Arc<(Arc<str>, Issuer)>>,
     max_token_len: usize,
+    headers: Arc<HeaderCache>,
 }
 
 impl Verifier {
@@ -328,6 +330,7 @@ impl Verifier {
         Verifier {
             issuers,
             max_token_len: 8 * 1024,
+            headers: Arc::default(),
         }
     }
 
@@ -395,9 +398,16 @@ impl Verifier {
         // Header and payload are decoded onto the stack and parsed without copying: a token
         // refused by a cheap check allocates nothing it does not need.
         let segments = split(token, self.max_token_len)?;
+        let known_headers = self.headers.entries();
         let mut header_buffer = [0u8; 512];
-        let header_json = decode_into(segments.header, &mut header_buffer)?;
-        let header = parse_header(&header_json, &segments)?;
+        let header_json;
+        let (header, header_known) = match known_headers.iter().find(|e| e.is(segments.header)) {
+            Some(entry) => (entry.header(&segments)?, true),
+            None => {
+                header_json = decode_into(segments.header, &mut header_buffer)?;
+                (parse_header(&header_json, &segments)?, false)
+            }
+        };
         let mut payload_buffer = [0u8; 2048];
         let payload = decode_into(segments.payload, &mut payload_buffer)?;
         let claims = parse_claims(&payload)?;
@@ -475,6 +485,9 @@ impl Verifier {
                     _ => InvalidReason::BadSignature,
                 })
             })?;
+        if !header_known {
+            self.headers.remember(segments.header, &header);
+        }
         Ok(Attempt::Verified(VerifiedToken {
             issuer: Arc::clone(name),
             kid: version.kid.clone(),

@@ -1,0 +1,82 @@
+//! Parsed headers of verified tokens, reused: every token one key version signs carries the
+//! same header, so its base64 decode and JSON parse need not run again.
+//!
+//! Only headers of tokens whose signature verified are remembered (so junk cannot fill the
+//! cache), at most [`CAPACITY`], keyed by the exact encoded header; reading takes no lock.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::token::{Header, Segments};
+use super::verify::{InvalidReason, InvalidToken};
+use crate::algorithm::Algorithm;
+
+/// How many distinct headers are remembered (a few per key version in the set is plenty).
+pub(crate) const CAPACITY: usize = 32;
+
+#[derive(Debug, Default)]
+pub(crate) struct HeaderCache {
+    entries: ArcSwap<Vec<Entry>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    encoded: Box<str>,
+    algorithm: Algorithm,
+    kid: Option<Box<str>>,
+    x5t: Option<Box<str>>,
+    typ: Option<Box<str>>,
+}
+
+impl Entry {
+    /// Whether this is the entry for `encoded`.
+    pub(crate) fn is(&self, encoded: &str) -> bool {
+        &*self.encoded == encoded
+    }
+
+    /// The header, as [`parse_header`](super::token::parse_header) would give it.
+    pub(crate) fn header(&self, segments: &Segments<'_>) -> Result<Header<'_>, InvalidToken> {
+        if segments.signature.is_empty() {
+            return Err(InvalidToken::new(InvalidReason::Malformed(
+                "the signature is empty",
+            )));
+        }
+        fn borrow(value: &Option<Box<str>>) -> Option<Cow<'_, str>> {
+            value.as_deref().map(Cow::Borrowed)
+        }
+        Ok(Header {
+            algorithm: self.algorithm,
+            kid: borrow(&self.kid),
+            x5t: borrow(&self.x5t),
+            typ: borrow(&self.typ),
+        })
+    }
+}
+
+impl HeaderCache {
+    /// The remembered headers.
+    pub(crate) fn entries(&self) -> arc_swap::Guard<Arc<Vec<Entry>>> {
+        self.entries.load()
+    }
+
+    /// Remembers the header of a token whose signature verified.
+    pub(crate) fn remember(&self, encoded: &str, header: &Header<'_>) {
+        let current = self.entries.load();
+        if current.len() >= CAPACITY || current.iter().any(|e| &*e.encoded == encoded) {
+            return;
+        }
+        let owned = |value: &Option<Cow<'_, str>>| value.as_deref().map(Box::from);
+        let mut entries = Vec::clone(&current);
+        entries.push(Entry {
+            encoded: encoded.into(),
+            algorithm: header.algorithm,
+            kid: owned(&header.kid),
+            x5t: owned(&header.x5t),
+            typ: owned(&header.typ),
+        });
+        // A concurrent insert may be lost: harmless, the header is parsed once more.
+        self.entries.store(Arc::new(entries));
+    }
+}
