@@ -102,10 +102,11 @@ pub(crate) struct TokenArgs {
     #[arg(long)]
     scope: String,
     /// The certificate's versioned key id (from `keyroll key-info`), with --x5t: skips a vault call.
-    #[arg(long, requires = "x5t")]
+    #[arg(long, requires = "x5t", allow_hyphen_values = true)]
     key_id: Option<String>,
     /// The certificate's x5t thumbprint (from `keyroll key-info`), with --key-id.
-    #[arg(long, requires = "key_id")]
+    // A base64url thumbprint may start with `-`.
+    #[arg(long, requires = "key_id", allow_hyphen_values = true)]
     x5t: Option<String>,
     /// The Entra ID authority host.
     #[arg(

@@ -96,6 +96,31 @@ fn one_line(error: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
+    #[test]
+    fn a_thumbprint_may_start_with_a_hyphen() {
+        let cli = super::Cli::try_parse_from([
+            "keyroll",
+            "token",
+            "--vault",
+            "https://v.vault.azure.net",
+            "--tenant",
+            "t",
+            "--client-id",
+            "c",
+            "--certificate",
+            "cert",
+            "--scope",
+            "s/.default",
+            "--key-id",
+            "https://v.vault.azure.net/keys/cert/0",
+            "--x5t",
+            "--DOlnVJzUOSbe0II8MnG_s-7BY",
+        ]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+    }
+
     #[derive(Debug, thiserror::Error)]
     #[error("{0}")]
     struct Layer(String, #[source] Option<Box<Layer>>);
