@@ -2,7 +2,8 @@
 //! same header, so its base64 decode and JSON parse need not run again.
 //!
 //! Only headers of tokens whose signature verified are remembered (so junk cannot fill the
-//! cache), at most [`CAPACITY`], keyed by the exact encoded header; reading takes no lock.
+//! cache), at most [`CAPACITY`] (oldest out first), keyed by the exact encoded header; reading
+//! takes no lock.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -64,11 +65,15 @@ impl HeaderCache {
     /// Remembers the header of a token whose signature verified.
     pub(crate) fn remember(&self, encoded: &str, header: &Header<'_>) {
         let current = self.entries.load();
-        if current.len() >= CAPACITY || current.iter().any(|e| &*e.encoded == encoded) {
+        if current.iter().any(|e| e.is(encoded)) {
             return;
         }
         let owned = |value: &Option<Cow<'_, str>>| value.as_deref().map(Box::from);
         let mut entries = Vec::clone(&current);
+        // Oldest first out: after many rotations the headers of retired keys make room.
+        if entries.len() >= CAPACITY {
+            entries.remove(0);
+        }
         entries.push(Entry {
             encoded: encoded.into(),
             algorithm: header.algorithm,
@@ -78,5 +83,33 @@ impl HeaderCache {
         });
         // A concurrent insert may be lost: harmless, the header is parsed once more.
         self.entries.store(Arc::new(entries));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kid: &str) -> Header<'_> {
+        Header {
+            algorithm: Algorithm::ES256,
+            kid: Some(Cow::Borrowed(kid)),
+            x5t: None,
+            typ: None,
+        }
+    }
+
+    #[test]
+    fn keeps_the_newest_headers() {
+        let cache = HeaderCache::default();
+        let names: Vec<String> = (0..CAPACITY + 5).map(|i| format!("h{i}")).collect();
+        for name in &names {
+            cache.remember(name, &header(name));
+            cache.remember(name, &header(name));
+        }
+        let entries = cache.entries();
+        assert_eq!(entries.len(), CAPACITY);
+        assert!(!entries.iter().any(|e| e.is("h0")));
+        assert!(entries.iter().any(|e| e.is(&names[CAPACITY + 4])));
     }
 }
