@@ -9,15 +9,14 @@ mod common;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Request, Response, StatusCode, header::AUTHORIZATION};
 use keyroll_azure::{
     CertificateKeyInfo, EntraTokens, KeyVaultClientAssertion, KeyVaultKeys,
-    client_options_with_transport, credential_from_env, credential_options_with_transport,
+    credential_options_with_transport,
 };
 use keyroll_core::jwt::{Issuer, Validation};
 use keyroll_core::{Algorithm, Clock, JwksSource, KeyCache, TokioClock};
@@ -26,7 +25,6 @@ use keyroll_emulator::{
 };
 use keyroll_tower::issue::TokenSource;
 use keyroll_tower::validate::ValidateLayer;
-use serde_json::Value;
 use tower::{ServiceBuilder, ServiceExt};
 
 /// A credential that hands out `t1`, `t2`, … valid for `lifetime` on `clock`, or fails.
@@ -210,15 +208,6 @@ async fn validator_accepts(emu: &EmulatorHandle, token: &str, audience: &str) ->
     service.oneshot(request).await.unwrap().status()
 }
 
-fn part(token: &str, index: usize) -> Value {
-    serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(index).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
     let emu = common::start().await;
@@ -259,7 +248,7 @@ async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
     // The assertion: RFC 7523 claims, x5t, signed by the vault, a fresh jti each time.
     let a = assertion.assertion().await.unwrap();
     let b = assertion.assertion().await.unwrap();
-    let (header, claims) = (part(&a, 0), part(&a, 1));
+    let (header, claims) = (common::jwt_part(&a, 0), common::jwt_part(&a, 1));
     assert_eq!(header["alg"], "RS256");
     assert_eq!(header["x5t"], x5t.as_str());
     let endpoint = emu.token_endpoint(emu.tenant_id()).to_string();
@@ -272,7 +261,7 @@ async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
         claims["exp"].as_u64().unwrap() - claims["nbf"].as_u64().unwrap(),
         300
     );
-    assert_ne!(claims["jti"], part(&b, 1)["jti"]);
+    assert_ne!(claims["jti"], common::jwt_part(&b, 1)["jti"]);
     let m = assertion.metrics();
     assert_eq!(
         (m.gets, m.signs),
@@ -286,8 +275,8 @@ async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
         .build()
         .unwrap();
     let ps = fast.assertion().await.unwrap();
-    assert_eq!(part(&ps, 0)["x5t#S256"], x5t_s256.as_str());
-    assert!(part(&ps, 0).get("x5t").is_none());
+    assert_eq!(common::jwt_part(&ps, 0)["x5t#S256"], x5t_s256.as_str());
+    assert!(common::jwt_part(&ps, 0).get("x5t").is_none());
     assert_eq!((fast.metrics().gets, fast.metrics().signs), (0, 1));
 
     // As azure_identity's ClientAssertion: Entra tokens with no secret anywhere.
@@ -300,7 +289,7 @@ async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
         .unwrap();
     let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
     let token = tokens.access_token().await.unwrap();
-    assert_eq!(part(token.secret(), 1)["appid"], "vault-app");
+    assert_eq!(common::jwt_part(token.secret(), 1)["appid"], "vault-app");
     assert_eq!(
         validator_accepts(&emu, token.secret(), &resource).await,
         StatusCode::OK
@@ -323,107 +312,4 @@ async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
         .unwrap();
     assert_eq!(keys.versions().await.unwrap().len(), 1);
     emu.shutdown().await;
-}
-
-const CHILD: &str = "KEYROLL_AZURE_MI_CHILD";
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn managed_identity_tokens_from_the_environment() {
-    let emu = common::start().await;
-    emu.admin()
-        .create_key_version(
-            "miv",
-            "signing",
-            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
-        )
-        .unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut command = std::process::Command::new(exe);
-    command
-        .args([
-            "--exact",
-            "managed_identity_child",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env_remove("AZURE_CLIENT_ID")
-        .env_remove("AZURE_CLIENT_SECRET")
-        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
-        .env_remove("KEYROLL_CREDENTIAL")
-        .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
-        .env("IDENTITY_HEADER", emu.identity_header())
-        .env(CHILD, "1")
-        .env("KEYROLL_TEST_CA", emu.ca_path())
-        .env("KEYROLL_TEST_VAULT", emu.vault_url("miv").as_str())
-        .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
-        .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
-        .env("KEYROLL_TEST_ISSUER", emu.issuer(emu.tenant_id()))
-        .env("KEYROLL_TEST_MI_CLIENT", emu.managed_identity_client_id());
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains("managed_identity_child ... ok"),
-        "the managed-identity child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(emu.admin().counter("msi.token") >= 1);
-    assert!(
-        emu.admin().counter("keys.versions") >= 1,
-        "the child listed the key with its token"
-    );
-    emu.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by managed_identity_tokens_from_the_environment, in a child process with the App Service environment"]
-async fn managed_identity_child() {
-    assert_eq!(std::env::var(CHILD).as_deref(), Ok("1"));
-    let var = |name: &str| std::env::var(name).unwrap();
-    let ca = std::fs::read_to_string(var("KEYROLL_TEST_CA")).unwrap();
-    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
-    // credential_from_env picks managed identity from IDENTITY_ENDPOINT.
-    let credential =
-        credential_from_env(Some(client_options_with_transport(http.clone()))).unwrap();
-    let resource = var("KEYROLL_TEST_RESOURCE");
-    let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
-    let token = tokens.access_token().await.unwrap();
-    assert!(token.expires_at() > SystemTime::now());
-    assert_eq!(
-        part(token.secret(), 1)["appid"],
-        var("KEYROLL_TEST_MI_CLIENT")
-    );
-    // The validator accepts it against the emulator's JWKS.
-    let jwks = JwksSource::new(&var("KEYROLL_TEST_JWKS"))
-        .unwrap()
-        .with_client(http.clone());
-    let layer = ValidateLayer::builder()
-        .issuer(Issuer::new(
-            KeyCache::builder(jwks).build(),
-            Validation::new(var("KEYROLL_TEST_ISSUER"), [resource.as_str()]),
-        ))
-        .build();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(tower::service_fn(|_: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }));
-    let request = Request::get("/")
-        .header(AUTHORIZATION, format!("Bearer {}", token.secret()))
-        .body(())
-        .unwrap();
-    assert_eq!(
-        service.oneshot(request).await.unwrap().status(),
-        StatusCode::OK
-    );
-    // And opens the vault.
-    let keys = KeyVaultKeys::builder(&var("KEYROLL_TEST_VAULT"), "signing", credential)
-        .client_options(client_options_with_transport(http))
-        .build()
-        .unwrap();
-    assert_eq!(keys.versions().await.unwrap().len(), 1);
 }

@@ -1,7 +1,7 @@
 //! Entra ID and managed identity against the official Rust credentials:
 //! `ClientSecretCredential`, `ClientAssertionCredential` (assertion signed by a vault-held
-//! certificate, the development proxy's job) and `ManagedIdentityCredential` (App Service
-//! environment, in a child process because the credential reads the process environment).
+//! certificate, the development proxy's job) and the App Service managed-identity endpoint
+//! (the `ManagedIdentityCredential` itself is in `managed_identity.rs`).
 #![allow(
     clippy::unwrap_used,
     clippy::field_reassign_with_default,
@@ -16,7 +16,6 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientMethodOptions;
 use azure_identity::{
     ClientAssertion, ClientAssertionCredential, ClientAssertionCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions,
 };
 use azure_security_keyvault_certificates::models::{
     CertificatePolicy, IssuerParameters, X509CertificateProperties,
@@ -33,15 +32,6 @@ use serde_json::{Value, json};
 
 fn jwt_part(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
-}
-
-fn claims_of(token: &str) -> Value {
-    serde_json::from_slice(
-        &URL_SAFE_NO_PAD
-            .decode(token.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
 }
 
 /// Checks an access token's RS256 signature against the published JWKS with aws-lc-rs.
@@ -67,7 +57,7 @@ async fn verify_against_jwks(emu: &EmulatorHandle, token: &str) -> Value {
         common::verify_with_jwk("RS256", &n, &e, input.as_bytes(), &sig),
         "token signature"
     );
-    claims_of(token)
+    common::claims_of(token)
 }
 
 /// Asks `tenant`'s token endpoint for a token with a client assertion; the status and the body.
@@ -395,7 +385,7 @@ async fn assertion_matching_and_claim_checks() {
     let (s, body) = post(make(&good, json!({"x5t": padded}), claims("a"))).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(
-        claims_of(body["access_token"].as_str().unwrap())["tid"],
+        common::claims_of(body["access_token"].as_str().unwrap())["tid"],
         "contoso"
     );
     // x5t#S256, and a hex kid.
@@ -451,8 +441,6 @@ fn hex_upper(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
 
-const CHILD_ENV: &str = "KEYROLL_EMULATOR_MI_CHILD";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_identity_credential_app_service() {
     let emu = common::start().await;
@@ -485,98 +473,5 @@ async fn managed_identity_credential_app_service() {
     let missing = token_request().send().await.unwrap();
     assert_eq!(missing.status(), 400);
 
-    // The official credential reads IDENTITY_ENDPOINT / IDENTITY_HEADER from the process
-    // environment, so it runs in a child test process with that environment.
-    let exe = std::env::current_exe().unwrap();
-    let mut command = std::process::Command::new(exe);
-    command
-        .args([
-            "--exact",
-            "managed_identity_child",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
-        .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
-        .env("IDENTITY_HEADER", emu.identity_header())
-        .env(CHILD_ENV, "1")
-        .env("KEYROLL_EMULATOR_TEST_CA", emu.ca_path())
-        .env(
-            "KEYROLL_EMULATOR_TEST_VAULT",
-            emu.vault_url("mivault").as_str(),
-        )
-        .env("KEYROLL_EMULATOR_TEST_RESOURCE", emu.vault_resource());
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the managed-identity child test failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("managed_identity_child ... ok"));
-    assert!(
-        emu.admin().counter("msi.token") >= 4,
-        "the child fetched its token from the endpoint"
-    );
-    assert!(
-        emu.admin().counter("keys.create") >= 1,
-        "the child used the vault"
-    );
     emu.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "run by managed_identity_credential_app_service in a child process with the App Service environment"]
-async fn managed_identity_child() {
-    assert_eq!(
-        std::env::var(CHILD_ENV).as_deref(),
-        Ok("1"),
-        "run through managed_identity_credential_app_service"
-    );
-    let ca = std::fs::read_to_string(std::env::var("KEYROLL_EMULATOR_TEST_CA").unwrap()).unwrap();
-    let vault = std::env::var("KEYROLL_EMULATOR_TEST_VAULT").unwrap();
-    let resource = std::env::var("KEYROLL_EMULATOR_TEST_RESOURCE").unwrap();
-    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
-    let mut client_options = azure_core::http::ClientOptions::default();
-    client_options.transport = Some(azure_core::http::Transport::new(Arc::new(http)));
-    let mut opts = ManagedIdentityCredentialOptions::default();
-    opts.client_options = client_options.clone();
-    let cred = ManagedIdentityCredential::new(Some(opts)).unwrap();
-    let scope = format!("{resource}/.default");
-    let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
-    assert_eq!(claims_of(token.token.secret())["aud"], resource);
-    assert!(token.expires_on > azure_core::time::OffsetDateTime::now_utc());
-
-    let mut k = KeyClientOptions::default();
-    k.client_options = client_options;
-    let keys = KeyClient::new(&vault, cred, Some(k)).unwrap();
-    let params = azure_security_keyvault_keys::models::CreateKeyParameters {
-        kty: Some(azure_security_keyvault_keys::models::KeyType::Ec),
-        ..Default::default()
-    };
-    let key = keys
-        .create_key("mi-key", params.try_into().unwrap(), None)
-        .await
-        .unwrap()
-        .into_model()
-        .unwrap();
-    let jwk = key.key.unwrap();
-    let message = b"managed identity";
-    let digest = common::digest("ES256", message);
-    let sig = common::sign(&keys, "mi-key", None, SignatureAlgorithm::Es256, digest)
-        .await
-        .unwrap()
-        .result
-        .unwrap();
-    assert!(common::verify_with_jwk(
-        "ES256",
-        &jwk.x.unwrap(),
-        &jwk.y.unwrap(),
-        message,
-        &sig
-    ));
 }

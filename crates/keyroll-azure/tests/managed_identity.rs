@@ -1,0 +1,132 @@
+//! Managed identity from the environment, end to end: `credential_from_env` picks the App
+//! Service managed identity, `EntraTokens` gets a token the validator accepts against the
+//! emulator's JWKS, and the token opens the vault. The credential reads `IDENTITY_ENDPOINT` and
+//! `IDENTITY_HEADER` from the process environment, and setting it in-process needs `unsafe`
+//! (forbidden here), so this test runs itself twice: as the parent it starts the emulator and
+//! re-runs its own binary with that environment; as the child it does the work. A plain `main`
+//! (`harness = false`), so both halves always run.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+use keyroll_azure::{
+    EntraTokens, KeyVaultKeys, client_options_with_transport, credential_from_env,
+};
+use keyroll_core::jwt::{Issuer, Validation};
+use keyroll_core::{JwksSource, KeyCache};
+use keyroll_emulator::{Curve, KeySpec, KeyVersionOptions};
+use keyroll_tower::validate::ValidateLayer;
+use tower::{ServiceBuilder, ServiceExt};
+
+const CHILD: &str = "KEYROLL_AZURE_MI_CHILD";
+const CHILD_DONE: &str = "managed identity child: ok";
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os(CHILD).is_some() {
+        runtime.block_on(child());
+        println!("{CHILD_DONE}");
+    } else {
+        runtime.block_on(parent());
+        println!("managed_identity: 1 passed, 0 failed");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn parent() {
+    let emu = common::start().await;
+    emu.admin()
+        .create_key_version(
+            "miv",
+            "signing",
+            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
+        )
+        .unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut command = std::process::Command::new(exe);
+    command
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .env_remove("KEYROLL_CREDENTIAL")
+        .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
+        .env("IDENTITY_HEADER", emu.identity_header())
+        .env(CHILD, "1")
+        .env("KEYROLL_TEST_CA", emu.ca_path())
+        .env("KEYROLL_TEST_VAULT", emu.vault_url("miv").as_str())
+        .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
+        .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
+        .env("KEYROLL_TEST_ISSUER", emu.issuer(emu.tenant_id()))
+        .env("KEYROLL_TEST_MI_CLIENT", emu.managed_identity_client_id());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(CHILD_DONE),
+        "the managed-identity child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(emu.admin().counter("msi.token") >= 1);
+    assert!(
+        emu.admin().counter("keys.versions") >= 1,
+        "the child listed the key with its token"
+    );
+    emu.shutdown().await;
+}
+
+async fn child() {
+    let var = |name: &str| std::env::var(name).unwrap();
+    let ca = std::fs::read_to_string(var("KEYROLL_TEST_CA")).unwrap();
+    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    // credential_from_env picks managed identity from IDENTITY_ENDPOINT.
+    let credential =
+        credential_from_env(Some(client_options_with_transport(http.clone()))).unwrap();
+    let resource = var("KEYROLL_TEST_RESOURCE");
+    let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
+    let token = tokens.access_token().await.unwrap();
+    assert!(token.expires_at() > SystemTime::now());
+    assert_eq!(
+        common::jwt_part(token.secret(), 1)["appid"],
+        var("KEYROLL_TEST_MI_CLIENT")
+    );
+    // The validator accepts it against the emulator's JWKS.
+    let jwks = JwksSource::new(&var("KEYROLL_TEST_JWKS"))
+        .unwrap()
+        .with_client(http.clone());
+    let layer = ValidateLayer::builder()
+        .issuer(Issuer::new(
+            KeyCache::builder(jwks).build(),
+            Validation::new(var("KEYROLL_TEST_ISSUER"), [resource.as_str()]),
+        ))
+        .build();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {}", token.secret()))
+        .body(())
+        .unwrap();
+    assert_eq!(
+        service.oneshot(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // And opens the vault.
+    let keys = KeyVaultKeys::builder(&var("KEYROLL_TEST_VAULT"), "signing", credential)
+        .client_options(client_options_with_transport(http))
+        .build()
+        .unwrap();
+    assert_eq!(keys.versions().await.unwrap().len(), 1);
+}

@@ -1,0 +1,114 @@
+//! `ManagedIdentityCredential` (App Service flavour) against the emulator. The official
+//! credential reads `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` from the process environment, and
+//! setting it in-process needs `unsafe` (forbidden here), so this test runs itself twice: as the
+//! parent it starts the emulator and re-runs its own binary with that environment; as the child
+//! it uses the credential. A plain `main` (`harness = false`), so both halves always run.
+#![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
+
+mod common;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use azure_core::credentials::TokenCredential;
+use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions};
+use azure_security_keyvault_keys::models::SignatureAlgorithm;
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+
+const CHILD_ENV: &str = "KEYROLL_EMULATOR_MI_CHILD";
+const CHILD_DONE: &str = "managed identity child: ok";
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os(CHILD_ENV).is_some() {
+        runtime.block_on(child());
+        println!("{CHILD_DONE}");
+    } else {
+        runtime.block_on(parent());
+        println!("managed_identity: 1 passed, 0 failed");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn parent() {
+    let emu = common::start().await;
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
+        .env("IDENTITY_HEADER", emu.identity_header())
+        .env(CHILD_ENV, "1")
+        .env("KEYROLL_EMULATOR_TEST_CA", emu.ca_path())
+        .env(
+            "KEYROLL_EMULATOR_TEST_VAULT",
+            emu.vault_url("mivault").as_str(),
+        )
+        .env("KEYROLL_EMULATOR_TEST_RESOURCE", emu.vault_resource());
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success() && String::from_utf8_lossy(&output.stdout).contains(CHILD_DONE),
+        "the managed-identity child failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        emu.admin().counter("msi.token") >= 1,
+        "the child fetched its token from the endpoint"
+    );
+    assert!(
+        emu.admin().counter("keys.create") >= 1,
+        "the child used the vault"
+    );
+    emu.shutdown().await;
+}
+
+async fn child() {
+    let ca = std::fs::read_to_string(std::env::var("KEYROLL_EMULATOR_TEST_CA").unwrap()).unwrap();
+    let vault = std::env::var("KEYROLL_EMULATOR_TEST_VAULT").unwrap();
+    let resource = std::env::var("KEYROLL_EMULATOR_TEST_RESOURCE").unwrap();
+    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    let mut client_options = azure_core::http::ClientOptions::default();
+    client_options.transport = Some(azure_core::http::Transport::new(Arc::new(http)));
+    let mut opts = ManagedIdentityCredentialOptions::default();
+    opts.client_options = client_options.clone();
+    let cred = ManagedIdentityCredential::new(Some(opts)).unwrap();
+    let scope = format!("{resource}/.default");
+    let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
+    assert_eq!(common::claims_of(token.token.secret())["aud"], resource);
+    assert!(token.expires_on > azure_core::time::OffsetDateTime::now_utc());
+
+    let mut k = KeyClientOptions::default();
+    k.client_options = client_options;
+    let keys = KeyClient::new(&vault, cred, Some(k)).unwrap();
+    let params = azure_security_keyvault_keys::models::CreateKeyParameters {
+        kty: Some(azure_security_keyvault_keys::models::KeyType::Ec),
+        ..Default::default()
+    };
+    let key = keys
+        .create_key("mi-key", params.try_into().unwrap(), None)
+        .await
+        .unwrap()
+        .into_model()
+        .unwrap();
+    let jwk = key.key.unwrap();
+    let message = b"managed identity";
+    let digest = common::digest("ES256", message);
+    let sig = common::sign(&keys, "mi-key", None, SignatureAlgorithm::Es256, digest)
+        .await
+        .unwrap()
+        .result
+        .unwrap();
+    assert!(common::verify_with_jwk(
+        "ES256",
+        &jwk.x.unwrap(),
+        &jwk.y.unwrap(),
+        message,
+        &sig
+    ));
+}
