@@ -95,6 +95,13 @@ struct Flight {
     generation: u64,
 }
 
+/// See [`KeyCache::classify_miss`].
+enum Miss {
+    Negative,
+    Cooling(Option<SharedLoad>),
+    Due,
+}
+
 #[derive(Default)]
 struct MissState {
     last_refresh: Option<SystemTime>,
@@ -321,14 +328,7 @@ impl KeyCache {
                     .map_err(|cause| self.unavailable("never loaded", Some(cause)))?
             }
         };
-        let age = self
-            .now()
-            .duration_since(set.loaded_at())
-            .unwrap_or_default();
-        if age > self.inner.config.max_stale {
-            let cause = lock(&self.inner.flight).last_error.clone();
-            return Err(self.unavailable(&format!("stale for {}s", age.as_secs()), cause));
-        }
+        self.check_fresh(&set, self.now())?;
         Ok(set)
     }
 
@@ -347,12 +347,18 @@ impl KeyCache {
             return Ok(None);
         };
         let now = self.now();
+        self.check_fresh(&set, now)?;
+        Ok(Some(set.lookup(key, &self.inner.config.policy, now)))
+    }
+
+    /// Fails with [`KeyCacheError::Unavailable`] when `set` is older than `max_stale`.
+    fn check_fresh(&self, set: &KeySet, now: SystemTime) -> Result<(), KeyCacheError> {
         let age = now.duration_since(set.loaded_at()).unwrap_or_default();
         if age > self.inner.config.max_stale {
             let cause = lock(&self.inner.flight).last_error.clone();
             return Err(self.unavailable(&format!("stale for {}s", age.as_secs()), cause));
         }
-        Ok(Some(set.lookup(key, &self.inner.config.policy, now)))
+        Ok(())
     }
 
     /// Finds a version by kid or `x5t`. On a miss, refreshes once (coalesced with any load
@@ -373,24 +379,20 @@ impl KeyCache {
             KeyRef::X5t(x5t) => x5t,
         };
         let refresh = {
-            let now = self.now();
             let mut misses = lock(&self.inner.misses);
-            if misses.negative.get(id).is_some_and(|until| now < *until) {
-                counters.negative_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(KeyLookup::Unknown);
-            }
-            let cooling = misses.last_refresh.is_some_and(|last| {
-                now.duration_since(last)
-                    .is_ok_and(|since| since < self.inner.config.unknown_kid_cooldown)
-            });
-            if cooling {
+            match self.classify_miss(&misses, id) {
+                Miss::Negative => {
+                    counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(KeyLookup::Unknown);
+                }
                 // No new refresh, but a load that is already running is free to wait for.
-                lock(&self.inner.flight).current.clone()
-            } else {
-                misses.last_refresh = Some(now);
-                counters.kid_refreshes.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(source = %self.inner.source_name, kid = %id, "unknown kid: refreshing");
-                Some(self.start_load())
+                Miss::Cooling(running) => running,
+                Miss::Due => {
+                    misses.last_refresh = Some(self.now());
+                    counters.kid_refreshes.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(source = %self.inner.source_name, kid = %id, "unknown kid: refreshing");
+                    Some(self.start_load())
+                }
             }
         };
         let Some(load) = refresh else {
@@ -417,23 +419,37 @@ impl KeyCache {
             KeyRef::Kid(kid) => kid,
             KeyRef::X5t(x5t) => x5t,
         };
-        let now = self.now();
         let counters = &self.inner.counters;
-        let misses = lock(&self.inner.misses);
-        if misses.negative.get(id).is_some_and(|until| now < *until) {
+        let settled = match self.classify_miss(&lock(&self.inner.misses), id) {
+            Miss::Negative => {
+                counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Miss::Cooling(running) => running.is_none(),
+            Miss::Due => false,
+        };
+        if settled {
             counters.kid_misses.fetch_add(1, Ordering::Relaxed);
-            counters.negative_hits.fetch_add(1, Ordering::Relaxed);
-            return true;
+        }
+        settled
+    }
+
+    /// What a miss on `id` calls for: the negative cache answers, the cooldown holds (with the
+    /// load already running, if any), or a refresh is due.
+    fn classify_miss(&self, misses: &MissState, id: &str) -> Miss {
+        let now = self.now();
+        if misses.negative.get(id).is_some_and(|until| now < *until) {
+            return Miss::Negative;
         }
         let cooling = misses.last_refresh.is_some_and(|last| {
             now.duration_since(last)
                 .is_ok_and(|since| since < self.inner.config.unknown_kid_cooldown)
         });
-        let settled = cooling && lock(&self.inner.flight).current.is_none();
-        if settled {
-            counters.kid_misses.fetch_add(1, Ordering::Relaxed);
+        if cooling {
+            Miss::Cooling(lock(&self.inner.flight).current.clone())
+        } else {
+            Miss::Due
         }
-        settled
     }
 
     fn remember_unknown(&self, id: &str) {
