@@ -16,7 +16,7 @@ use axum::Router;
 use axum::routing::get;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use base64::Engine as _;
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use keyroll::jwt::{Issuer, Validation};
 use keyroll::tower::issue::{AudiencePolicy, IssueLayer};
 use keyroll::tower::validate::{ValidateLayer, VerifiedClaims};
@@ -28,6 +28,7 @@ use keyroll_azure::{
 use keyroll_emulator::CertificateVersionOptions;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
+mod support;
 const VAULT: &str = "orders";
 const CERTIFICATE: &str = "orders-app";
 const CLIENT_ID: &str = "orders-app";
@@ -117,26 +118,9 @@ async fn main() -> Result<(), BoxError> {
     let url = format!("http://{}/invoices", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, billing).await });
 
-    let http = reqwest::Client::new();
     let client = ServiceBuilder::new()
         .layer(IssueLayer::new(tokens).audience(AudiencePolicy::fixed(AUDIENCE)))
-        .service(tower::service_fn(move |request: Request<()>| {
-            let http = http.clone();
-            async move {
-                let answer = http
-                    .get(request.uri().to_string())
-                    .headers(request.headers().clone())
-                    .send()
-                    .await?;
-                let status = answer.status();
-                Ok::<_, reqwest::Error>(
-                    Response::builder()
-                        .status(status)
-                        .body(answer.text().await?)
-                        .unwrap_or_default(),
-                )
-            }
-        }));
+        .service(support::http_get());
 
     let mut failed = 0;
     for call in 1..=3 {

@@ -33,6 +33,7 @@ use keyroll_emulator::{CertificateVersionOptions, EmulatorHandle};
 use tower::util::BoxCloneService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
+mod support;
 const VAULT: &str = "quickstart";
 const CERTIFICATE: &str = "orders-sts";
 const ISSUER: &str = "https://orders.localhost";
@@ -142,29 +143,12 @@ async fn main() -> Result<(), BoxError> {
     let template = TokenTemplate::new(ISSUER)
         .lifetime(TOKEN_LIFETIME)
         .include_x5t(true);
-    let http = reqwest::Client::new();
     let client: Client = ServiceBuilder::new()
         .layer(
             IssueLayer::new(SelfSigned::new(orders_keys.clone(), template))
                 .audience(AudiencePolicy::fixed(AUDIENCE)),
         )
-        .service(tower::service_fn(move |request: Request<()>| {
-            let http = http.clone();
-            async move {
-                let answer = http
-                    .get(request.uri().to_string())
-                    .headers(request.headers().clone())
-                    .send()
-                    .await?;
-                let status = answer.status();
-                Ok::<_, reqwest::Error>(
-                    Response::builder()
-                        .status(status)
-                        .body(answer.text().await?)
-                        .unwrap_or_default(),
-                )
-            }
-        }))
+        .service(support::http_get())
         .boxed_clone();
 
     println!(

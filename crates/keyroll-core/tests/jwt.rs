@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use keyroll_core::jwt::{InvalidReason, Issuer, TokenTemplate, Validation, Verifier, VerifyError};
+use keyroll_core::jwt::{
+    InvalidReason, Issuer, TokenTemplate, Validation, VerifiedToken, Verifier, VerifyError,
+};
 use keyroll_core::{Algorithm, KeyCache, KeyCacheConfig, LocalKey, StaticKeys};
 
 fn keys_for(algorithm: Algorithm) -> (KeyCache, LocalKey) {
@@ -16,6 +18,14 @@ fn keys_for(algorithm: Algorithm) -> (KeyCache, LocalKey) {
             .build(),
         key,
     )
+}
+
+/// Why verification refused a token (panics if it did not refuse it as invalid).
+fn reason(result: Result<VerifiedToken, VerifyError>) -> InvalidReason {
+    match result {
+        Err(VerifyError::Invalid(invalid)) => invalid.reason(),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -61,10 +71,6 @@ async fn checks_run_before_the_signature_and_reasons_are_typed() {
             .algorithms([Algorithm::ES256])
             .typ("JWT"),
     )]);
-    let reason = |result: Result<_, VerifyError>| match result {
-        Err(VerifyError::Invalid(invalid)) => invalid.reason(),
-        other => panic!("{other:?}"),
-    };
     let good = TokenTemplate::new("iss")
         .mint(&keys, "aud")
         .await
@@ -190,10 +196,6 @@ async fn a_remembered_header_changes_no_outcome() {
         .token;
     let (header, rest) = good.split_once('.').unwrap();
     assert!(other.starts_with(header), "same key, same header");
-    let reason = |result: Result<_, VerifyError>| match result {
-        Err(VerifyError::Invalid(invalid)) => invalid.reason(),
-        other => panic!("{other:?}"),
-    };
     // Another payload under the remembered header: its own checks and signature still apply.
     assert_eq!(
         reason(verifier.verify(&other).await),
