@@ -105,12 +105,19 @@ impl Validation {
 pub struct Issuer {
     keys: KeyCache,
     validation: Validation,
+    /// `validation.issuer`, shared with every token it verifies.
+    name: Arc<str>,
 }
 
 impl Issuer {
     /// An issuer whose keys come from `keys`.
     pub fn new(keys: KeyCache, validation: Validation) -> Self {
-        Issuer { keys, validation }
+        let name = validation.issuer.as_str().into();
+        Issuer {
+            keys,
+            validation,
+            name,
+        }
     }
 
     /// The key cache.
@@ -312,7 +319,7 @@ impl VerifiedToken {
 /// signature verification; `jku`, `x5u` and `jwk` headers are never read.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    issuers: HashMap<String, Arc<(Arc<str>, Issuer)>>,
+    issuers: HashMap<String, Arc<Issuer>>,
     max_token_len: usize,
     headers: Arc<HeaderCache>,
 }
@@ -322,10 +329,7 @@ impl Verifier {
     pub fn new(issuers: impl IntoIterator<Item = Issuer>) -> Self {
         let issuers = issuers
             .into_iter()
-            .map(|issuer| {
-                let name: Arc<str> = issuer.validation.issuer.as_str().into();
-                (issuer.validation.issuer.clone(), Arc::new((name, issuer)))
-            })
+            .map(|issuer| (issuer.validation.issuer.clone(), Arc::new(issuer)))
             .collect();
         Verifier {
             issuers,
@@ -346,8 +350,13 @@ impl Verifier {
     }
 
     /// The configured issuers.
-    pub fn issuers(&self) -> impl Iterator<Item = &Issuer> {
-        self.issuers.values().map(|entry| &entry.1)
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.issuers.values()
+    }
+
+    /// The issuer configured for `iss`.
+    pub fn issuer(&self, iss: &str) -> Option<&Arc<Issuer>> {
+        self.issuers.get(iss)
     }
 
     /// Verifies a compact JWS.
@@ -362,7 +371,6 @@ impl Verifier {
                     OwnedKeyRef::X5t(x5t) => KeyRef::X5t(x5t),
                 };
                 let found = issuer
-                    .1
                     .keys
                     .find(key_ref)
                     .await
@@ -412,12 +420,11 @@ impl Verifier {
         let payload = decode_into(segments.payload, &mut payload_buffer)?;
         let claims = parse_claims(&payload)?;
 
-        let entry = claims
+        let issuer = claims
             .iss
             .as_deref()
             .and_then(|iss| self.issuers.get(iss))
             .ok_or(InvalidToken::new(InvalidReason::UntrustedIssuer))?;
-        let (name, issuer) = (&entry.0, &entry.1);
         check_claims(
             &header,
             &claims,
@@ -451,7 +458,7 @@ impl Verifier {
                         KeyRef::X5t(x5t) => OwnedKeyRef::X5t(x5t.to_owned()),
                     };
                     return Ok(Attempt::NeedsKeys {
-                        issuer: Arc::clone(entry),
+                        issuer: Arc::clone(issuer),
                         key,
                     });
                 }
@@ -489,7 +496,7 @@ impl Verifier {
             self.headers.remember(segments.header, &header);
         }
         Ok(Attempt::Verified(VerifiedToken {
-            issuer: Arc::clone(name),
+            issuer: Arc::clone(&issuer.name),
             kid: version.kid.clone(),
             algorithm: header.algorithm,
             claims: claims.into_owned(),
@@ -506,7 +513,7 @@ enum Attempt {
     Verified(VerifiedToken),
     /// Every check so far passed, but the key must be (re)loaded first.
     NeedsKeys {
-        issuer: Arc<(Arc<str>, Issuer)>,
+        issuer: Arc<Issuer>,
         key: OwnedKeyRef,
     },
 }

@@ -1,6 +1,5 @@
 //! [`ValidateLayer`] and its builder.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -31,10 +30,6 @@ pub struct ValidateLayer {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
-    /// The verifier's issuers again, by `iss`, as `Arc`s the token cache keeps with each
-    /// entry. keyroll-core's `Verifier` only lists its issuers (`issuers()`); a lookup by name
-    /// returning a shared `Arc<Issuer>` there would make this map unnecessary.
-    pub(crate) issuers: HashMap<String, Arc<Issuer>>,
     pub(crate) sources: TokenSources,
     pub(crate) realm: Arc<str>,
     /// Refusal responses, built once per reason.
@@ -52,7 +47,7 @@ impl Shared {
     ) -> VerifiedClaims {
         let claims = VerifiedClaims::new(verified, Arc::clone(&self.realm));
         if let Some(cache) = &self.cache
-            && let Some(issuer) = self.issuers.get(claims.issuer())
+            && let Some(issuer) = self.verifier.issuer(claims.issuer())
         {
             cache.insert(token, &claims, Arc::clone(issuer));
         }
@@ -155,17 +150,11 @@ impl ValidateLayerBuilder {
 
     /// Builds the layer.
     pub fn build(self) -> ValidateLayer {
-        let issuers = self
-            .issuers
-            .iter()
-            .map(|issuer| (issuer.validation().issuer.clone(), Arc::new(issuer.clone())))
-            .collect();
         let verifier = Verifier::new(self.issuers).max_token_len(self.max_token_len);
         let realm: Arc<str> = self.realm.into();
         ValidateLayer {
             shared: Arc::new(Shared {
                 verifier,
-                issuers,
                 sources: TokenSources {
                     header: self.header,
                     cookie: self.cookie,
