@@ -226,3 +226,41 @@ async fn a_remembered_header_changes_no_outcome() {
         InvalidReason::BadSignature
     );
 }
+
+#[tokio::test]
+async fn tokens_find_their_issuer_among_many_and_a_later_issuer_replaces_an_earlier_one() {
+    let (keys, _) = keys_for(Algorithm::ES256);
+    let issuer = |iss: &str, aud: &str| Issuer::new(keys.clone(), Validation::new(iss, [aud]));
+    let verifier = Verifier::new([
+        issuer("https://c.example", "c"),
+        issuer("https://a.example", "first"),
+        issuer("https://b.example", "b"),
+        issuer("https://a.example", "second"),
+    ]);
+    assert_eq!(verifier.issuers().count(), 3);
+    for (iss, aud) in [
+        ("https://a.example", "second"),
+        ("https://b.example", "b"),
+        ("https://c.example", "c"),
+    ] {
+        let minted = TokenTemplate::new(iss).mint(&keys, aud).await.unwrap();
+        let verified = verifier.verify(&minted.token).await.unwrap();
+        assert_eq!(verified.issuer(), iss);
+    }
+    let replaced = TokenTemplate::new("https://a.example")
+        .mint(&keys, "first")
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(verifier.verify(&replaced.token).await),
+        InvalidReason::WrongAudience
+    );
+    let unknown = TokenTemplate::new("https://d.example")
+        .mint(&keys, "d")
+        .await
+        .unwrap();
+    assert_eq!(
+        reason(verifier.verify(&unknown.token).await),
+        InvalidReason::UntrustedIssuer
+    );
+}

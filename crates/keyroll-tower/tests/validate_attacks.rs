@@ -433,8 +433,13 @@ async fn attack_table() {
             Expect::Invalid(NOT_B64),
         ),
         raw(
-            "non-ASCII bytes",
+            "non-ASCII characters",
             vec![b"Bearer \xc3\xa9.\xc3\xa9.\xc3\xa9".to_vec()],
+            Expect::Invalid(NOT_B64),
+        ),
+        raw(
+            "bytes that are not UTF-8",
+            vec![b"Bearer \xff.\xfe.\xfd".to_vec()],
             Expect::Invalid("the bearer token is not a valid token string"),
         ),
         raw(

@@ -340,13 +340,17 @@ impl KeyCache {
     /// Looks a version up in the current set without waiting: `Ok(None)` when no set is
     /// loaded yet, [`KeyLookup::Unknown`] on a miss (then [`find`](Self::find) may refresh),
     /// and [`KeyCacheError::Unavailable`] when the set is stale past `max_stale`. This is the
-    /// validator's hot path: one atomic load, one clock read and a hash lookup.
-    pub fn lookup_now(&self, key: KeyRef<'_>) -> Result<Option<KeyLookup>, KeyCacheError> {
+    /// validator's hot path: one atomic load and a hash lookup. `now` is the cache's clock
+    /// ([`now`](Self::now)), read once by the caller for all its checks.
+    pub fn lookup_at(
+        &self,
+        key: KeyRef<'_>,
+        now: SystemTime,
+    ) -> Result<Option<KeyLookup>, KeyCacheError> {
         self.ensure_refresher();
         let Some(set) = self.inner.snapshot.load_full() else {
             return Ok(None);
         };
-        let now = self.now();
         self.check_fresh(&set, now)?;
         Ok(Some(set.lookup(key, &self.inner.config.policy, now)))
     }
@@ -380,7 +384,7 @@ impl KeyCache {
         };
         let refresh = {
             let mut misses = lock(&self.inner.misses);
-            match self.classify_miss(&misses, id) {
+            match self.classify_miss(&misses, id, self.now()) {
                 Miss::Negative => {
                     counters.negative_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(KeyLookup::Unknown);
@@ -413,14 +417,15 @@ impl KeyCache {
     /// For a kid the current set lacks: whether [`find`](Self::find) would answer
     /// [`KeyLookup::Unknown`] without loading anything (the kid is in the negative cache, or
     /// an unknown-kid refresh ran within the cooldown and no load is running). Counted as a
-    /// miss when it is; never starts a load, so it is safe outside a runtime.
-    pub fn miss_is_settled(&self, key: KeyRef<'_>) -> bool {
+    /// miss when it is; never starts a load, so it is safe outside a runtime. `now` as for
+    /// [`lookup_at`](Self::lookup_at).
+    pub fn miss_is_settled_at(&self, key: KeyRef<'_>, now: SystemTime) -> bool {
         let id = match key {
             KeyRef::Kid(kid) => kid,
             KeyRef::X5t(x5t) => x5t,
         };
         let counters = &self.inner.counters;
-        let settled = match self.classify_miss(&lock(&self.inner.misses), id) {
+        let settled = match self.classify_miss(&lock(&self.inner.misses), id, now) {
             Miss::Negative => {
                 counters.negative_hits.fetch_add(1, Ordering::Relaxed);
                 true
@@ -436,8 +441,7 @@ impl KeyCache {
 
     /// What a miss on `id` calls for: the negative cache answers, the cooldown holds (with the
     /// load already running, if any), or a refresh is due.
-    fn classify_miss(&self, misses: &MissState, id: &str) -> Miss {
-        let now = self.now();
+    fn classify_miss(&self, misses: &MissState, id: &str, now: SystemTime) -> Miss {
         if misses.negative.get(id).is_some_and(|until| now < *until) {
             return Miss::Negative;
         }

@@ -1,10 +1,10 @@
 //! The registered claims keyroll checks, parsed without copying.
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use super::json::{Reader, Seen, SyntaxError};
 
 /// The `aud` claim: one audience or several.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -70,7 +70,7 @@ impl RegisteredClaims {
 }
 
 /// `aud` as parsed, borrowing from the payload.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum BorrowedAudience<'a> {
     One(Cow<'a, str>),
     Many(Vec<Cow<'a, str>>),
@@ -96,32 +96,63 @@ impl BorrowedAudience<'_> {
 }
 
 /// Borrowing form used while parsing, so the hot path allocates only what it keeps.
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct BorrowedClaims<'a> {
-    #[serde(borrow, deserialize_with = "borrowed_str")]
     pub(crate) iss: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "borrowed_str")]
     pub(crate) sub: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "audience")]
     pub(crate) aud: Option<BorrowedAudience<'a>>,
-    #[serde(deserialize_with = "numeric_date")]
     pub(crate) exp: Option<u64>,
-    #[serde(deserialize_with = "numeric_date")]
     pub(crate) nbf: Option<u64>,
-    #[serde(deserialize_with = "numeric_date")]
     pub(crate) iat: Option<u64>,
-    #[serde(borrow, deserialize_with = "borrowed_str")]
     pub(crate) jti: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "scopes")]
     pub(crate) scope: Option<Cow<'a, str>>,
-    #[serde(borrow, deserialize_with = "scopes")]
     pub(crate) scp: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     pub(crate) roles: Option<Vec<Cow<'a, str>>>,
 }
 
-impl BorrowedClaims<'_> {
+impl<'a> BorrowedClaims<'a> {
+    /// Parses a claims set: a JSON object whose registered claims have their registered types
+    /// (times as NumericDate, `aud` a string or strings, `scope`/`scp` a string or strings,
+    /// `roles` strings or null); a claim given twice is refused, other members are checked and
+    /// skipped.
+    pub(crate) fn parse(json: &'a str) -> Result<Self, SyntaxError> {
+        let mut claims = BorrowedClaims::default();
+        let mut seen = Seen::default();
+        Reader::object(json, |key, reader| {
+            match key.as_bytes() {
+                b"iss" => claims.iss = Some(seen.mark(0).and_then(|()| reader.string())?),
+                b"sub" => claims.sub = Some(seen.mark(1).and_then(|()| reader.string())?),
+                b"aud" => {
+                    seen.mark(2)?;
+                    claims.aud = Some(if reader.at_array() {
+                        let mut many = Vec::new();
+                        reader.strings(|aud| many.push(aud))?;
+                        BorrowedAudience::Many(many)
+                    } else {
+                        BorrowedAudience::One(reader.string()?)
+                    });
+                }
+                b"exp" => claims.exp = Some(seen.mark(3).and_then(|()| reader.numeric_date())?),
+                b"nbf" => claims.nbf = Some(seen.mark(4).and_then(|()| reader.numeric_date())?),
+                b"iat" => claims.iat = Some(seen.mark(5).and_then(|()| reader.numeric_date())?),
+                b"jti" => claims.jti = Some(seen.mark(6).and_then(|()| reader.string())?),
+                b"scope" => claims.scope = Some(seen.mark(7).and_then(|()| scopes(reader))?),
+                b"scp" => claims.scp = Some(seen.mark(8).and_then(|()| scopes(reader))?),
+                b"roles" => {
+                    seen.mark(9)?;
+                    if !reader.null()? {
+                        let mut roles = Vec::new();
+                        reader.strings(|role| roles.push(role))?;
+                        claims.roles = Some(roles);
+                    }
+                }
+                _ => reader.skip_value(1)?,
+            }
+            Ok(())
+        })?;
+        Ok(claims)
+    }
+
     pub(crate) fn into_owned(self) -> RegisteredClaims {
         RegisteredClaims {
             iss: self.iss.map(Cow::into_owned),
@@ -142,88 +173,269 @@ impl BorrowedClaims<'_> {
     }
 }
 
-fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
-    let value = f64::deserialize(deserializer)?;
-    if !value.is_finite() || !(0.0..=1e12).contains(&value) {
-        return Err(de::Error::custom("not a valid NumericDate"));
-    }
-    // Truncation is intended: NumericDate is seconds, fractions are allowed but not needed.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    Ok(Some(value as u64))
-}
-
-fn audience<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<BorrowedAudience<'de>>, D::Error> {
-    struct AudienceVisitor;
-    impl<'de> Visitor<'de> for AudienceVisitor {
-        type Value = BorrowedAudience<'de>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or an array of strings")
-        }
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(BorrowedAudience::One(Cow::Borrowed(v)))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(BorrowedAudience::One(Cow::Owned(v.to_owned())))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut many = Vec::new();
-            while let Some(aud) = seq.next_element::<Cow<'de, str>>()? {
-                many.push(aud);
-            }
-            Ok(BorrowedAudience::Many(many))
-        }
-    }
-    deserializer.deserialize_any(AudienceVisitor).map(Some)
-}
-
 /// `scope`/`scp` as a space-separated string, or as an array of strings (as some providers
 /// send it), normalized to the string form.
-fn scopes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    struct ScopeVisitor;
-    impl<'de> Visitor<'de> for ScopeVisitor {
-        type Value = Cow<'de, str>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string or an array of strings")
-        }
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Cow::Borrowed(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_owned()))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut joined = String::new();
-            while let Some(scope) = seq.next_element::<Cow<'de, str>>()? {
-                if !joined.is_empty() {
-                    joined.push(' ');
-                }
-                joined.push_str(&scope);
-            }
-            Ok(Cow::Owned(joined))
-        }
+fn scopes<'a>(reader: &mut Reader<'a>) -> Result<Cow<'a, str>, SyntaxError> {
+    if !reader.at_array() {
+        return reader.string();
     }
-    deserializer.deserialize_any(ScopeVisitor).map(Some)
+    let mut joined = String::new();
+    reader.strings(|scope| {
+        if !joined.is_empty() {
+            joined.push(' ');
+        }
+        joined.push_str(&scope);
+    })?;
+    Ok(Cow::Owned(joined))
 }
 
-/// A string that borrows from the input when it has no escapes. (`#[serde(borrow)]` alone does
-/// not borrow through an `Option`: every string would be copied.)
-pub(crate) fn borrowed_str<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<Cow<'de, str>>, D::Error> {
-    struct StrVisitor;
-    impl<'de> Visitor<'de> for StrVisitor {
-        type Value = Cow<'de, str>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a string")
-        }
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            Ok(Cow::Borrowed(v))
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Cow::Owned(v.to_owned()))
+#[cfg(test)]
+mod tests {
+    use std::fmt;
+
+    use proptest::prelude::*;
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+    use super::*;
+
+    /// The reference: the same claims through serde's derive and `serde_json`, as keyroll
+    /// parsed them before it had its own reader.
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct SerdeClaims<'a> {
+        #[serde(borrow, deserialize_with = "string")]
+        iss: Option<Cow<'a, str>>,
+        #[serde(borrow, deserialize_with = "string")]
+        sub: Option<Cow<'a, str>>,
+        #[serde(borrow, deserialize_with = "strings")]
+        aud: Option<(bool, Vec<Cow<'a, str>>)>,
+        #[serde(deserialize_with = "numeric_date")]
+        exp: Option<u64>,
+        #[serde(deserialize_with = "numeric_date")]
+        nbf: Option<u64>,
+        #[serde(deserialize_with = "numeric_date")]
+        iat: Option<u64>,
+        #[serde(borrow, deserialize_with = "string")]
+        jti: Option<Cow<'a, str>>,
+        #[serde(borrow, deserialize_with = "strings")]
+        scope: Option<(bool, Vec<Cow<'a, str>>)>,
+        #[serde(borrow, deserialize_with = "strings")]
+        scp: Option<(bool, Vec<Cow<'a, str>>)>,
+        #[serde(borrow)]
+        roles: Option<Vec<Cow<'a, str>>>,
+    }
+
+    impl<'a> SerdeClaims<'a> {
+        fn into_claims(self) -> BorrowedClaims<'a> {
+            let joined = |value: Option<(bool, Vec<Cow<'a, str>>)>| {
+                value.map(|(one, mut all)| {
+                    if one {
+                        all.remove(0)
+                    } else {
+                        Cow::Owned(all.join(" "))
+                    }
+                })
+            };
+            BorrowedClaims {
+                iss: self.iss,
+                sub: self.sub,
+                aud: self.aud.map(|(one, mut all)| {
+                    if one {
+                        BorrowedAudience::One(all.remove(0))
+                    } else {
+                        BorrowedAudience::Many(all)
+                    }
+                }),
+                exp: self.exp,
+                nbf: self.nbf,
+                iat: self.iat,
+                jti: self.jti,
+                scope: joined(self.scope),
+                scp: joined(self.scp),
+                roles: self.roles,
+            }
         }
     }
-    deserializer.deserialize_str(StrVisitor).map(Some)
+
+    fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if !value.is_finite() || !(0.0..=1e12).contains(&value) {
+            return Err(de::Error::custom("not a valid NumericDate"));
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(Some(value as u64))
+    }
+
+    fn string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+        }
+        d.deserialize_str(StrVisitor).map(Some)
+    }
+
+    /// A string (`(true, [it])`) or an array of strings (`(false, them)`).
+    #[allow(clippy::type_complexity)]
+    fn strings<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<(bool, Vec<Cow<'de, str>>)>, D::Error> {
+        struct StringsVisitor;
+        impl<'de> Visitor<'de> for StringsVisitor {
+            type Value = (bool, Vec<Cow<'de, str>>);
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok((true, vec![Cow::Borrowed(v)]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok((true, vec![Cow::Owned(v.to_owned())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(item) = seq.next_element::<Cow<'de, str>>()? {
+                    all.push(item);
+                }
+                Ok((false, all))
+            }
+        }
+        d.deserialize_any(StringsVisitor).map(Some)
+    }
+
+    /// What the reference makes of `json`. Only objects are claims sets (serde would also read
+    /// a struct from an array, by position).
+    fn reference(json: &str) -> Option<BorrowedClaims<'_>> {
+        if !json.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str::<SerdeClaims<'_>>(json)
+            .ok()
+            .map(SerdeClaims::into_claims)
+    }
+
+    fn check(json: &str) {
+        assert_eq!(
+            BorrowedClaims::parse(json).ok(),
+            reference(json),
+            "{json:?}"
+        );
+    }
+
+    #[test]
+    fn reads_claims_as_serde_json_does() {
+        let cases = [
+            r#"{"iss":"https://a.example","sub":"s","aud":"b","exp":1700000000,"nbf":1,"iat":2,"jti":"j"}"#,
+            r#"{"aud":["a","b"],"scope":"x y","roles":["r"],"scp":["p","q"]}"#,
+            r#"{"aud":[],"roles":null,"scope":[]}"#,
+            r#"{"iss":"a\/b\u00e9","sub":"\"quoted\""}"#,
+            r#"{"\u0069ss":"escaped key"}"#,
+            r#"{"iss":"a","iss":"b"}"#,
+            r#"{"aud":"a","aud":["b"]}"#,
+            r#"{"roles":null,"roles":null}"#,
+            r#"{"exp":1.5e9,"iat":-0,"nbf":0.9}"#,
+            r#"{"exp":-1}"#,
+            r#"{"exp":1e13}"#,
+            r#"{"exp":"1700000000"}"#,
+            r#"{"exp":null}"#,
+            r#"{"iss":null}"#,
+            r#"{"aud":null}"#,
+            r#"{"aud":[1]}"#,
+            r#"{"scope":{"a":1}}"#,
+            r#"{"roles":"admin"}"#,
+            r#"{"other":{"iss":"nested"},"iss":"top"}"#,
+            r#"{"x":[1,{"y":[null,true,"z"]}],"exp":5}"#,
+            r#"["a","b"]"#,
+            r#"{"iss":"a"} {}"#,
+            "{\"iss\":\"a\u{7f}\u{e9}\"}",
+            "{\"iss\":\"a\tb\"}",
+        ];
+        for json in cases {
+            check(json);
+        }
+    }
+
+    /// A JSON value of claims-like shape, rendered with random spacing.
+    fn value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_owned()),
+            Just("true".to_owned()),
+            any::<u32>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| format!("{n:?}")),
+            "-?[0-9]{1,15}(\\.[0-9]{1,3})?([eE][+-]?[0-9]{1,3})?",
+            "\"([a-z/:.é ]|\\\\[nrt\"/\\\\]|\\\\u00[0-7][0-9a-f])*\"",
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((key(), inner), 0..4).prop_map(|members| {
+                    let members: Vec<String> = members
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect();
+                    format!("{{{}}}", members.join(" , "))
+                }),
+            ]
+        })
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "nbf",
+                "iat",
+                "jti",
+                "scope",
+                "scp",
+                "roles",
+                "x",
+                "\\u0065xp",
+            ])
+            .prop_map(|k| format!("\"{k}\"")),
+            "\"[a-z]{1,3}\"",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_objects_read_as_serde_json_reads_them(
+            members in prop::collection::vec((key(), value()), 0..6),
+        ) {
+            let members: Vec<String> =
+                members.into_iter().map(|(k, v)| format!("{k} : {v}")).collect();
+            check(&format!(" {{ {} }} ", members.join(",")));
+        }
+
+        #[test]
+        fn mutated_claims_read_as_serde_json_reads_them(
+            at in any::<prop::sample::Index>(),
+            byte in prop::sample::select(b"{}[]\",:\\ 0a-.eE\xff".to_vec()),
+            remove in any::<bool>(),
+        ) {
+            let mut json = br#"{"iss":"https://a.example","aud":["b","c"],"exp":1700000000.5,"x":{"y":[1,true,null]},"scope":"p q"}"#.to_vec();
+            let at = at.index(json.len());
+            if remove {
+                json.remove(at);
+            } else {
+                json.insert(at, byte);
+            }
+            if let Ok(json) = std::str::from_utf8(&json) {
+                check(json);
+            }
+        }
+    }
 }

@@ -23,6 +23,7 @@
 
 mod claims;
 mod header_cache;
+mod json;
 mod mint;
 mod token;
 mod verify;

@@ -1,11 +1,10 @@
 //! A compact JWS split and decoded once, before anything about it is trusted.
 
 use std::borrow::Cow;
+use std::mem::MaybeUninit;
 
-use base64::Engine as _;
-use serde::Deserialize;
-
-use super::claims::{BorrowedClaims, RegisteredClaims, borrowed_str};
+use super::claims::{BorrowedClaims, RegisteredClaims};
+use super::json::{Reader, Seen};
 use super::verify::{InvalidReason, InvalidToken};
 use crate::algorithm::Algorithm;
 
@@ -37,44 +36,45 @@ impl std::fmt::Debug for UntrustedToken<'_> {
     }
 }
 
-#[derive(Deserialize)]
-struct BorrowedHeader<'a> {
-    #[serde(borrow, default, deserialize_with = "borrowed_str")]
-    alg: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "borrowed_str")]
-    kid: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "borrowed_str")]
-    x5t: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "borrowed_str")]
-    typ: Option<Cow<'a, str>>,
-    // Present means the issuer requires extensions we do not implement (RFC 7515 §4.1.11).
-    // `jku`, `x5u` and `jwk` are deliberately not read: keys come only from the cache.
-    #[serde(default)]
-    crit: Option<serde::de::IgnoredAny>,
-}
-
 fn invalid(reason: InvalidReason) -> InvalidToken {
     InvalidToken::new(reason)
 }
 
+/// Token segments are decoded strictly (no padding, no stray bits, URL-safe alphabet only),
+/// with SIMD where the CPU has it: the signature and payload of every token pass through here.
+const BASE64URL: base64_simd::Base64 = base64_simd::URL_SAFE_NO_PAD;
+
+fn not_base64() -> InvalidToken {
+    invalid(InvalidReason::Malformed("a segment is not base64url"))
+}
+
 fn decode_segment(segment: &str) -> Result<Vec<u8>, InvalidToken> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(segment)
-        .map_err(|_| invalid(InvalidReason::Malformed("a segment is not base64url")))
+    BASE64URL.decode_to_vec(segment).map_err(|_| not_base64())
+}
+
+/// A buffer to decode into; left uninitialized, as decoding writes before anything reads.
+pub(crate) fn buffer<const N: usize>() -> [MaybeUninit<u8>; N] {
+    [MaybeUninit::uninit(); N]
 }
 
 /// Decodes a segment into `buffer` when it fits, else onto the heap.
 pub(crate) fn decode_into<'b>(
     segment: &str,
-    buffer: &'b mut [u8],
+    buffer: &'b mut [MaybeUninit<u8>],
 ) -> Result<Cow<'b, [u8]>, InvalidToken> {
-    if base64::decoded_len_estimate(segment.len()) > buffer.len() {
+    let length = BASE64URL
+        .decoded_length(segment.as_bytes())
+        .map_err(|_| not_base64())?;
+    let Some(buffer) = buffer.get_mut(..length) else {
         return decode_segment(segment).map(Cow::Owned);
-    }
-    let length = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode_slice(segment, buffer)
-        .map_err(|_| invalid(InvalidReason::Malformed("a segment is not base64url")))?;
-    Ok(Cow::Borrowed(&buffer[..length]))
+    };
+    let decoded = BASE64URL
+        .decode(
+            segment.as_bytes(),
+            base64_simd::Out::from_uninit_slice(buffer),
+        )
+        .map_err(|_| not_base64())?;
+    Ok(Cow::Borrowed(decoded))
 }
 
 /// The three segments of a compact JWS.
@@ -94,19 +94,24 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, Invalid
     if token.is_empty() {
         return Err(invalid(InvalidReason::Malformed("empty token")));
     }
-    let (signing_input, signature) = token
-        .rsplit_once('.')
-        .ok_or(invalid(InvalidReason::Malformed("not a compact JWS")))?;
-    let (header, payload) = signing_input
-        .split_once('.')
-        .ok_or(invalid(InvalidReason::Malformed("not a compact JWS")))?;
-    if payload.contains('.') {
-        return Err(if token.bytes().filter(|&b| b == b'.').count() == 4 {
+    // One SIMD pass per dot: a token is mostly its signature, so this is the cheap way to
+    // find exactly two.
+    let bytes = token.as_bytes();
+    let not_jws = || invalid(InvalidReason::Malformed("not a compact JWS"));
+    let first = memchr::memchr(b'.', bytes).ok_or_else(not_jws)?;
+    let second = memchr::memchr(b'.', &bytes[first + 1..])
+        .map(|at| first + 1 + at)
+        .ok_or_else(not_jws)?;
+    if memchr::memchr(b'.', &bytes[second + 1..]).is_some() {
+        return Err(if memchr::memchr_iter(b'.', bytes).count() == 4 {
             invalid(InvalidReason::Encrypted)
         } else {
             invalid(InvalidReason::Malformed("too many segments"))
         });
     }
+    // The dots are ASCII, so these are char boundaries.
+    let (signing_input, signature) = (&token[..second], &token[second + 1..]);
+    let (header, payload) = (&token[..first], &token[first + 1..second]);
     Ok(Segments {
         signing_input,
         header,
@@ -124,23 +129,43 @@ pub(crate) struct Header<'b> {
 }
 
 /// Parses a decoded header: refuses `none`, symmetric and unknown algorithms and `crit`, then
-/// an empty signature.
+/// an empty signature. `jku`, `x5u` and `jwk` are deliberately not read: keys come only from
+/// the cache.
 pub(crate) fn parse_header<'b>(
     json: &'b [u8],
     segments: &Segments<'_>,
 ) -> Result<Header<'b>, InvalidToken> {
-    // One bulk UTF-8 check, then a parser that need not re-check each string.
-    let json = std::str::from_utf8(json)
-        .map_err(|_| invalid(InvalidReason::Malformed("the header is not a JSON object")))?;
-    let header: BorrowedHeader<'_> = serde_json::from_str(json)
-        .map_err(|_| invalid(InvalidReason::Malformed("the header is not a JSON object")))?;
-    let algorithm = match header.alg.as_deref() {
+    let malformed = || invalid(InvalidReason::Malformed("the header is not a JSON object"));
+    let json = std::str::from_utf8(json).map_err(|_| malformed())?;
+    let (mut alg, mut kid, mut x5t, mut typ) = (None, None, None, None);
+    // Present means the issuer requires extensions we do not implement (RFC 7515 §4.1.11).
+    let mut critical = false;
+    let mut seen = Seen::default();
+    Reader::object(json, |key, reader| {
+        match key.as_bytes() {
+            b"alg" => alg = Some(seen.mark(0).and_then(|()| reader.string())?),
+            b"kid" => kid = Some(seen.mark(1).and_then(|()| reader.string())?),
+            b"x5t" => x5t = Some(seen.mark(2).and_then(|()| reader.string())?),
+            b"typ" => typ = Some(seen.mark(3).and_then(|()| reader.string())?),
+            b"crit" => {
+                seen.mark(4)?;
+                if !reader.null()? {
+                    critical = true;
+                    reader.skip_value(1)?;
+                }
+            }
+            _ => reader.skip_value(1)?,
+        }
+        Ok(())
+    })
+    .map_err(|_| malformed())?;
+    let algorithm = match alg.as_deref() {
         None => return Err(invalid(InvalidReason::Malformed("the header has no alg"))),
         Some(name) => name
             .parse::<Algorithm>()
             .map_err(|_| invalid(InvalidReason::UnsupportedAlgorithm))?,
     };
-    if header.crit.is_some() {
+    if critical {
         return Err(invalid(InvalidReason::CriticalHeader));
     }
     if segments.signature.is_empty() {
@@ -148,24 +173,21 @@ pub(crate) fn parse_header<'b>(
     }
     Ok(Header {
         algorithm,
-        kid: header.kid,
-        x5t: header.x5t,
-        typ: header.typ,
+        kid,
+        x5t,
+        typ,
     })
 }
 
 /// Parses a decoded payload's registered claims.
 pub(crate) fn parse_claims(json: &[u8]) -> Result<BorrowedClaims<'_>, InvalidToken> {
-    let json = std::str::from_utf8(json).map_err(|_| {
+    let malformed = || {
         invalid(InvalidReason::Malformed(
             "the payload is not a JSON object with valid claims",
         ))
-    })?;
-    serde_json::from_str(json).map_err(|_| {
-        invalid(InvalidReason::Malformed(
-            "the payload is not a JSON object with valid claims",
-        ))
-    })
+    };
+    let json = std::str::from_utf8(json).map_err(|_| malformed())?;
+    BorrowedClaims::parse(json).map_err(|_| malformed())
 }
 
 impl<'a> UntrustedToken<'a> {
@@ -212,7 +234,7 @@ mod tests {
 
     #[test]
     fn base64url_is_strict() {
-        let mut buffer = [0u8; 16];
+        let mut buffer = super::buffer::<16>();
         assert_eq!(decode_into("QQ", &mut buffer).unwrap().as_ref(), b"A");
         for bad in ["QQ==", "QR", "Q", "Q+", "Q/", "Q Q", "QQ\n"] {
             assert!(decode_into(bad, &mut buffer).is_err(), "{bad:?}");

@@ -1,13 +1,12 @@
 //! Verification of inbound tokens against one or more issuers' key caches.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::claims::BorrowedClaims;
 use super::claims::RegisteredClaims;
 use super::header_cache::HeaderCache;
-use super::token::{Header, decode_into, parse_claims, parse_header, split};
+use super::token::{Header, buffer, decode_into, parse_claims, parse_header, split};
 use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
 use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
 use crate::clock::unix_seconds;
@@ -319,7 +318,8 @@ impl VerifiedToken {
 /// signature verification; `jku`, `x5u` and `jwk` headers are never read.
 #[derive(Clone, Debug)]
 pub struct Verifier {
-    issuers: HashMap<String, Arc<Issuer>>,
+    /// Sorted by `iss`, one per `iss`: a binary search finds a token's issuer without hashing.
+    issuers: Box<[Arc<Issuer>]>,
     max_token_len: usize,
     headers: Arc<HeaderCache>,
 }
@@ -327,12 +327,14 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier for these issuers (a later issuer with the same `iss` replaces an earlier one).
     pub fn new(issuers: impl IntoIterator<Item = Issuer>) -> Self {
-        let issuers = issuers
-            .into_iter()
-            .map(|issuer| (issuer.validation.issuer.clone(), Arc::new(issuer)))
-            .collect();
+        let mut issuers: Vec<Arc<Issuer>> = issuers.into_iter().map(Arc::new).collect();
+        // Reversed, then a stable sort: of several issuers with one `iss`, the one given last
+        // comes first and is the one `dedup_by` keeps.
+        issuers.reverse();
+        issuers.sort_by(|a, b| a.name.cmp(&b.name));
+        issuers.dedup_by(|later, kept| later.name == kept.name);
         Verifier {
-            issuers,
+            issuers: issuers.into(),
             max_token_len: 8 * 1024,
             headers: Arc::default(),
         }
@@ -351,12 +353,15 @@ impl Verifier {
 
     /// The configured issuers.
     pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
-        self.issuers.values()
+        self.issuers.iter()
     }
 
     /// The issuer configured for `iss`.
     pub fn issuer(&self, iss: &str) -> Option<&Arc<Issuer>> {
-        self.issuers.get(iss)
+        self.issuers
+            .binary_search_by(|issuer| (*issuer.name).cmp(iss))
+            .ok()
+            .map(|at| &self.issuers[at])
     }
 
     /// Verifies a compact JWS.
@@ -407,7 +412,7 @@ impl Verifier {
         // refused by a cheap check allocates nothing it does not need.
         let segments = split(token, self.max_token_len)?;
         let known_headers = self.headers.entries();
-        let mut header_buffer = [0u8; 512];
+        let mut header_buffer = buffer::<512>();
         let header_json;
         let (header, header_known) = match known_headers.iter().find(|e| e.is(segments.header)) {
             Some(entry) => (entry.header(&segments)?, true),
@@ -416,21 +421,23 @@ impl Verifier {
                 (parse_header(&header_json, &segments)?, false)
             }
         };
-        let mut payload_buffer = [0u8; 2048];
+        let mut payload_buffer = buffer::<2048>();
         let payload = decode_into(segments.payload, &mut payload_buffer)?;
         let claims = parse_claims(&payload)?;
 
         let issuer = claims
             .iss
             .as_deref()
-            .and_then(|iss| self.issuers.get(iss))
+            .and_then(|iss| self.issuer(iss))
             .ok_or(InvalidToken::new(InvalidReason::UntrustedIssuer))?;
+        // One clock read serves every check of this token.
+        let now = issuer.keys.now();
         check_claims(
             &header,
             &claims,
             &payload,
             &issuer.validation,
-            unix_seconds(issuer.keys.now()),
+            unix_seconds(now),
         )?;
 
         // Real key ids are short; a long one is refused before it can reach (and bloat) the
@@ -446,10 +453,10 @@ impl Verifier {
             Some(found) => found,
             None => match issuer
                 .keys
-                .lookup_now(key_ref)
+                .lookup_at(key_ref, now)
                 .map_err(VerifyError::KeysUnavailable)?
             {
-                Some(KeyLookup::Unknown) if issuer.keys.miss_is_settled(key_ref) => {
+                Some(KeyLookup::Unknown) if issuer.keys.miss_is_settled_at(key_ref, now) => {
                     return Err(InvalidToken::new(InvalidReason::UnknownKey).into());
                 }
                 Some(KeyLookup::Unknown) | None => {
@@ -477,7 +484,7 @@ impl Verifier {
         }
         // 1 KiB holds an RSA-8192 signature; anything longer cannot verify and is decoded
         // onto the heap only to be refused.
-        let mut signature_buffer = [0u8; 1024];
+        let mut signature_buffer = buffer::<1024>();
         let signature = decode_into(segments.signature, &mut signature_buffer)?;
         version
             .verifying_key()
@@ -599,6 +606,5 @@ fn check_claims(
 }
 
 fn has_member(payload: &[u8], name: &str) -> bool {
-    serde_json::from_slice::<HashMap<String, serde::de::IgnoredAny>>(payload)
-        .is_ok_and(|map| map.contains_key(name))
+    std::str::from_utf8(payload).is_ok_and(|json| super::json::has_member(json, name))
 }

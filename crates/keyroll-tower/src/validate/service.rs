@@ -3,13 +3,15 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
 use super::body::ValidateBody;
+use super::extract::VerifiedClaims;
 use super::future::{ResponseFuture, VerifyFuture};
 use super::layer::Shared;
 use super::metrics::ValidateMetrics;
+use super::response::Failure;
 
 /// Validates the bearer token of each request before passing it to `S`; refusals become
 /// RFC 6750 responses (so `Error = S::Error`). See the [module docs](super).
@@ -65,52 +67,73 @@ where
             issuer = tracing::field::Empty,
         );
         let shared = Arc::clone(&self.shared);
-        let found = match shared.sources.find(request.headers()) {
-            Ok(found) => found,
-            Err(failure) => return ResponseFuture::refused(failure, shared, span),
-        };
-        if let Some(cache) = &shared.cache
-            && let Some(claims) = cache.get(found.as_str())
-        {
-            span.record("outcome", "accepted");
-            span.record("reason", "cache_hit");
-            span.record("issuer", claims.issuer());
-            shared.counters.accepted(true);
-            request.extensions_mut().insert(claims);
-            // This service was polled ready: call it now.
-            let future = span.in_scope(|| self.inner.call(request));
-            return ResponseFuture::calling(future, shared, span);
-        }
-        // The usual case: keys loaded and the token's key known. Verified (or refused) here,
-        // with no boxed future and no swap of the inner service.
-        if let Some(result) = shared.verifier.verify_now(found.as_str()) {
-            return match result {
-                Ok(verified) => {
-                    let claims = shared.accept(found.as_str(), verified);
-                    span.record("outcome", "accepted");
-                    span.record("issuer", claims.issuer());
-                    shared.counters.accepted(false);
-                    request.extensions_mut().insert(claims);
-                    let future = span.in_scope(|| self.inner.call(request));
-                    ResponseFuture::calling(future, shared, span)
+        match check_now(&shared, request.headers()) {
+            Checked::Accepted { claims, cache_hit } => {
+                span.record("outcome", "accepted");
+                if cache_hit {
+                    span.record("reason", "cache_hit");
                 }
-                Err(error) => ResponseFuture::refused(error.into(), shared, span),
-            };
+                span.record("issuer", claims.issuer());
+                shared.counters.accepted(cache_hit);
+                request.extensions_mut().insert(claims);
+                // This service was polled ready: call it now.
+                let future = span.in_scope(|| self.inner.call(request));
+                ResponseFuture::calling(future, shared, span)
+            }
+            Checked::Refused(failure) => ResponseFuture::refused(failure, shared, span),
+            Checked::KeysNeeded(token) => {
+                let verify: VerifyFuture = {
+                    let shared = Arc::clone(&shared);
+                    Box::pin(async move {
+                        match shared.verifier.verify(&token).await {
+                            Ok(verified) => Ok(shared.accept(&token, verified)),
+                            Err(error) => Err(error.into()),
+                        }
+                    })
+                };
+                // The ready service goes with this request; `self` keeps a fresh clone, to be
+                // polled ready before its next call.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::verifying(verify, request, inner, shared, span)
+            }
         }
-        let verify: VerifyFuture = {
-            let shared = Arc::clone(&shared);
-            Box::pin(async move {
-                let token = found.as_str();
-                match shared.verifier.verify(token).await {
-                    Ok(verified) => Ok(shared.accept(token, verified)),
-                    Err(error) => Err(error.into()),
-                }
-            })
+    }
+}
+
+/// What the checks that need no waiting concluded.
+enum Checked {
+    Accepted {
+        claims: VerifiedClaims,
+        cache_hit: bool,
+    },
+    Refused(Failure),
+    /// The issuer's keys must load or refresh first: the token, copied out of the request.
+    KeysNeeded(Box<str>),
+}
+
+/// Finds the token and checks it without waiting, while it still borrows from the request's
+/// headers: the usual case (keys loaded, the token's key known) verifies here, with no copy of
+/// the token, no boxed future and no swap of the inner service.
+fn check_now(shared: &Shared, headers: &HeaderMap) -> Checked {
+    let token = match shared.sources.find(headers) {
+        Ok(token) => token,
+        Err(failure) => return Checked::Refused(failure),
+    };
+    if let Some(cache) = &shared.cache
+        && let Some(claims) = cache.get(token)
+    {
+        return Checked::Accepted {
+            claims,
+            cache_hit: true,
         };
-        // The ready service goes with this request; `self` keeps a fresh clone, to be
-        // polled ready before its next call.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::verifying(verify, request, inner, shared, span)
+    }
+    match shared.verifier.verify_now(token) {
+        Some(Ok(verified)) => Checked::Accepted {
+            claims: shared.accept(token, verified),
+            cache_hit: false,
+        },
+        Some(Err(error)) => Checked::Refused(error.into()),
+        None => Checked::KeysNeeded(token.into()),
     }
 }

@@ -1,8 +1,6 @@
 //! Finding the bearer token in a request, refusing oversized or ambiguous credentials before
 //! any parsing work.
 
-use std::ops::Range;
-
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keyroll_core::jwt::InvalidReason;
@@ -17,21 +15,6 @@ pub(crate) struct TokenSources {
     pub(crate) max_len: usize,
 }
 
-/// A token found in a header: the header value (cheap to clone: it shares the request's bytes)
-/// and where in it the token is.
-#[derive(Clone, Debug)]
-pub(crate) struct FoundToken {
-    value: HeaderValue,
-    range: Range<usize>,
-}
-
-impl FoundToken {
-    pub(crate) fn as_str(&self) -> &str {
-        // The range was checked to hold ASCII when the token was found.
-        std::str::from_utf8(&self.value.as_bytes()[self.range.clone()]).unwrap_or_default()
-    }
-}
-
 const MALFORMED_HEADER: Failure = Failure::Invalid(InvalidReason::Malformed(
     "the bearer token is not a valid token string",
 ));
@@ -40,7 +23,7 @@ const EMPTY: Failure = Failure::Invalid(InvalidReason::Malformed("the bearer tok
 impl TokenSources {
     /// Finds the token: `Authorization: Bearer` first, then the configured header, then the
     /// configured cookie.
-    pub(crate) fn find(&self, headers: &HeaderMap) -> Result<FoundToken, Failure> {
+    pub(crate) fn find<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, Failure> {
         if let Some(value) = self.single(headers, &AUTHORIZATION)?
             && let Some(found) = self.bearer(value, true)?
         {
@@ -87,11 +70,11 @@ impl TokenSources {
 
     /// `Bearer <token>` (scheme case-insensitive). With `require_scheme` false, a bare token
     /// is accepted too. `Ok(None)`: another scheme.
-    fn bearer(
+    fn bearer<'h>(
         &self,
-        value: &HeaderValue,
+        value: &'h HeaderValue,
         require_scheme: bool,
-    ) -> Result<Option<FoundToken>, Failure> {
+    ) -> Result<Option<&'h str>, Failure> {
         let bytes = value.as_bytes();
         let is_space = |b: &u8| *b == b' ' || *b == b'\t';
         let start = match bytes.iter().position(is_space) {
@@ -107,11 +90,11 @@ impl TokenSources {
                 .rev()
                 .take_while(|b| is_space(b))
                 .count();
-        self.checked(value, start..end).map(Some)
+        self.checked(&bytes[start..end]).map(Some)
     }
 
     /// The value of cookie `name` in one `Cookie` header.
-    fn cookie(&self, value: &HeaderValue, name: &str) -> Result<Option<FoundToken>, Failure> {
+    fn cookie<'h>(&self, value: &'h HeaderValue, name: &str) -> Result<Option<&'h str>, Failure> {
         let bytes = value.as_bytes();
         let mut offset = 0;
         for pair in bytes.split(|&b| b == b';') {
@@ -134,29 +117,23 @@ impl TokenSources {
                     } else {
                         (start, end)
                     };
-                return self.checked(value, start..end).map(Some);
+                return self.checked(&bytes[start..end]).map(Some);
             }
         }
         Ok(None)
     }
 
-    fn checked(&self, value: &HeaderValue, range: Range<usize>) -> Result<FoundToken, Failure> {
-        let token = &value.as_bytes()[range.clone()];
+    fn checked<'h>(&self, token: &'h [u8]) -> Result<&'h str, Failure> {
         if token.is_empty() {
             return Err(EMPTY);
         }
         if token.len() > self.max_len {
             return Err(Failure::Invalid(InvalidReason::TooLarge));
         }
-        // Header values hold no control characters but may hold bytes ≥ 0x80; inner spaces
-        // are left to the token parser (they are not base64url). `is_ascii` is word-at-a-time.
-        if !token.is_ascii() {
-            return Err(MALFORMED_HEADER);
-        }
-        Ok(FoundToken {
-            value: value.clone(),
-            range,
-        })
+        // Header values hold no control characters but may hold bytes ≥ 0x80: refused here
+        // if they are not UTF-8, by the token parser if they are (not base64url), like inner
+        // spaces.
+        std::str::from_utf8(token).map_err(|_| MALFORMED_HEADER)
     }
 }
 
@@ -180,7 +157,7 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        sources().find(&headers).map(|t| t.as_str().to_owned())
+        sources().find(&headers).map(str::to_owned)
     }
 
     #[test]
