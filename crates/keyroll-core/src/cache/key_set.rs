@@ -4,8 +4,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use rustc_hash::FxBuildHasher;
+
 use crate::key::KeyVersion;
 use crate::policy::RotationPolicy;
+
+/// Ids from a source's key set. Lookups hash an id from an untrusted token, but the table is
+/// fixed and built from trusted keys, so a fast non-keyed hash cannot be flooded.
+type ById = HashMap<String, Arc<KeyVersion>, FxBuildHasher>;
 
 /// Every version a source listed at one load, newest first, indexed by kid and by `x5t`.
 ///
@@ -13,8 +19,8 @@ use crate::policy::RotationPolicy;
 #[derive(Debug)]
 pub struct KeySet {
     versions: Vec<Arc<KeyVersion>>,
-    by_kid: HashMap<String, Arc<KeyVersion>>,
-    by_x5t: HashMap<String, Arc<KeyVersion>>,
+    by_kid: ById,
+    by_x5t: ById,
     loaded_at: SystemTime,
     max_age: Option<Duration>,
     generation: u64,
@@ -51,8 +57,8 @@ impl KeySet {
     ) -> Self {
         versions.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.kid.cmp(&a.kid)));
         let versions: Vec<Arc<KeyVersion>> = versions.into_iter().map(Arc::new).collect();
-        let mut by_kid = HashMap::with_capacity(versions.len());
-        let mut by_x5t = HashMap::new();
+        let mut by_kid = ById::with_capacity_and_hasher(versions.len(), FxBuildHasher);
+        let mut by_x5t = ById::default();
         // Newest first, so on a duplicate id the newest version wins.
         for version in &versions {
             by_kid

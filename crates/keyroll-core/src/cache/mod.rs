@@ -348,10 +348,11 @@ impl KeyCache {
         now: SystemTime,
     ) -> Result<Option<KeyLookup>, KeyCacheError> {
         self.ensure_refresher();
-        let Some(set) = self.inner.snapshot.load_full() else {
+        let snapshot = self.inner.snapshot.load();
+        let Some(set) = snapshot.as_deref() else {
             return Ok(None);
         };
-        self.check_fresh(&set, now)?;
+        self.check_fresh(set, now)?;
         Ok(Some(set.lookup(key, &self.inner.config.policy, now)))
     }
 

@@ -1,6 +1,6 @@
 //! Verification of inbound tokens against one or more issuers' key caches.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::claims::BorrowedClaims;
@@ -10,7 +10,7 @@ use super::token::{Header, buffer, decode_into, parse_claims, parse_header, spli
 use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
 use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
 use crate::clock::unix_seconds;
-use crate::key::SignatureError;
+use crate::key::{KeyVersion, SignatureError};
 
 /// What a token must satisfy for one issuer.
 ///
@@ -261,9 +261,11 @@ pub enum VerifyError {
 #[derive(Clone)]
 pub struct VerifiedToken {
     issuer: Arc<str>,
-    kid: String,
+    version: Arc<KeyVersion>,
     algorithm: Algorithm,
-    claims: RegisteredClaims,
+    /// Built from the payload on first use: most handlers deserialize their own claims type
+    /// and never ask, so the hot path does not copy every string claim.
+    claims: OnceLock<RegisteredClaims>,
     payload: bytes::Bytes,
 }
 
@@ -271,10 +273,10 @@ impl std::fmt::Debug for VerifiedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifiedToken")
             .field("issuer", &self.issuer)
-            .field("kid", &self.kid)
+            .field("kid", &self.kid())
             .field("algorithm", &self.algorithm)
-            .field("sub", &self.claims.sub)
-            .field("exp", &self.claims.exp)
+            .field("sub", &self.claims().sub)
+            .field("exp", &self.claims().exp)
             .finish_non_exhaustive()
     }
 }
@@ -287,7 +289,7 @@ impl VerifiedToken {
 
     /// The kid of the version that verified it.
     pub fn kid(&self) -> &str {
-        &self.kid
+        &self.version.kid
     }
 
     /// The signature algorithm.
@@ -297,7 +299,12 @@ impl VerifiedToken {
 
     /// The registered claims.
     pub fn claims(&self) -> &RegisteredClaims {
-        &self.claims
+        self.claims.get_or_init(|| {
+            // The payload parsed when it was verified, so this cannot fail.
+            parse_claims(&self.payload)
+                .map(BorrowedClaims::into_owned)
+                .unwrap_or_default()
+        })
     }
 
     /// The whole payload as JSON bytes, to deserialize into any claims type.
@@ -504,9 +511,9 @@ impl Verifier {
         }
         Ok(Attempt::Verified(VerifiedToken {
             issuer: Arc::clone(&issuer.name),
-            kid: version.kid.clone(),
             algorithm: header.algorithm,
-            claims: claims.into_owned(),
+            version,
+            claims: OnceLock::new(),
             payload: bytes::Bytes::copy_from_slice(&payload),
         }))
     }
