@@ -21,6 +21,7 @@ const MAX_DEPTH: usize = 128;
 /// The position of the first byte at or after `at` that ends the plain run of a string: a
 /// quote, a backslash or a control character (which JSON forbids inside strings). Eight bytes
 /// at a time, as `serde_json` does it.
+#[inline(always)]
 fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
     const ONES: u64 = u64::MAX / 255;
     const HIGH_BITS: u64 = ONES << 7;
@@ -49,22 +50,37 @@ fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Tracks which members of an object were read, refusing a member given twice (as serde's
-/// derived `Deserialize` does: a duplicated `alg` or `aud` must not let two readers of one
-/// token see two different values).
-#[derive(Default)]
-pub(crate) struct Seen(u32);
-
-impl Seen {
-    /// Marks member number `index` (below 32) as read; fails if it was read before.
-    pub(crate) fn mark(&mut self, index: u32) -> Result<()> {
-        let bit = 1 << index;
-        if self.0 & bit != 0 {
-            return Err(SyntaxError);
-        }
-        self.0 |= bit;
-        Ok(())
+/// The value of eight ASCII digits, or `None` if any byte is not a digit.
+fn eight_digits(bytes: &[u8]) -> Option<u64> {
+    const ONES: u64 = u64::MAX / 255;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    // Little-endian: the first digit is the low byte.
+    let word = u64::from_le_bytes(word);
+    let digits = word.wrapping_sub(ONES * u64::from(b'0'));
+    // Every byte 0..=9: no borrow out of a byte below '0', none reaching 10 when 6 is added.
+    let not_digits =
+        (word & (ONES * 0xF0)) ^ (ONES * 0x30) | (digits.wrapping_add(ONES * 6) & (ONES * 0xF0));
+    if not_digits != 0 {
+        return None;
     }
+    // Pairs, then quads, then the whole: each step multiplies the earlier digits up.
+    let pairs = (digits.wrapping_mul(10) + (digits >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let quads = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((quads.wrapping_mul(10_000) + (quads >> 32)) & 0xFFFF_FFFF)
+}
+
+/// Reads a member's value into `slot`, refusing a member given twice (as serde's derived
+/// `Deserialize` does: a duplicated `alg` or `aud` must not let two readers of one token see
+/// two different values).
+#[inline(always)]
+pub(crate) fn set_once<T>(slot: &mut Option<T>, read: impl FnOnce() -> Result<T>) -> Result<()> {
+    if slot.is_some() {
+        return Err(SyntaxError);
+    }
+    // `slot` is known empty here, so the value is written in place, with no drop.
+    *slot = Some(read()?);
+    Ok(())
 }
 
 /// A cursor over one JSON text.
@@ -156,26 +172,36 @@ impl<'a> Reader<'a> {
     }
 
     /// A string value.
+    // Inlined: a `Cow` returned through memory costs a store-forwarding stall per string.
+    #[inline(always)]
     pub(crate) fn string(&mut self) -> Result<Cow<'a, str>> {
-        self.expect(b'"')?;
-        let start = self.pos;
-        let end = plain_run_end(self.bytes(), start);
-        match self.bytes().get(end) {
-            Some(b'"') => {
-                self.pos = end + 1;
-                // Both ends are ASCII quotes, so char boundaries of valid UTF-8.
-                Ok(Cow::Borrowed(&self.text[start..end]))
-            }
-            Some(b'\\') => {
-                self.pos = end;
-                self.skip_string_rest()?;
-                // The quoted text, escapes and all: decoded exactly as serde_json decodes it.
-                serde_json::from_str::<String>(&self.text[start - 1..self.pos])
-                    .map(Cow::Owned)
-                    .map_err(|_| SyntaxError)
-            }
-            _ => Err(SyntaxError),
+        let bytes = self.bytes();
+        if bytes.get(self.pos) != Some(&b'"') {
+            return Err(SyntaxError);
         }
+        let start = self.pos + 1;
+        let end = plain_run_end(bytes, start);
+        if bytes.get(end) != Some(&b'"') {
+            return self.escaped_string(start);
+        }
+        self.pos = end + 1;
+        // Both ends are ASCII quotes, so char boundaries of valid UTF-8.
+        self.text
+            .get(start..end)
+            .map(Cow::Borrowed)
+            .ok_or(SyntaxError)
+    }
+
+    /// The rest of a string that has an escape (or is broken) from `start`, just past its
+    /// opening quote: decoded exactly as `serde_json` decodes it.
+    #[cold]
+    fn escaped_string(&mut self, start: usize) -> Result<Cow<'a, str>> {
+        self.pos = start;
+        self.skip_string_rest()?;
+        let quoted = self.text.get(start - 1..self.pos).ok_or(SyntaxError)?;
+        serde_json::from_str::<String>(quoted)
+            .map(Cow::Owned)
+            .map_err(|_| SyntaxError)
     }
 
     /// Skips to just past the closing quote of a string whose opening quote is behind,
@@ -273,16 +299,21 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let mut end = start;
         let mut value = 0u64;
+        // Eight digits at a time (a NumericDate has ten), then one at a time.
+        while let Some(eight) = bytes.get(end..end + 8).and_then(eight_digits) {
+            value = value.wrapping_mul(100_000_000).wrapping_add(eight);
+            end += 8;
+        }
         while let Some(&byte) = bytes.get(end) {
             let digit = byte.wrapping_sub(b'0');
             if digit > 9 {
                 break;
             }
-            // Cannot overflow in 19 digits; a longer integer takes the float path below.
             value = value.wrapping_mul(10).wrapping_add(u64::from(digit));
             end += 1;
         }
         let leading_zero = bytes[start..end].starts_with(b"0") && end - start > 1;
+        // Cannot overflow in 19 digits; a longer integer takes the float path below.
         let plain = end > start && end - start <= 19 && !leading_zero;
         if plain && !matches!(bytes.get(end), Some(b'.' | b'e' | b'E')) {
             self.pos = end;
@@ -470,9 +501,35 @@ mod tests {
     }
 
     #[test]
+    fn eight_digits_at_a_time() {
+        for n in [0u64, 1, 12_345_678, 99_999_999, 10_000_000, 70_000_001] {
+            assert_eq!(eight_digits(format!("{n:08}").as_bytes()), Some(n));
+        }
+        for bad in ["1234567/", "1234567:", "/1234567", "1234 678", "12345678"] {
+            let expected = bad
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| bad.parse().unwrap());
+            assert_eq!(eight_digits(bad.as_bytes()), expected, "{bad}");
+        }
+        for byte in 0..=255u8 {
+            let mut text = *b"00000000";
+            text[3] = byte;
+            assert_eq!(
+                eight_digits(&text).is_some(),
+                byte.is_ascii_digit(),
+                "{byte}"
+            );
+        }
+    }
+
+    #[test]
     fn numeric_dates() {
         let date = |text: &str| Reader { text, pos: 0 }.numeric_date();
         assert_eq!(date("1700000000"), Ok(1_700_000_000));
+        assert_eq!(date("12345678"), Ok(12_345_678));
+        assert_eq!(date("999999999999"), Ok(999_999_999_999));
+        assert_eq!(date("0"), Ok(0));
         assert_eq!(date("1700000000.9"), Ok(1_700_000_000));
         assert_eq!(date("1.7e9"), Ok(1_700_000_000));
         assert_eq!(date("-0"), Ok(0));

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use super::claims::{BorrowedClaims, RegisteredClaims};
-use super::json::{Reader, Seen};
+use super::json::{Reader, set_once};
 use super::verify::{InvalidReason, InvalidToken};
 use crate::algorithm::Algorithm;
 
@@ -138,25 +138,22 @@ pub(crate) fn parse_header<'b>(
     let malformed = || invalid(InvalidReason::Malformed("the header is not a JSON object"));
     let json = std::str::from_utf8(json).map_err(|_| malformed())?;
     let (mut alg, mut kid, mut x5t, mut typ) = (None, None, None, None);
-    // Present means the issuer requires extensions we do not implement (RFC 7515 §4.1.11).
-    let mut critical = false;
-    let mut seen = Seen::default();
-    Reader::object(json, |key, reader| {
-        match key.as_bytes() {
-            b"alg" => alg = Some(seen.mark(0).and_then(|()| reader.string())?),
-            b"kid" => kid = Some(seen.mark(1).and_then(|()| reader.string())?),
-            b"x5t" => x5t = Some(seen.mark(2).and_then(|()| reader.string())?),
-            b"typ" => typ = Some(seen.mark(3).and_then(|()| reader.string())?),
-            b"crit" => {
-                seen.mark(4)?;
-                if !reader.null()? {
-                    critical = true;
-                    reader.skip_value(1)?;
-                }
+    // Present (and not null) means the issuer requires extensions we do not implement (RFC
+    // 7515 §4.1.11).
+    let mut critical = None;
+    Reader::object(json, |key, reader| match key.as_bytes() {
+        b"alg" => set_once(&mut alg, || reader.string()),
+        b"kid" => set_once(&mut kid, || reader.string()),
+        b"x5t" => set_once(&mut x5t, || reader.string()),
+        b"typ" => set_once(&mut typ, || reader.string()),
+        b"crit" => set_once(&mut critical, || {
+            if reader.null()? {
+                return Ok(false);
             }
-            _ => reader.skip_value(1)?,
-        }
-        Ok(())
+            reader.skip_value(1)?;
+            Ok(true)
+        }),
+        _ => reader.skip_value(1),
     })
     .map_err(|_| malformed())?;
     let algorithm = match alg.as_deref() {
@@ -165,7 +162,7 @@ pub(crate) fn parse_header<'b>(
             .parse::<Algorithm>()
             .map_err(|_| invalid(InvalidReason::UnsupportedAlgorithm))?,
     };
-    if critical {
+    if critical == Some(true) {
         return Err(invalid(InvalidReason::CriticalHeader));
     }
     if segments.signature.is_empty() {
@@ -231,6 +228,54 @@ impl<'a> UntrustedToken<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn header(json: &str) -> Result<Algorithm, InvalidReason> {
+        let segments = Segments {
+            signing_input: "",
+            header: "",
+            payload: "",
+            signature: "sig",
+        };
+        parse_header(json.as_bytes(), &segments)
+            .map(|header| header.algorithm)
+            .map_err(|error| error.reason())
+    }
+
+    #[test]
+    fn headers_are_read_strictly() {
+        let malformed = Err(InvalidReason::Malformed("the header is not a JSON object"));
+        assert_eq!(header(r#"{"alg":"ES256","kid":"k"}"#), Ok(Algorithm::ES256));
+        assert_eq!(header(r#"{"\u0061lg":"ES256"}"#), Ok(Algorithm::ES256));
+        // One token, one algorithm: a second `alg` (or any header given twice) is refused.
+        assert_eq!(header(r#"{"alg":"ES256","alg":"HS256"}"#), malformed);
+        assert_eq!(header(r#"{"alg":"ES256","kid":"a","kid":"b"}"#), malformed);
+        assert_eq!(
+            header(r#"{"alg":"none"}"#),
+            Err(InvalidReason::UnsupportedAlgorithm)
+        );
+        assert_eq!(
+            header(r#"{"alg":"HS256"}"#),
+            Err(InvalidReason::UnsupportedAlgorithm)
+        );
+        assert_eq!(
+            header(r#"{"kid":"k"}"#),
+            Err(InvalidReason::Malformed("the header has no alg"))
+        );
+        assert_eq!(
+            header(r#"{"alg":"ES256","crit":["exp"]}"#),
+            Err(InvalidReason::CriticalHeader)
+        );
+        assert_eq!(
+            header(r#"{"alg":"ES256","crit":null}"#),
+            Ok(Algorithm::ES256)
+        );
+        // A broken `crit` value breaks the header, not just the extension check.
+        assert_eq!(header(r#"{"alg":"ES256","crit":[1,}"#), malformed);
+        assert_eq!(
+            header(r#"{"alg":"ES256","jku":"https://x","jwk":{"kty":"oct"}}"#),
+            Ok(Algorithm::ES256)
+        );
+    }
 
     #[test]
     fn base64url_is_strict() {

@@ -34,8 +34,9 @@ pin_project! {
     enum State<F, S, ReqBody> {
         Verifying {
             verify: VerifyFuture,
-            request: Option<Request<ReqBody>>,
-            service: Option<S>,
+            // Boxed: only a request that waits for keys carries these, so the usual call
+            // returns (and moves) a small future.
+            waiting: Option<Box<(Request<ReqBody>, S)>>,
         },
         Calling {
             #[pin]
@@ -89,8 +90,7 @@ impl<F, S, ReqBody> ResponseFuture<F, S, ReqBody> {
         ResponseFuture {
             state: State::Verifying {
                 verify,
-                request: Some(request),
-                service: Some(service),
+                waiting: Some(Box::new((request, service))),
             },
             shared,
             span,
@@ -109,24 +109,18 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Verifying {
-                    verify,
-                    request,
-                    service,
-                } => {
+                StateProj::Verifying { verify, waiting } => {
                     let result = {
                         let _entered = this.span.enter();
                         ready!(verify.as_mut().poll(cx))
                     };
                     let failure = match result {
                         Ok(claims) => {
-                            let (Some(mut request), Some(mut service)) =
-                                (request.take(), service.take())
-                            else {
+                            let Some(waiting) = waiting.take() else {
                                 panic!("ResponseFuture polled after completion");
                             };
-                            this.span.record("outcome", "accepted");
-                            this.span.record("issuer", claims.issuer());
+                            let (mut request, mut service) = *waiting;
+                            record_accepted(this.span, &claims, false);
                             this.shared.counters.accepted(false);
                             request.extensions_mut().insert(claims);
                             let future = {
@@ -156,6 +150,19 @@ where
     }
 }
 
+/// Records an acceptance on the request's span. (Each record looks its field up by name:
+/// skipped when nothing listens.)
+pub(crate) fn record_accepted(span: &Span, claims: &VerifiedClaims, cache_hit: bool) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("outcome", "accepted");
+    if cache_hit {
+        span.record("reason", "cache_hit");
+    }
+    span.record("issuer", claims.issuer());
+}
+
 fn refuse<B>(failure: Failure, shared: &Shared, span: &Span) -> Response<ValidateBody<B>> {
     shared.counters.refused(&failure);
     let outcome = if matches!(failure, Failure::Unavailable(_)) {
@@ -163,8 +170,10 @@ fn refuse<B>(failure: Failure, shared: &Shared, span: &Span) -> Response<Validat
     } else {
         "rejected"
     };
-    span.record("outcome", outcome);
-    span.record("reason", failure.label());
+    if !span.is_disabled() {
+        span.record("outcome", outcome);
+        span.record("reason", failure.label());
+    }
     if outcome == "unavailable" {
         tracing::warn!(parent: span, "refused with 503: the issuer's keys are unavailable");
     } else {

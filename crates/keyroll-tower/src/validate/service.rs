@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use super::body::ValidateBody;
 use super::extract::VerifiedClaims;
-use super::future::{ResponseFuture, VerifyFuture};
+use super::future::{ResponseFuture, VerifyFuture, record_accepted};
 use super::layer::Shared;
 use super::metrics::ValidateMetrics;
 use super::response::Failure;
@@ -69,11 +69,7 @@ where
         let shared = Arc::clone(&self.shared);
         match check_now(&shared, request.headers()) {
             Checked::Accepted { claims, cache_hit } => {
-                span.record("outcome", "accepted");
-                if cache_hit {
-                    span.record("reason", "cache_hit");
-                }
-                span.record("issuer", claims.issuer());
+                record_accepted(&span, &claims, cache_hit);
                 shared.counters.accepted(cache_hit);
                 request.extensions_mut().insert(claims);
                 // This service was polled ready: call it now.
