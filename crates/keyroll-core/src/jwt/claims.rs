@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use super::json::{Reader, SyntaxError, set_once};
+use super::json::{Reader, SyntaxError, unset};
 
 /// The `aud` claim: one audience or several.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,33 +117,63 @@ impl<'a> BorrowedClaims<'a> {
     /// skipped.
     pub(crate) fn parse(json: &'a str) -> Result<Self, SyntaxError> {
         let mut claims = BorrowedClaims::default();
-        Reader::object(json, |key, reader| match key.as_bytes() {
-            b"iss" => set_once(&mut claims.iss, || reader.string()),
-            b"sub" => set_once(&mut claims.sub, || reader.string()),
-            b"aud" => set_once(&mut claims.aud, || {
-                if reader.at_array() {
-                    let mut many = Vec::new();
-                    reader.strings(|aud| many.push(aud))?;
-                    Ok(BorrowedAudience::Many(many))
-                } else {
-                    reader.string().map(BorrowedAudience::One)
+        Reader::object(json, |key, reader| {
+            let c = &mut claims;
+            match key.as_bytes() {
+                b"iss" => {
+                    unset(&c.iss)?;
+                    c.iss = Some(reader.string()?);
                 }
-            }),
-            b"exp" => set_once(&mut claims.exp, || reader.numeric_date()),
-            b"nbf" => set_once(&mut claims.nbf, || reader.numeric_date()),
-            b"iat" => set_once(&mut claims.iat, || reader.numeric_date()),
-            b"jti" => set_once(&mut claims.jti, || reader.string()),
-            b"scope" => set_once(&mut claims.scope, || scopes(reader)),
-            b"scp" => set_once(&mut claims.scp, || scopes(reader)),
-            // `null` reads as no roles.
-            b"roles" => set_once(&mut claims.roles, || {
-                let mut roles = Vec::new();
-                if !reader.null()? {
-                    reader.strings(|role| roles.push(role))?;
+                b"sub" => {
+                    unset(&c.sub)?;
+                    c.sub = Some(reader.string()?);
                 }
-                Ok(roles)
-            }),
-            _ => reader.skip_value(1),
+                b"aud" => {
+                    unset(&c.aud)?;
+                    c.aud = Some(if reader.at_array() {
+                        let mut many = Vec::new();
+                        reader.strings(|aud| many.push(aud))?;
+                        BorrowedAudience::Many(many)
+                    } else {
+                        BorrowedAudience::One(reader.string()?)
+                    });
+                }
+                b"exp" => {
+                    unset(&c.exp)?;
+                    c.exp = Some(reader.numeric_date()?);
+                }
+                b"nbf" => {
+                    unset(&c.nbf)?;
+                    c.nbf = Some(reader.numeric_date()?);
+                }
+                b"iat" => {
+                    unset(&c.iat)?;
+                    c.iat = Some(reader.numeric_date()?);
+                }
+                b"jti" => {
+                    unset(&c.jti)?;
+                    c.jti = Some(reader.string()?);
+                }
+                b"scope" => {
+                    unset(&c.scope)?;
+                    c.scope = Some(scopes(reader)?);
+                }
+                b"scp" => {
+                    unset(&c.scp)?;
+                    c.scp = Some(scopes(reader)?);
+                }
+                // `null` reads as no roles.
+                b"roles" => {
+                    unset(&c.roles)?;
+                    let mut roles = Vec::new();
+                    if !reader.null()? {
+                        reader.strings(|role| roles.push(role))?;
+                    }
+                    c.roles = Some(roles);
+                }
+                _ => reader.skip_value(1)?,
+            }
+            Ok(())
         })?;
         Ok(claims)
     }

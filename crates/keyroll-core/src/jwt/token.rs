@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use super::claims::{BorrowedClaims, RegisteredClaims};
-use super::json::{Reader, set_once};
+use super::json::{Reader, unset};
 use super::verify::{InvalidReason, InvalidToken};
 use crate::algorithm::Algorithm;
 
@@ -141,19 +141,34 @@ pub(crate) fn parse_header<'b>(
     // Present (and not null) means the issuer requires extensions we do not implement (RFC
     // 7515 §4.1.11).
     let mut critical = None;
-    Reader::object(json, |key, reader| match key.as_bytes() {
-        b"alg" => set_once(&mut alg, || reader.string()),
-        b"kid" => set_once(&mut kid, || reader.string()),
-        b"x5t" => set_once(&mut x5t, || reader.string()),
-        b"typ" => set_once(&mut typ, || reader.string()),
-        b"crit" => set_once(&mut critical, || {
-            if reader.null()? {
-                return Ok(false);
+    Reader::object(json, |key, reader| {
+        match key.as_bytes() {
+            b"alg" => {
+                unset(&alg)?;
+                alg = Some(reader.string()?);
             }
-            reader.skip_value(1)?;
-            Ok(true)
-        }),
-        _ => reader.skip_value(1),
+            b"kid" => {
+                unset(&kid)?;
+                kid = Some(reader.string()?);
+            }
+            b"x5t" => {
+                unset(&x5t)?;
+                x5t = Some(reader.string()?);
+            }
+            b"typ" => {
+                unset(&typ)?;
+                typ = Some(reader.string()?);
+            }
+            b"crit" => {
+                unset(&critical)?;
+                critical = Some(!reader.null()?);
+                if critical == Some(true) {
+                    reader.skip_value(1)?;
+                }
+            }
+            _ => reader.skip_value(1)?,
+        }
+        Ok(())
     })
     .map_err(|_| malformed())?;
     let algorithm = match alg.as_deref() {
