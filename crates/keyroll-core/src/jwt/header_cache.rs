@@ -24,7 +24,7 @@ pub(crate) struct HeaderCache {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
-    encoded: Box<str>,
+    encoded: Box<[u8]>,
     algorithm: Algorithm,
     kid: Option<Box<str>>,
     x5t: Option<Box<str>>,
@@ -33,7 +33,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// Whether this is the entry for `encoded`.
-    pub(crate) fn is(&self, encoded: &str) -> bool {
+    pub(crate) fn is(&self, encoded: &[u8]) -> bool {
         &*self.encoded == encoded
     }
 
@@ -63,7 +63,7 @@ impl HeaderCache {
     }
 
     /// Remembers the header of a token whose signature verified.
-    pub(crate) fn remember(&self, encoded: &str, header: &Header<'_>) {
+    pub(crate) fn remember(&self, encoded: &[u8], header: &Header<'_>) {
         let current = self.entries.load();
         if current.iter().any(|e| e.is(encoded)) {
             return;
@@ -104,12 +104,12 @@ mod tests {
         let cache = HeaderCache::default();
         let names: Vec<String> = (0..CAPACITY + 5).map(|i| format!("h{i}")).collect();
         for name in &names {
-            cache.remember(name, &header(name));
-            cache.remember(name, &header(name));
+            cache.remember(name.as_bytes(), &header(name));
+            cache.remember(name.as_bytes(), &header(name));
         }
         let entries = cache.entries();
         assert_eq!(entries.len(), CAPACITY);
-        assert!(!entries.iter().any(|e| e.is("h0")));
-        assert!(entries.iter().any(|e| e.is(&names[CAPACITY + 4])));
+        assert!(!entries.iter().any(|e| e.is(b"h0")));
+        assert!(entries.iter().any(|e| e.is(names[CAPACITY + 4].as_bytes())));
     }
 }

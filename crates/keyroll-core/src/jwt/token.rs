@@ -48,7 +48,7 @@ fn not_base64() -> InvalidToken {
     invalid(InvalidReason::Malformed("a segment is not base64url"))
 }
 
-fn decode_segment(segment: &str) -> Result<Vec<u8>, InvalidToken> {
+fn decode_segment(segment: &[u8]) -> Result<Vec<u8>, InvalidToken> {
     BASE64URL.decode_to_vec(segment).map_err(|_| not_base64())
 }
 
@@ -59,35 +59,33 @@ pub(crate) fn buffer<const N: usize>() -> [MaybeUninit<u8>; N] {
 
 /// Decodes a segment into `buffer` when it fits, else onto the heap.
 pub(crate) fn decode_into<'b>(
-    segment: &str,
+    segment: &[u8],
     buffer: &'b mut [MaybeUninit<u8>],
 ) -> Result<Cow<'b, [u8]>, InvalidToken> {
     let length = BASE64URL
-        .decoded_length(segment.as_bytes())
+        .decoded_length(segment)
         .map_err(|_| not_base64())?;
     let Some(buffer) = buffer.get_mut(..length) else {
         return decode_segment(segment).map(Cow::Owned);
     };
     let decoded = BASE64URL
-        .decode(
-            segment.as_bytes(),
-            base64_simd::Out::from_uninit_slice(buffer),
-        )
+        .decode(segment, base64_simd::Out::from_uninit_slice(buffer))
         .map_err(|_| not_base64())?;
     Ok(Cow::Borrowed(decoded))
 }
 
-/// The three segments of a compact JWS.
+/// The three segments of a compact JWS. Bytes, not text: base64url decoding checks every
+/// byte of them, so the token need not be checked as UTF-8 first.
 pub(crate) struct Segments<'t> {
-    pub(crate) signing_input: &'t str,
-    pub(crate) header: &'t str,
-    pub(crate) payload: &'t str,
-    pub(crate) signature: &'t str,
+    pub(crate) signing_input: &'t [u8],
+    pub(crate) header: &'t [u8],
+    pub(crate) payload: &'t [u8],
+    pub(crate) signature: &'t [u8],
 }
 
 /// Splits a compact JWS of at most `max_len` bytes into exactly three segments (five segments
 /// are a JWE).
-pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, InvalidToken> {
+pub(crate) fn split(token: &[u8], max_len: usize) -> Result<Segments<'_>, InvalidToken> {
     if token.len() > max_len {
         return Err(invalid(InvalidReason::TooLarge));
     }
@@ -96,20 +94,18 @@ pub(crate) fn split(token: &str, max_len: usize) -> Result<Segments<'_>, Invalid
     }
     // One SIMD pass per dot: a token is mostly its signature, so this is the cheap way to
     // find exactly two.
-    let bytes = token.as_bytes();
     let not_jws = || invalid(InvalidReason::Malformed("not a compact JWS"));
-    let first = memchr::memchr(b'.', bytes).ok_or_else(not_jws)?;
-    let second = memchr::memchr(b'.', &bytes[first + 1..])
+    let first = memchr::memchr(b'.', token).ok_or_else(not_jws)?;
+    let second = memchr::memchr(b'.', &token[first + 1..])
         .map(|at| first + 1 + at)
         .ok_or_else(not_jws)?;
-    if memchr::memchr(b'.', &bytes[second + 1..]).is_some() {
-        return Err(if memchr::memchr_iter(b'.', bytes).count() == 4 {
+    if memchr::memchr(b'.', &token[second + 1..]).is_some() {
+        return Err(if memchr::memchr_iter(b'.', token).count() == 4 {
             invalid(InvalidReason::Encrypted)
         } else {
             invalid(InvalidReason::Malformed("too many segments"))
         });
     }
-    // The dots are ASCII, so these are char boundaries.
     let (signing_input, signature) = (&token[..second], &token[second + 1..]);
     let (header, payload) = (&token[..first], &token[first + 1..second]);
     Ok(Segments {
@@ -207,20 +203,22 @@ impl<'a> UntrustedToken<'a> {
     /// exactly three base64url segments with JSON header and payload, on `alg` `none` or any
     /// symmetric or unknown algorithm, and on `crit` headers.
     pub fn parse(token: &'a str, max_len: usize) -> Result<Self, InvalidToken> {
-        let segments = split(token, max_len)?;
+        let segments = split(token.as_bytes(), max_len)?;
         let header_json = decode_segment(segments.header)?;
         let header = parse_header(&header_json, &segments)?;
         let payload = decode_segment(segments.payload)?;
         let claims = parse_claims(&payload)?.into_owned();
+        // The dots are ASCII, so these are char boundaries of the token.
+        let (signing_input, rest) = token.split_at(segments.signing_input.len());
         Ok(UntrustedToken {
-            signing_input: segments.signing_input,
+            signing_input,
             algorithm: header.algorithm,
             kid: header.kid.map(Cow::into_owned),
             x5t: header.x5t.map(Cow::into_owned),
             typ: header.typ.map(Cow::into_owned),
             claims,
             payload,
-            signature_b64: segments.signature,
+            signature_b64: &rest[1..],
         })
     }
 
@@ -236,7 +234,7 @@ impl<'a> UntrustedToken<'a> {
 
     /// Decodes the signature.
     pub fn signature(&self) -> Result<Vec<u8>, InvalidToken> {
-        decode_segment(self.signature_b64)
+        decode_segment(self.signature_b64.as_bytes())
     }
 }
 
@@ -246,10 +244,10 @@ mod tests {
 
     fn header(json: &str) -> Result<Algorithm, InvalidReason> {
         let segments = Segments {
-            signing_input: "",
-            header: "",
-            payload: "",
-            signature: "sig",
+            signing_input: b"",
+            header: b"",
+            payload: b"",
+            signature: b"sig",
         };
         parse_header(json.as_bytes(), &segments)
             .map(|header| header.algorithm)
@@ -295,12 +293,13 @@ mod tests {
     #[test]
     fn base64url_is_strict() {
         let mut buffer = super::buffer::<16>();
-        assert_eq!(decode_into("QQ", &mut buffer).unwrap().as_ref(), b"A");
-        for bad in ["QQ==", "QR", "Q", "Q+", "Q/", "Q Q", "QQ\n"] {
-            assert!(decode_into(bad, &mut buffer).is_err(), "{bad:?}");
+        assert_eq!(decode_into(b"QQ", &mut buffer).unwrap().as_ref(), b"A");
+        for bad in ["QQ==", "QR", "Q", "Q+", "Q/", "Q Q", "QQ\n", "Q\u{e9}"] {
+            assert!(decode_into(bad.as_bytes(), &mut buffer).is_err(), "{bad:?}");
         }
+        assert!(decode_into(b"QQ\xff", &mut buffer).is_err());
         // Too long for the buffer: decoded on the heap.
         let long = "QUFB".repeat(10);
-        assert_eq!(decode_into(&long, &mut buffer).unwrap().len(), 30);
+        assert_eq!(decode_into(long.as_bytes(), &mut buffer).unwrap().len(), 30);
     }
 }

@@ -372,7 +372,14 @@ impl Verifier {
     }
 
     /// Verifies a compact JWS.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+    ///
+    /// The token may be given as text or as bytes (a header value's bytes, say): bytes need no
+    /// UTF-8 check, as decoding checks each one.
+    pub async fn verify<T: AsRef<[u8]> + ?Sized>(
+        &self,
+        token: &T,
+    ) -> Result<VerifiedToken, VerifyError> {
+        let token = token.as_ref();
         match self.attempt(token, None)? {
             Attempt::Verified(verified) => Ok(verified),
             Attempt::NeedsKeys { issuer, key } => {
@@ -403,7 +410,11 @@ impl Verifier {
     /// Verifies without waiting, when the issuer's keys are loaded and know the token's key:
     /// `None` means the key cache must load or refresh first (then use
     /// [`verify`](Self::verify)). Middleware uses it to skip a boxed future on the hot path.
-    pub fn verify_now(&self, token: &str) -> Option<Result<VerifiedToken, VerifyError>> {
+    pub fn verify_now<T: AsRef<[u8]> + ?Sized>(
+        &self,
+        token: &T,
+    ) -> Option<Result<VerifiedToken, VerifyError>> {
+        let token = token.as_ref();
         match self.attempt(token, None) {
             Ok(Attempt::Verified(verified)) => Some(Ok(verified)),
             Ok(Attempt::NeedsKeys { .. }) => None,
@@ -414,7 +425,7 @@ impl Verifier {
     /// Every check, synchronously. The decode buffers live on this frame only (not in the
     /// `verify` future), and a token whose key is in the current set is verified without
     /// any await. `found` is a lookup the caller already made (after a refresh).
-    fn attempt(&self, token: &str, found: Option<KeyLookup>) -> Result<Attempt, VerifyError> {
+    fn attempt(&self, token: &[u8], found: Option<KeyLookup>) -> Result<Attempt, VerifyError> {
         // Header and payload are decoded onto the stack and parsed without copying: a token
         // refused by a cheap check allocates nothing it does not need.
         let segments = split(token, self.max_token_len)?;
@@ -495,11 +506,7 @@ impl Verifier {
         let signature = decode_into(segments.signature, &mut signature_buffer)?;
         version
             .verifying_key()
-            .verify(
-                header.algorithm,
-                segments.signing_input.as_bytes(),
-                &signature,
-            )
+            .verify(header.algorithm, segments.signing_input, &signature)
             .map_err(|e| {
                 InvalidToken::new(match e {
                     SignatureError::AlgorithmMismatch => InvalidReason::AlgorithmKeyMismatch,

@@ -52,10 +52,10 @@ pub(crate) struct Entry {
 
 struct EntryExpiry;
 
-impl moka::Expiry<Arc<str>, Arc<Entry>> for EntryExpiry {
+impl moka::Expiry<Arc<[u8]>, Arc<Entry>> for EntryExpiry {
     fn expire_after_create(
         &self,
-        _key: &Arc<str>,
+        _key: &Arc<[u8]>,
         value: &Arc<Entry>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -64,7 +64,7 @@ impl moka::Expiry<Arc<str>, Arc<Entry>> for EntryExpiry {
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    entries: moka::sync::Cache<Arc<[u8]>, Arc<Entry>>,
     max_ttl: Duration,
 }
 
@@ -89,7 +89,7 @@ impl TokenCache {
     }
 
     /// The claims of a cached token that is still good to serve.
-    pub(crate) fn get(&self, token: &str) -> Option<VerifiedClaims> {
+    pub(crate) fn get(&self, token: &[u8]) -> Option<VerifiedClaims> {
         let entry = self.entries.get(token)?;
         if servable(&entry) {
             Some(entry.claims.clone())
@@ -100,7 +100,7 @@ impl TokenCache {
     }
 
     /// Remembers a verified token.
-    pub(crate) fn insert(&self, token: &str, claims: &VerifiedClaims, issuer: Arc<Issuer>) {
+    pub(crate) fn insert(&self, token: &[u8], claims: &VerifiedClaims, issuer: Arc<Issuer>) {
         let now = unix_seconds(issuer.keys().now());
         let Some(ttl) = entry_ttl(claims.registered(), issuer.validation(), now, self.max_ttl)
         else {

@@ -42,7 +42,7 @@ impl Shared {
     /// Wraps a verified token, remembering it in the token cache.
     pub(crate) fn accept(
         &self,
-        token: &str,
+        token: &[u8],
         verified: keyroll_core::jwt::VerifiedToken,
     ) -> VerifiedClaims {
         let claims = VerifiedClaims::new(verified, Arc::clone(&self.realm));

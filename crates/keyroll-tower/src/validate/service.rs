@@ -105,7 +105,7 @@ enum Checked {
     },
     Refused(Failure),
     /// The issuer's keys must load or refresh first: the token, copied out of the request.
-    KeysNeeded(Box<str>),
+    KeysNeeded(Box<[u8]>),
 }
 
 /// Finds the token and checks it without waiting, while it still borrows from the request's

@@ -15,15 +15,12 @@ pub(crate) struct TokenSources {
     pub(crate) max_len: usize,
 }
 
-const MALFORMED_HEADER: Failure = Failure::Invalid(InvalidReason::Malformed(
-    "the bearer token is not a valid token string",
-));
 const EMPTY: Failure = Failure::Invalid(InvalidReason::Malformed("the bearer token is empty"));
 
 impl TokenSources {
     /// Finds the token: `Authorization: Bearer` first, then the configured header, then the
     /// configured cookie.
-    pub(crate) fn find<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, Failure> {
+    pub(crate) fn find<'h>(&self, headers: &'h HeaderMap) -> Result<&'h [u8], Failure> {
         if let Some(value) = self.single(headers, &AUTHORIZATION)?
             && let Some(found) = self.bearer(value, true)?
         {
@@ -74,7 +71,7 @@ impl TokenSources {
         &self,
         value: &'h HeaderValue,
         require_scheme: bool,
-    ) -> Result<Option<&'h str>, Failure> {
+    ) -> Result<Option<&'h [u8]>, Failure> {
         let bytes = value.as_bytes();
         let is_space = |b: &u8| *b == b' ' || *b == b'\t';
         let start = match bytes.iter().position(is_space) {
@@ -94,7 +91,7 @@ impl TokenSources {
     }
 
     /// The value of cookie `name` in one `Cookie` header.
-    fn cookie<'h>(&self, value: &'h HeaderValue, name: &str) -> Result<Option<&'h str>, Failure> {
+    fn cookie<'h>(&self, value: &'h HeaderValue, name: &str) -> Result<Option<&'h [u8]>, Failure> {
         let bytes = value.as_bytes();
         let mut offset = 0;
         for pair in bytes.split(|&b| b == b';') {
@@ -123,17 +120,15 @@ impl TokenSources {
         Ok(None)
     }
 
-    fn checked<'h>(&self, token: &'h [u8]) -> Result<&'h str, Failure> {
+    /// The token's bytes: checked by the token parser, as base64url, not here.
+    fn checked<'h>(&self, token: &'h [u8]) -> Result<&'h [u8], Failure> {
         if token.is_empty() {
             return Err(EMPTY);
         }
         if token.len() > self.max_len {
             return Err(Failure::Invalid(InvalidReason::TooLarge));
         }
-        // Header values hold no control characters but may hold bytes ≥ 0x80: refused here
-        // if they are not UTF-8, by the token parser if they are (not base64url), like inner
-        // spaces.
-        std::str::from_utf8(token).map_err(|_| MALFORMED_HEADER)
+        Ok(token)
     }
 }
 
@@ -149,7 +144,7 @@ mod tests {
         }
     }
 
-    fn find(pairs: &[(&str, &str)]) -> Result<String, Failure> {
+    fn find(pairs: &[(&str, &str)]) -> Result<Vec<u8>, Failure> {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
             headers.append(
@@ -157,13 +152,16 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        sources().find(&headers).map(str::to_owned)
+        sources().find(&headers).map(<[u8]>::to_vec)
     }
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {
-        assert_eq!(find(&[("authorization", "Bearer abc")]).unwrap(), "abc");
-        assert_eq!(find(&[("authorization", "bEaReR   abc  ")]).unwrap(), "abc");
+        assert_eq!(find(&[("authorization", "Bearer abc")]).unwrap(), b"abc");
+        assert_eq!(
+            find(&[("authorization", "bEaReR   abc  ")]).unwrap(),
+            b"abc"
+        );
         assert_eq!(find(&[("authorization", "Bearer")]), Err(EMPTY));
         assert_eq!(find(&[("authorization", "Bearer   ")]), Err(EMPTY));
     }
@@ -201,19 +199,22 @@ mod tests {
 
     #[test]
     fn header_and_cookie_sources() {
-        assert_eq!(find(&[("x-token", "abc")]).unwrap(), "abc");
-        assert_eq!(find(&[("x-token", "Bearer abc")]).unwrap(), "abc");
-        assert_eq!(find(&[("cookie", "a=1; session=tok; b=2")]).unwrap(), "tok");
-        assert_eq!(find(&[("cookie", "session=\"tok\"")]).unwrap(), "tok");
+        assert_eq!(find(&[("x-token", "abc")]).unwrap(), b"abc");
+        assert_eq!(find(&[("x-token", "Bearer abc")]).unwrap(), b"abc");
+        assert_eq!(
+            find(&[("cookie", "a=1; session=tok; b=2")]).unwrap(),
+            b"tok"
+        );
+        assert_eq!(find(&[("cookie", "session=\"tok\"")]).unwrap(), b"tok");
         assert_eq!(
             find(&[("cookie", "sessionx=1"), ("cookie", "session=t2")]).unwrap(),
-            "t2"
+            b"t2"
         );
         assert_eq!(find(&[("cookie", "other=1")]), Err(Failure::Missing));
         // The Authorization header wins over the cookie.
         assert_eq!(
             find(&[("authorization", "Bearer h"), ("cookie", "session=c")]).unwrap(),
-            "h"
+            b"h"
         );
     }
 }
