@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -24,7 +25,6 @@ pin_project! {
     pub struct ResponseFuture<F, S, ReqBody> {
         #[pin]
         state: State<F, S, ReqBody>,
-        shared: Arc<Shared>,
         span: Span,
     }
 }
@@ -36,16 +36,23 @@ pin_project! {
             verify: VerifyFuture,
             // Boxed: only a request that waits for keys carries these, so the usual call
             // returns (and moves) a small future.
-            waiting: Option<Box<(Request<ReqBody>, S)>>,
+            waiting: Option<Box<Waiting<S, ReqBody>>>,
         },
         Calling {
             #[pin]
             future: F,
         },
         Refused {
-            failure: Option<Failure>,
+            response: Option<Response<Bytes>>,
         },
     }
+}
+
+/// What a request that waits for keys needs once they came.
+struct Waiting<S, ReqBody> {
+    request: Request<ReqBody>,
+    service: S,
+    shared: Arc<Shared>,
 }
 
 impl<F, S, ReqBody> std::fmt::Debug for ResponseFuture<F, S, ReqBody> {
@@ -62,20 +69,20 @@ impl<F, S, ReqBody> std::fmt::Debug for ResponseFuture<F, S, ReqBody> {
 }
 
 impl<F, S, ReqBody> ResponseFuture<F, S, ReqBody> {
-    pub(crate) fn refused(failure: Failure, shared: Arc<Shared>, span: Span) -> Self {
+    /// A refusal, decided in the call: counted, recorded and its response built there.
+    pub(crate) fn refused(failure: &Failure, shared: &Shared, span: Span) -> Self {
+        let response = refuse(failure, shared, &span);
         ResponseFuture {
             state: State::Refused {
-                failure: Some(failure),
+                response: Some(response),
             },
-            shared,
             span,
         }
     }
 
-    pub(crate) fn calling(future: F, shared: Arc<Shared>, span: Span) -> Self {
+    pub(crate) fn calling(future: F, span: Span) -> Self {
         ResponseFuture {
             state: State::Calling { future },
-            shared,
             span,
         }
     }
@@ -90,9 +97,12 @@ impl<F, S, ReqBody> ResponseFuture<F, S, ReqBody> {
         ResponseFuture {
             state: State::Verifying {
                 verify,
-                waiting: Some(Box::new((request, service))),
+                waiting: Some(Box::new(Waiting {
+                    request,
+                    service,
+                    shared,
+                })),
             },
-            shared,
             span,
         }
     }
@@ -114,36 +124,41 @@ where
                         let _entered = this.span.enter();
                         ready!(verify.as_mut().poll(cx))
                     };
-                    let failure = match result {
+                    let Some(waiting) = waiting.take() else {
+                        panic!("ResponseFuture polled after completion");
+                    };
+                    let Waiting {
+                        mut request,
+                        mut service,
+                        shared,
+                    } = *waiting;
+                    match result {
                         Ok(claims) => {
-                            let Some(waiting) = waiting.take() else {
-                                panic!("ResponseFuture polled after completion");
-                            };
-                            let (mut request, mut service) = *waiting;
                             record_accepted(this.span, &claims, false);
-                            this.shared.counters.accepted(false);
+                            shared.counters.accepted(false);
                             request.extensions_mut().insert(claims);
                             let future = {
                                 let _entered = this.span.enter();
                                 service.call(request)
                             };
                             this.state.set(State::Calling { future });
-                            continue;
                         }
-                        Err(failure) => failure,
-                    };
-                    return Poll::Ready(Ok(refuse(failure, this.shared, this.span)));
+                        Err(failure) => {
+                            let response = refuse(&failure, &shared, this.span);
+                            return Poll::Ready(Ok(refusal(response)));
+                        }
+                    }
                 }
                 StateProj::Calling { future } => {
                     let _entered = this.span.enter();
                     let response = ready!(future.poll(cx))?;
                     return Poll::Ready(Ok(response.map(ValidateBody::new)));
                 }
-                StateProj::Refused { failure } => {
-                    let Some(failure) = failure.take() else {
+                StateProj::Refused { response } => {
+                    let Some(response) = response.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
-                    return Poll::Ready(Ok(refuse(failure, this.shared, this.span)));
+                    return Poll::Ready(Ok(refusal(response)));
                 }
             }
         }
@@ -163,8 +178,9 @@ pub(crate) fn record_accepted(span: &Span, claims: &VerifiedClaims, cache_hit: b
     span.record("issuer", claims.issuer());
 }
 
-fn refuse<B>(failure: Failure, shared: &Shared, span: &Span) -> Response<ValidateBody<B>> {
-    shared.counters.refused(&failure);
+/// Counts and records a refusal, and builds its response.
+fn refuse(failure: &Failure, shared: &Shared, span: &Span) -> Response<Bytes> {
+    shared.counters.refused(failure);
     let outcome = if matches!(failure, Failure::Unavailable(_)) {
         "unavailable"
     } else {
@@ -179,5 +195,5 @@ fn refuse<B>(failure: Failure, shared: &Shared, span: &Span) -> Response<Validat
     } else {
         tracing::debug!(parent: span, reason = failure.label(), "token refused");
     }
-    refusal(shared.responses.response(&failure))
+    shared.responses.response(failure)
 }

@@ -66,18 +66,19 @@ where
             reason = tracing::field::Empty,
             issuer = tracing::field::Empty,
         );
-        let shared = Arc::clone(&self.shared);
-        match check_now(&shared, request.headers()) {
+        let shared = &*self.shared;
+        match check_now(shared, request.headers()) {
             Checked::Accepted { claims, cache_hit } => {
                 record_accepted(&span, &claims, cache_hit);
                 shared.counters.accepted(cache_hit);
                 request.extensions_mut().insert(claims);
                 // This service was polled ready: call it now.
                 let future = span.in_scope(|| self.inner.call(request));
-                ResponseFuture::calling(future, shared, span)
+                ResponseFuture::calling(future, span)
             }
-            Checked::Refused(failure) => ResponseFuture::refused(failure, shared, span),
+            Checked::Refused(failure) => ResponseFuture::refused(&failure, shared, span),
             Checked::KeysNeeded(token) => {
+                let shared = Arc::clone(&self.shared);
                 let verify: VerifyFuture = {
                     let shared = Arc::clone(&shared);
                     Box::pin(async move {
