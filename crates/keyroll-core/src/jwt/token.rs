@@ -169,9 +169,7 @@ pub(crate) fn parse_header<'b>(
     .map_err(|_| malformed())?;
     let algorithm = match alg.as_deref() {
         None => return Err(invalid(InvalidReason::Malformed("the header has no alg"))),
-        Some(name) => name
-            .parse::<Algorithm>()
-            .map_err(|_| invalid(InvalidReason::UnsupportedAlgorithm))?,
+        Some(name) => Algorithm::named(name).ok_or(invalid(InvalidReason::UnsupportedAlgorithm))?,
     };
     if critical == Some(true) {
         return Err(invalid(InvalidReason::CriticalHeader));
