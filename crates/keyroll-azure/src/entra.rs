@@ -109,8 +109,7 @@ pub struct EntraTokensBuilder {
     clock: Arc<dyn Clock>,
     refresh_ratio: f64,
     expiry_margin: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    backoff: Backoff,
 }
 
 impl fmt::Debug for EntraTokensBuilder {
@@ -146,8 +145,7 @@ impl EntraTokensBuilder {
 
     /// Retry delays after failed refreshes (default 1 s doubling to 60 s).
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff_min = min;
-        self.backoff_max = max.max(min);
+        self.backoff = Backoff::new(min, max.max(min)).with_jitter(0.2);
         self
     }
 
@@ -160,8 +158,7 @@ impl EntraTokensBuilder {
                 clock: self.clock,
                 refresh_ratio: self.refresh_ratio,
                 expiry_margin: self.expiry_margin,
-                backoff_min: self.backoff_min,
-                backoff_max: self.backoff_max,
+                backoff: self.backoff,
                 entries: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
             }),
@@ -187,8 +184,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     refresh_ratio: f64,
     expiry_margin: Duration,
-    backoff_min: Duration,
-    backoff_max: Duration,
+    /// Retry delays after failed refreshes (with jitter).
+    backoff: Backoff,
     /// Per scope set: the current token, the running fetch, the retry state.
     entries: Mutex<HashMap<Vec<String>, Entry>>,
     counters: Counters,
@@ -246,8 +243,7 @@ impl EntraTokens {
             clock: Arc::new(SystemClock),
             refresh_ratio: 0.8,
             expiry_margin: Duration::from_secs(30),
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
+            backoff: Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).with_jitter(0.2),
         }
     }
 
@@ -344,12 +340,6 @@ impl Inner {
         }
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        Backoff::new(self.backoff_min, self.backoff_max)
-            .with_jitter(0.2)
-            .delay(failures)
-    }
-
     /// The refresh point of a token fetched at `fetched_at`.
     fn refresh_point(&self, fetched_at: SystemTime, expires_at: SystemTime) -> SystemTime {
         let lifetime = expires_at.duration_since(fetched_at).unwrap_or_default();
@@ -436,7 +426,7 @@ impl Inner {
                 entry.next_refresh = Some(if same {
                     // The credential's own cache answered: it renews 5 minutes before expiry.
                     let renewal = token.expires_at - Duration::from_secs(295);
-                    renewal.max(now + self.backoff_min)
+                    renewal.max(now + self.backoff.min)
                 } else {
                     token.refresh_at
                 });
@@ -448,7 +438,7 @@ impl Inner {
             Err(failure) => {
                 self.counters.failures.fetch_add(1, Ordering::Relaxed);
                 entry.failures += 1;
-                let delay = self.backoff(entry.failures);
+                let delay = self.backoff.delay(entry.failures);
                 entry.next_refresh = Some(now + delay);
                 let keeping = entry
                     .token
@@ -489,7 +479,7 @@ impl Inner {
         match next {
             Some(at) => at.duration_since(now).unwrap_or_default(),
             // Nothing fetched yet: the caller that started us is fetching.
-            None => self.backoff_min,
+            None => self.backoff.min,
         }
     }
 }

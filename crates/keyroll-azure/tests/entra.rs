@@ -6,14 +6,13 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use base64::Engine as _;
-use http::{Request, Response, StatusCode, header::AUTHORIZATION};
+use http::StatusCode;
 use keyroll_azure::{
     CertificateKeyInfo, EntraTokens, KeyVaultClientAssertion, KeyVaultKeys,
     credential_options_with_transport,
@@ -24,8 +23,6 @@ use keyroll_emulator::{
     CertificateVersionOptions, Curve, EmulatorHandle, KeySpec, KeyVersionOptions,
 };
 use keyroll_tower::issue::TokenSource;
-use keyroll_tower::validate::ValidateLayer;
-use tower::{ServiceBuilder, ServiceExt};
 
 /// A credential that hands out `t1`, `t2`, … valid for `lifetime` on `clock`, or fails.
 #[derive(Debug)]
@@ -189,23 +186,11 @@ async fn validator_accepts(emu: &EmulatorHandle, token: &str, audience: &str) ->
     let jwks = JwksSource::new(emu.jwks_url(emu.tenant_id()).as_str())
         .unwrap()
         .with_client(emu.http_client());
-    let keys = KeyCache::builder(jwks).build();
-    let layer = ValidateLayer::builder()
-        .issuer(Issuer::new(
-            keys,
-            Validation::new(emu.issuer(emu.tenant_id()), [audience]),
-        ))
-        .build();
-    let service = ServiceBuilder::new()
-        .layer(layer)
-        .service(tower::service_fn(|_: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }));
-    let request = Request::get("/")
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .body(())
-        .unwrap();
-    service.oneshot(request).await.unwrap().status()
+    let issuer = Issuer::new(
+        KeyCache::builder(jwks).build(),
+        Validation::new(emu.issuer(emu.tenant_id()), [audience]),
+    );
+    common::status_through_validator(issuer, token).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,12 +44,8 @@ fn keys_over(source: impl KeySource + 'static, clock: &ManualClock) -> KeyCache 
         .build()
 }
 
-fn t0() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
-}
-
-#[tokio::test]
-async fn the_published_set_verifies_issued_tokens_with_etag_and_cache_control() {
+/// An in-memory ES256 ring on a manual clock, and a key cache over it.
+fn in_memory_ring() -> (ManualClock, Arc<LocalKeyRing>, KeyCache) {
     let clock = ManualClock::new(t0());
     let ring = Arc::new(
         LocalKeyRing::builder(Algorithm::ES256)
@@ -58,6 +54,16 @@ async fn the_published_set_verifies_issued_tokens_with_etag_and_cache_control() 
             .unwrap(),
     );
     let keys = keys_over(Arc::clone(&ring), &clock);
+    (clock, ring, keys)
+}
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+}
+
+#[tokio::test]
+async fn the_published_set_verifies_issued_tokens_with_etag_and_cache_control() {
+    let (_clock, ring, keys) = in_memory_ring();
     let jwks = JwksService::new(keys.clone());
     let token = SelfSigned::new(keys.clone(), TokenTemplate::new(ISSUER))
         .token("api://billing")
@@ -254,14 +260,7 @@ async fn serve(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_jwks_consumer_follows_a_rotation() {
-    let clock = ManualClock::new(t0());
-    let ring = Arc::new(
-        LocalKeyRing::builder(Algorithm::ES256)
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap(),
-    );
-    let keys = keys_over(Arc::clone(&ring), &clock);
+    let (clock, ring, keys) = in_memory_ring();
     let statuses = Arc::new(Mutex::new(Vec::new()));
     // The peer finds the JWKS through our discovery document, as it would an OIDC issuer's.
     let origin = serve(

@@ -2,18 +2,24 @@
 //! that move together.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
+use http::header::AUTHORIZATION;
+use http::{Request, Response, StatusCode};
 use keyroll_azure::{
     KeyVaultCertificates, KeyVaultKeys, RetryPolicy, client_options_with_transport,
     credential_options_with_transport,
 };
+use keyroll_core::jwt::Issuer;
 use keyroll_core::{ManualClock, from_unix_seconds};
 use keyroll_emulator::{CertificateVersionOptions, EmulatorHandle};
+use keyroll_tower::validate::ValidateLayer;
+use tower::{ServiceBuilder, ServiceExt as _};
 
 pub const CLIENT_ID: &str = "keyroll-tests";
 pub const CLIENT_SECRET: &str = "keyroll-tests-secret";
@@ -113,4 +119,18 @@ pub fn jwt_part(token: &str, index: usize) -> serde_json::Value {
             .unwrap(),
     )
     .unwrap()
+}
+
+/// The status one request bearing `token` gets from a `ValidateLayer` trusting `issuer`.
+pub async fn status_through_validator(issuer: Issuer, token: &str) -> StatusCode {
+    let service = ServiceBuilder::new()
+        .layer(ValidateLayer::new(issuer))
+        .service(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        }));
+    let request = Request::get("/")
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .body(())
+        .unwrap();
+    service.oneshot(request).await.unwrap().status()
 }
