@@ -226,18 +226,16 @@ impl KeyVaultCertificates {
         let cer = bundle
             .cer
             .ok_or_else(|| inner.vault.invalid(&item, "no `cer` in the certificate"))?;
-        let parsed = version_from_certificate(&cer).map_err(|e| AzureError::InvalidResponse {
-            vault: inner.vault.host.clone(),
-            item: item.clone(),
-            message: "the certificate does not parse".to_owned(),
-            source: Some(Box::new(e)),
+        let parsed = version_from_certificate(&cer).map_err(|e| {
+            inner
+                .vault
+                .invalid_because(&item, "the certificate does not parse", e)
         })?;
         let key_type = VerifyingKey::from_jwk(&parsed.jwk)
-            .map_err(|e| AzureError::InvalidResponse {
-                vault: inner.vault.host.clone(),
-                item: item.clone(),
-                message: "the certificate's public key is not usable".to_owned(),
-                source: Some(Box::new(e)),
+            .map_err(|e| {
+                inner
+                    .vault
+                    .invalid_because(&item, "the certificate's public key is not usable", e)
             })?
             .key_type();
         let (x5t, x5t_s256) = certificate_thumbprints(&cer);
@@ -315,11 +313,10 @@ impl KeyVaultCertificates {
             let created = vault::system_time(attributes.created).unwrap_or(SystemTime::UNIX_EPOCH);
             let item = format!("certificates/{}/{version}", inner.certificate_name);
             let mut key_version = KeyVersion::new(kid, facts.jwk.clone(), created)
-                .map_err(|e| AzureError::InvalidResponse {
-                    vault: inner.vault.host.clone(),
-                    item,
-                    message: "the public key does not parse".to_owned(),
-                    source: Some(Box::new(e)),
+                .map_err(|e| {
+                    inner
+                        .vault
+                        .invalid_because(&item, "the public key does not parse", e)
                 })?
                 .with_version(version)
                 .with_enabled(enabled)
@@ -395,24 +392,21 @@ impl KeyVaultCertificates {
             .await?;
         // Wiped on drop, whichever way this returns: the blocks hold the private key.
         let blocks = PemBlocks(pem::parse_many(pem_text.as_bytes()).map_err(|e| {
-            AzureError::InvalidResponse {
-                vault: inner.vault.host.clone(),
-                item: item.clone(),
-                message: "the secret is not PEM".to_owned(),
-                source: Some(Box::new(e)),
-            }
+            inner
+                .vault
+                .invalid_because(&item, "the secret is not PEM", e)
         })?);
         let Some(block) = blocks.0.iter().find(|b| b.tag().ends_with("PRIVATE KEY")) else {
             return Ok(None);
         };
         let single = Zeroizing::new(pem::encode(block));
-        let key =
-            LocalKey::from_pem(algorithm, &single).map_err(|e| AzureError::InvalidResponse {
-                vault: inner.vault.host.clone(),
-                item: item.clone(),
-                message: format!("the private key cannot sign {algorithm}"),
-                source: Some(Box::new(e)),
-            })?;
+        let key = LocalKey::from_pem(algorithm, &single).map_err(|e| {
+            inner.vault.invalid_because(
+                &item,
+                format!("the private key cannot sign {algorithm}"),
+                e,
+            )
+        })?;
         // The key must be the certificate's: a mismatch would mint tokens nobody can verify.
         let public = key.public_jwk();
         let matches = (public.n == version.jwk.n && public.e == version.jwk.e)

@@ -394,7 +394,7 @@ impl Inner {
                 Ok((access.token, fetched_at, expires_at))
             }
             Err(error) => Err(Failure {
-                message: first_line(&error.to_string()),
+                message: crate::retry::error_message(&error),
                 source: Some(Arc::new(error)),
             }),
         };
@@ -532,13 +532,4 @@ impl TokenSource for EntraTokens {
             Ok(Token::new(token.secret(), token.expires_at).with_refresh_at(refresh_at))
         })
     }
-}
-
-fn first_line(text: &str) -> String {
-    text.lines()
-        .next()
-        .unwrap_or_default()
-        .chars()
-        .take(300)
-        .collect()
 }

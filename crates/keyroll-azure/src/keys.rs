@@ -230,11 +230,10 @@ impl KeyVaultKeys {
                 vault::system_time(attributes.created).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
             let item = format!("keys/{}/{version}", inner.key_name);
             let mut key_version = KeyVersion::new(kid, jwk, created)
-                .map_err(|e| AzureError::InvalidResponse {
-                    vault: inner.vault.host.clone(),
-                    item,
-                    message: "the public key does not parse".to_owned(),
-                    source: Some(Box::new(e)),
+                .map_err(|e| {
+                    inner
+                        .vault
+                        .invalid_because(&item, "the public key does not parse", e)
                 })?
                 .with_version(version)
                 .with_enabled(enabled)

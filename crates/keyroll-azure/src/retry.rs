@@ -318,7 +318,7 @@ impl Failure {
 }
 
 /// The SDK error's message, without the response body dump some errors carry.
-fn error_message(error: &azure_core::Error) -> String {
+pub(crate) fn error_message(error: &azure_core::Error) -> String {
     let text = error.to_string();
     let first_line = text.lines().next().unwrap_or_default();
     let mut message: String = first_line.chars().take(300).collect();

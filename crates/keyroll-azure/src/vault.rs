@@ -179,6 +179,21 @@ impl Vault {
         }
     }
 
+    /// [`invalid`](Self::invalid), with the error that showed it.
+    pub(crate) fn invalid_because(
+        &self,
+        item: &str,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> AzureError {
+        AzureError::InvalidResponse {
+            vault: self.host.clone(),
+            item: item.to_owned(),
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// Every version of a key (no key material).
     pub(crate) async fn list_key_versions(
         &self,

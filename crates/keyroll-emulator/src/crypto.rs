@@ -111,7 +111,8 @@ impl std::fmt::Debug for KeyMaterial {
     }
 }
 
-mod b64 {
+/// Bytes as standard base64 in the state file.
+pub(crate) mod b64 {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};

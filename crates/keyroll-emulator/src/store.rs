@@ -117,7 +117,7 @@ pub(crate) struct CertPolicy {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CertVersion {
     pub(crate) version: String,
-    #[serde(with = "der_b64")]
+    #[serde(with = "crate::crypto::b64")]
     pub(crate) cer: Vec<u8>,
     pub(crate) attributes: Attributes,
     pub(crate) tags: Map<String, Value>,
@@ -129,7 +129,7 @@ pub(crate) struct PendingOperation {
     pub(crate) version: String,
     pub(crate) request_id: String,
     pub(crate) completed: bool,
-    #[serde(with = "der_b64")]
+    #[serde(with = "crate::crypto::b64")]
     pub(crate) csr: Vec<u8>,
 }
 
@@ -225,21 +225,6 @@ fn fastrand_u64() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
     COUNTER.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
-}
-
-mod der_b64 {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&STANDARD.encode(v))
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        STANDARD.decode(s).map_err(serde::de::Error::custom)
-    }
 }
 
 #[cfg(test)]

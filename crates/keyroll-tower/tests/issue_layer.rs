@@ -485,3 +485,33 @@ async fn a_custom_audience_function_chooses_the_token() {
         IssueErrorKind::NoAudience
     );
 }
+
+#[tokio::test]
+async fn a_custom_audience_function_runs_once_per_request() {
+    let selections = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&selections);
+    let source = keyroll_tower::issue::from_fn(|audience: String| async move {
+        Ok(keyroll_tower::issue::Token::non_expiring(format!(
+            "for-{audience}"
+        )))
+    });
+    let mut service = IssueLayer::new(source)
+        .audience(AudiencePolicy::from_fn(move |head| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            head.uri
+                .path()
+                .strip_prefix("/")
+                .map(|t| format!("api://{t}"))
+        }))
+        .layer(echo(Arc::new(AtomicUsize::new(0))));
+    // The second and third requests find a remembered token for another audience first.
+    for (n, tenant) in ["blue", "green", "green"].into_iter().enumerate() {
+        let request = get(&format!("http://gateway.internal/{tenant}"));
+        let response = service.ready().await.unwrap().call(request).await.unwrap();
+        assert_eq!(
+            response.into_body().unwrap(),
+            format!("Bearer for-api://{tenant}")
+        );
+        assert_eq!(selections.load(Ordering::SeqCst), n + 1);
+    }
+}

@@ -323,7 +323,7 @@ impl KeyCache {
                 if let Some(cause) = backing_off {
                     return Err(self.unavailable("never loaded", cause));
                 }
-                self.load()
+                self.start_load()
                     .await
                     .map_err(|cause| self.unavailable("never loaded", Some(cause)))?
             }
@@ -561,12 +561,6 @@ impl KeyCache {
         }
     }
 
-    /// Joins the running load or starts one.
-    fn load(&self) -> SharedLoad {
-        let running = lock(&self.inner.flight).current.clone();
-        running.unwrap_or_else(|| self.start_load())
-    }
-
     /// Starts a load unless one is running (then joins it).
     fn start_load(&self) -> SharedLoad {
         let mut flight = lock(&self.inner.flight);
@@ -736,7 +730,7 @@ async fn refresh_loop(weak: Weak<Inner>) {
         };
         tokio::time::sleep(delay).await;
         let Some(inner) = weak.upgrade() else { return };
-        let load = KeyCache { inner }.load();
+        let load = KeyCache { inner }.start_load();
         let _ = load.await;
     }
 }

@@ -171,7 +171,7 @@ impl<'a> BorrowedClaims<'a> {
                     }
                     c.roles = Some(roles);
                 }
-                _ => reader.skip_value(1)?,
+                _ => reader.skip_value()?,
             }
             Ok(())
         })?;

@@ -4,8 +4,9 @@
 //! It accepts what `serde_json` accepts for an object (RFC 8259) and nothing else, so the claims
 //! a handler later deserializes with `serde_json` are the claims that were checked; the tests
 //! hold it to `serde_json` on random input. The one difference is stricter: containers nest at
-//! most 128 deep (`serde_json` skips unread values of any depth; no claims set needs them). Strings without
-//! escapes are borrowed from the input; the rare string with escapes is decoded by `serde_json`.
+//! most 128 deep (`serde_json` skips unread values of any depth; no claims set needs them).
+//! Strings without escapes are borrowed from the input; the rare string with escapes is decoded
+//! by `serde_json`.
 
 use std::borrow::Cow;
 
@@ -18,12 +19,14 @@ pub(crate) type Result<T> = std::result::Result<T, SyntaxError>;
 /// How many containers may be open at once, the top-level object included.
 const MAX_DEPTH: usize = 128;
 
+/// `0x01` in every byte of a word, for the eight-bytes-at-a-time scans.
+const ONES: u64 = u64::MAX / 255;
+
 /// The position of the first byte at or after `at` that ends the plain run of a string: a
 /// quote, a backslash or a control character (which JSON forbids inside strings). Eight bytes
 /// at a time, as `serde_json` does it.
 #[inline(always)]
 fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
-    const ONES: u64 = u64::MAX / 255;
     const HIGH_BITS: u64 = ONES << 7;
     let has = |word: u64, byte: u8| {
         let matched = word ^ (ONES * u64::from(byte));
@@ -52,7 +55,6 @@ fn plain_run_end(bytes: &[u8], mut at: usize) -> usize {
 
 /// The value of eight ASCII digits, or `None` if any byte is not a digit.
 fn eight_digits(bytes: &[u8]) -> Option<u64> {
-    const ONES: u64 = u64::MAX / 255;
     let mut word = [0u8; 8];
     word.copy_from_slice(bytes);
     // Little-endian: the first digit is the low byte.
@@ -331,8 +333,10 @@ impl<'a> Reader<'a> {
         Ok(value as u64)
     }
 
-    /// Skips any value, checking its syntax. `depth` is how many containers enclose it.
-    pub(crate) fn skip_value(&mut self, depth: usize) -> Result<()> {
+    /// Skips a member's value, checking its syntax.
+    pub(crate) fn skip_value(&mut self) -> Result<()> {
+        // The top-level object encloses it.
+        const ENCLOSING: usize = 1;
         // The open containers, innermost last: arrays as 1 bits, objects as 0 bits.
         let mut open: u128 = 0;
         let mut open_count = 0usize;
@@ -350,7 +354,7 @@ impl<'a> Reader<'a> {
                 Some(b'f') => self.literal(b"false")?,
                 Some(b'n') => self.literal(b"null")?,
                 Some(container @ (b'[' | b'{')) => {
-                    if depth + open_count + 1 > MAX_DEPTH {
+                    if ENCLOSING + open_count + 1 > MAX_DEPTH {
                         return Err(SyntaxError);
                     }
                     self.pos += 1;
@@ -412,7 +416,7 @@ pub(crate) fn has_member(json: &str, name: &str) -> bool {
     let mut found = false;
     Reader::object(json, |key, reader| {
         found |= key == name;
-        reader.skip_value(1)
+        reader.skip_value()
     })
     .is_ok()
         && found
@@ -424,7 +428,7 @@ mod tests {
 
     /// Every value of an object, skipped: whether the reader accepts the text.
     fn accepts(json: &str) -> bool {
-        Reader::object(json, |_, reader| reader.skip_value(1)).is_ok()
+        Reader::object(json, |_, reader| reader.skip_value()).is_ok()
     }
 
     fn serde_accepts(json: &str) -> bool {

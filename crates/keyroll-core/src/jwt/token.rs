@@ -159,10 +159,10 @@ pub(crate) fn parse_header<'b>(
                 unset(&critical)?;
                 critical = Some(!reader.null()?);
                 if critical == Some(true) {
-                    reader.skip_value(1)?;
+                    reader.skip_value()?;
                 }
             }
-            _ => reader.skip_value(1)?,
+            _ => reader.skip_value()?,
         }
         Ok(())
     })

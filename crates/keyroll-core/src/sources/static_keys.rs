@@ -28,6 +28,7 @@ use x509_parser::public_key::PublicKey as X509PublicKey;
 use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::algorithm::Algorithm;
+use crate::clock::from_unix_seconds;
 use crate::error::{KeyError, SourceError};
 use crate::jwk::{Jwk, JwkSet, b64url};
 use crate::key::KeyVersion;
@@ -168,14 +169,10 @@ pub fn version_from_certificate(der: &[u8]) -> Result<KeyVersion, KeyError> {
     let jwk = jwk_from_parsed_spki(certificate.public_key())?;
     let (x5t, x5t_s256) = certificate_thumbprints(der);
     let validity = certificate.validity();
-    let not_before = SystemTime::UNIX_EPOCH
-        + std::time::Duration::from_secs(
-            u64::try_from(validity.not_before.timestamp()).unwrap_or(0),
-        );
-    let expires = SystemTime::UNIX_EPOCH
-        + std::time::Duration::from_secs(
-            u64::try_from(validity.not_after.timestamp()).unwrap_or(0),
-        );
+    let unix = |time: x509_parser::time::ASN1Time| {
+        from_unix_seconds(u64::try_from(time.timestamp()).unwrap_or(0))
+    };
+    let (not_before, expires) = (unix(validity.not_before), unix(validity.not_after));
     let x5c = vec![base64::engine::general_purpose::STANDARD.encode(der)];
     Ok(KeyVersion::new(x5t.clone(), jwk, SystemTime::UNIX_EPOCH)?
         .with_not_before(not_before)

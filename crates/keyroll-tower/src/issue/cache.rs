@@ -21,7 +21,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
@@ -178,7 +177,7 @@ impl CachedToken {
                 "the token source returned a token that expires too soon",
             ));
         }
-        let jitter = config.refresh_jitter.min(config.refresh_ratio / 2.0) * random_fraction();
+        let jitter = config.refresh_jitter.min(config.refresh_ratio / 2.0) * fastrand::f64();
         let default_refresh = fetched_at + lifetime.mul_f64(config.refresh_ratio - jitter);
         // Never refresh again at once (a source's refresh-at in the past would loop).
         let earliest = now + (usable_until.duration_since(now).unwrap_or_default() / 10);
@@ -249,12 +248,6 @@ impl fmt::Debug for CachedToken {
             .field("refresh_at", &self.refresh_at)
             .finish()
     }
-}
-
-/// A number in [0, 1) from a randomly keyed hasher (no extra dependency for one jitter draw).
-fn random_fraction() -> f64 {
-    let hashed = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (hashed >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Counters of a [`TokenCache`].

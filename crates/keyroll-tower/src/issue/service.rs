@@ -25,7 +25,7 @@ use http::{Request, Response, header::AUTHORIZATION};
 use keyroll_core::BoxError;
 use tower_service::Service;
 
-use super::audience::AudiencePolicy;
+use super::audience::{AudiencePolicy, Selected};
 use super::cache::{CachedToken, TokenCache};
 use super::error::IssueError;
 use super::future::{Deferred, ResponseFuture};
@@ -131,18 +131,25 @@ impl<S, T: TokenSource> Issue<S, T> {
 impl<S, T: TokenSource> Issue<S, T> {
     /// A remembered token for the request's audience, if the cache has not changed since
     /// (same scheme and authority under the origin policy, else the same audience value).
-    fn reuse_recent<B>(&self, epoch: u64, request: &Request<B>) -> Option<Arc<CachedToken>> {
+    /// `selected` keeps the audience chosen for the request, if this had to choose it, so the
+    /// policy (perhaps a user's function) runs once per request.
+    fn reuse_recent<'a, B>(
+        &self,
+        audience: &'a AudiencePolicy,
+        epoch: u64,
+        request: &Request<B>,
+        selected: &mut Option<Option<Selected<'a>>>,
+    ) -> Option<Arc<CachedToken>> {
         if self.recent.epoch != epoch || self.recent.entries.is_empty() {
             return None;
         }
         let uri = request.uri();
-        let mut selected = None;
         let last = self.recent.entries.iter().find(|last| match &last.origin {
             Some((scheme, authority)) => {
                 uri.scheme() == Some(scheme) && uri.authority() == Some(authority)
             }
             None => selected
-                .get_or_insert_with(|| self.audience.select(request))
+                .get_or_insert_with(|| audience.select(request))
                 .as_ref()
                 .is_some_and(|audience| audience.as_str() == last.token.audience()),
         })?;
@@ -200,11 +207,13 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         // Read before any lookup: a token found afterwards is current at least as of it.
         let epoch = self.cache.epoch();
-        if let Some(token) = self.reuse_recent(epoch, &request) {
+        let mut selected = None;
+        if let Some(token) = self.reuse_recent(&self.audience, epoch, &request, &mut selected) {
             attach(&mut request, &token);
             return ResponseFuture::calling(self.inner.call(request), token);
         }
-        let Some(audience) = self.audience.select(&request) else {
+        let selected = selected.unwrap_or_else(|| self.audience.select(&request));
+        let Some(audience) = selected else {
             return ResponseFuture::failed(IssueError::no_audience());
         };
         if let Some(token) = self.cache.lookup(audience.as_str()) {
