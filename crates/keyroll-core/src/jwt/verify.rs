@@ -97,6 +97,23 @@ impl Validation {
         self.max_age = Some(max_age);
         self
     }
+
+    /// Whether a token with this `exp` has expired at `now` (Unix seconds), leeway allowed.
+    /// With `is_too_old`, the rules a verified token can come to fail later: a cache of
+    /// verified tokens checks them again on each hit.
+    pub fn is_expired(&self, exp: Option<u64>, now: u64) -> bool {
+        exp.is_some_and(|exp| exp.saturating_add(self.leeway.as_secs()) <= now)
+    }
+
+    /// Whether a token issued at `iat` is older than `max_age` at `now`, leeway allowed (a
+    /// token without `iat` is, when a maximum age is set).
+    pub fn is_too_old(&self, iat: Option<u64>, now: u64) -> bool {
+        let Some(max_age) = self.max_age else {
+            return false;
+        };
+        let limit = max_age.as_secs().saturating_add(self.leeway.as_secs());
+        iat.is_none_or(|iat| now.saturating_sub(iat) > limit)
+    }
 }
 
 /// An issuer the verifier trusts: its keys and its rules.
@@ -556,12 +573,11 @@ fn check_claims(
         return fail(InvalidReason::AlgorithmNotAllowed);
     }
     if let Some(expected) = &rules.typ {
-        let normalize = |t: &str| {
-            t.strip_prefix("application/")
-                .unwrap_or(t)
-                .to_ascii_lowercase()
-        };
-        if header.typ.as_deref().map(normalize) != Some(normalize(expected)) {
+        fn media_type(typ: &str) -> &str {
+            typ.strip_prefix("application/").unwrap_or(typ)
+        }
+        let matches = |typ: &str| media_type(typ).eq_ignore_ascii_case(media_type(expected));
+        if !header.typ.as_deref().is_some_and(matches) {
             return fail(InvalidReason::WrongType);
         }
     }
@@ -581,10 +597,7 @@ fn check_claims(
             return fail(InvalidReason::MissingClaim);
         }
     }
-    if claims
-        .exp
-        .is_some_and(|exp| exp.saturating_add(leeway) <= now)
-    {
+    if rules.is_expired(claims.exp, now) {
         return fail(InvalidReason::Expired);
     }
     if claims
@@ -599,14 +612,11 @@ fn check_claims(
     {
         return fail(InvalidReason::IssuedInFuture);
     }
-    if let Some(max_age) = rules.max_age {
-        match claims.iat {
-            None => return fail(InvalidReason::MissingClaim),
-            Some(iat) if now.saturating_sub(iat) > max_age.as_secs().saturating_add(leeway) => {
-                return fail(InvalidReason::TooOld);
-            }
-            Some(_) => {}
-        }
+    if rules.max_age.is_some() && claims.iat.is_none() {
+        return fail(InvalidReason::MissingClaim);
+    }
+    if rules.is_too_old(claims.iat, now) {
+        return fail(InvalidReason::TooOld);
     }
     if !rules.any_audience
         && !claims

@@ -139,53 +139,21 @@ fn entry_ttl(
     (!ttl.is_zero()).then_some(ttl)
 }
 
-/// Whether the issuer's `max_age` refuses the token at `now` (the full check's rule).
-fn too_old(claims: &RegisteredClaims, validation: &Validation, now: u64) -> bool {
-    let Some(max_age) = validation.max_age else {
-        return false;
-    };
-    match claims.iat {
-        None => true,
-        Some(iat) => {
-            now.saturating_sub(iat)
-                > max_age
-                    .as_secs()
-                    .saturating_add(validation.leeway.as_secs())
-        }
-    }
-}
-
+/// Whether a cached entry may still be served: the rules that time can break (`exp`, the
+/// maximum age) hold, and the key that verified it is still valid in a fresh-enough set.
 fn servable(entry: &Entry) -> bool {
     let keys = entry.issuer.keys();
     let now = keys.now();
-    // exp, with the same leeway as the full check.
-    let leeway = entry.issuer.validation().leeway.as_secs();
-    if entry
-        .claims
-        .registered()
-        .exp
-        .is_some_and(|exp| exp.saturating_add(leeway) <= unix_seconds(now))
+    let claims = entry.claims.registered();
+    let validation = entry.issuer.validation();
+    if validation.is_expired(claims.exp, unix_seconds(now))
+        || validation.is_too_old(claims.iat, unix_seconds(now))
     {
         return false;
     }
-    if too_old(
-        entry.claims.registered(),
-        entry.issuer.validation(),
-        unix_seconds(now),
-    ) {
-        return false;
-    }
-    // The key must still be in a fresh-enough set, and valid.
-    let Some(set) = keys.snapshot() else {
-        return false;
-    };
-    let age = now.duration_since(set.loaded_at()).unwrap_or_default();
-    if age > keys.config().max_stale {
-        return false;
-    }
     matches!(
-        set.lookup(KeyRef::Kid(entry.claims.kid()), &keys.config().policy, now),
-        KeyLookup::Valid(_)
+        keys.lookup_at(KeyRef::Kid(entry.claims.kid()), now),
+        Ok(Some(KeyLookup::Valid(_)))
     )
 }
 
@@ -237,9 +205,9 @@ mod tests {
             None
         );
         // The hit check agrees with the full check's rule.
-        assert!(!too_old(&token, &strict, now + 40));
-        assert!(too_old(&token, &strict, now + 41));
-        assert!(too_old(&claims(None, None), &strict, now));
-        assert!(!too_old(&claims(None, None), &plain, now));
+        assert!(!strict.is_too_old(token.iat, now + 40));
+        assert!(strict.is_too_old(token.iat, now + 41));
+        assert!(strict.is_too_old(claims(None, None).iat, now));
+        assert!(!plain.is_too_old(claims(None, None).iat, now));
     }
 }
