@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::token::{Header, Segments};
-use super::verify::{InvalidReason, InvalidToken};
+use super::token::Header;
 use crate::algorithm::Algorithm;
 
 /// How many distinct headers are remembered (a few per key version in the set is plenty).
@@ -38,21 +37,16 @@ impl Entry {
     }
 
     /// The header, as [`parse_header`](super::token::parse_header) would give it.
-    pub(crate) fn header(&self, segments: &Segments<'_>) -> Result<Header<'_>, InvalidToken> {
-        if segments.signature.is_empty() {
-            return Err(InvalidToken::new(InvalidReason::Malformed(
-                "the signature is empty",
-            )));
-        }
+    pub(crate) fn header(&self) -> Header<'_> {
         fn borrow(value: &Option<Box<str>>) -> Option<Cow<'_, str>> {
             value.as_deref().map(Cow::Borrowed)
         }
-        Ok(Header {
+        Header {
             algorithm: self.algorithm,
             kid: borrow(&self.kid),
             x5t: borrow(&self.x5t),
             typ: borrow(&self.typ),
-        })
+        }
     }
 }
 

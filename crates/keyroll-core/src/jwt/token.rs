@@ -124,13 +124,9 @@ pub(crate) struct Header<'b> {
     pub(crate) typ: Option<Cow<'b, str>>,
 }
 
-/// Parses a decoded header: refuses `none`, symmetric and unknown algorithms and `crit`, then
-/// an empty signature. `jku`, `x5u` and `jwk` are deliberately not read: keys come only from
-/// the cache.
-pub(crate) fn parse_header<'b>(
-    json: &'b [u8],
-    segments: &Segments<'_>,
-) -> Result<Header<'b>, InvalidToken> {
+/// Parses a decoded header: refuses `none`, symmetric and unknown algorithms and `crit`.
+/// `jku`, `x5u` and `jwk` are deliberately not read: keys come only from the cache.
+pub(crate) fn parse_header(json: &[u8]) -> Result<Header<'_>, InvalidToken> {
     let malformed = || invalid(InvalidReason::Malformed("the header is not a JSON object"));
     let json = std::str::from_utf8(json).map_err(|_| malformed())?;
     let (mut alg, mut kid, mut x5t, mut typ) = (None, None, None, None);
@@ -174,9 +170,6 @@ pub(crate) fn parse_header<'b>(
     if critical == Some(true) {
         return Err(invalid(InvalidReason::CriticalHeader));
     }
-    if segments.signature.is_empty() {
-        return Err(invalid(InvalidReason::Malformed("the signature is empty")));
-    }
     Ok(Header {
         algorithm,
         kid,
@@ -196,6 +189,17 @@ pub(crate) fn parse_claims(json: &[u8]) -> Result<BorrowedClaims<'_>, InvalidTok
     BorrowedClaims::parse(json).map_err(|_| malformed())
 }
 
+impl Segments<'_> {
+    /// Fails on an empty signature. Checked after the header, so that a token refused for its
+    /// algorithm (`alg: none` comes unsigned) says so.
+    pub(crate) fn require_signature(&self) -> Result<(), InvalidToken> {
+        if self.signature.is_empty() {
+            return Err(invalid(InvalidReason::Malformed("the signature is empty")));
+        }
+        Ok(())
+    }
+}
+
 impl<'a> UntrustedToken<'a> {
     /// Splits and decodes a compact JWS of at most `max_len` bytes. Fails on anything but
     /// exactly three base64url segments with JSON header and payload, on `alg` `none` or any
@@ -203,7 +207,8 @@ impl<'a> UntrustedToken<'a> {
     pub fn parse(token: &'a str, max_len: usize) -> Result<Self, InvalidToken> {
         let segments = split(token.as_bytes(), max_len)?;
         let header_json = decode_segment(segments.header)?;
-        let header = parse_header(&header_json, &segments)?;
+        let header = parse_header(&header_json)?;
+        segments.require_signature()?;
         let payload = decode_segment(segments.payload)?;
         let claims = parse_claims(&payload)?.into_owned();
         // The dots are ASCII, so these are char boundaries of the token.
@@ -241,13 +246,7 @@ mod tests {
     use super::*;
 
     fn header(json: &str) -> Result<Algorithm, InvalidReason> {
-        let segments = Segments {
-            signing_input: b"",
-            header: b"",
-            payload: b"",
-            signature: b"sig",
-        };
-        parse_header(json.as_bytes(), &segments)
+        parse_header(json.as_bytes())
             .map(|header| header.algorithm)
             .map_err(|error| error.reason())
     }

@@ -450,12 +450,13 @@ impl Verifier {
         let mut header_buffer = buffer::<512>();
         let header_json;
         let (header, header_known) = match known_headers.iter().find(|e| e.is(segments.header)) {
-            Some(entry) => (entry.header(&segments)?, true),
+            Some(entry) => (entry.header(), true),
             None => {
                 header_json = decode_into(segments.header, &mut header_buffer)?;
-                (parse_header(&header_json, &segments)?, false)
+                (parse_header(&header_json)?, false)
             }
         };
+        segments.require_signature()?;
         let mut payload_buffer = buffer::<2048>();
         let payload = decode_into(segments.payload, &mut payload_buffer)?;
         let claims = parse_claims(&payload)?;
