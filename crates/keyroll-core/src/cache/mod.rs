@@ -688,18 +688,11 @@ impl Inner {
     }
 
     fn next_delay(&self) -> Duration {
-        let (failures, retry_after) = {
-            let flight = lock(&self.flight);
-            (
-                flight.consecutive_failures,
-                flight.last_error.as_ref().and_then(|e| e.retry_after()),
-            )
-        };
-        if failures > 0 {
-            return self
-                .config
-                .backoff(failures)
-                .max(retry_after.unwrap_or_default().min(self.config.backoff_max));
+        // After a failure, the retry point the failed load set (the one `Retry-After`
+        // announces too), not a fresh draw of the backoff.
+        let retry_at = lock(&self.flight).retry_at;
+        if let Some(at) = retry_at {
+            return at.duration_since(self.clock.now()).unwrap_or_default();
         }
         let hint = self.snapshot.load().as_ref().and_then(|s| s.max_age());
         let interval = match hint {
