@@ -248,8 +248,22 @@ impl KeyVersion {
         jwk: Jwk,
         created: SystemTime,
     ) -> Result<KeyVersion, KeyError> {
-        let kid = kid.into();
         let key = VerifyingKey::from_jwk(&jwk)?;
+        Ok(KeyVersion::with_key(kid.into(), jwk, key, created))
+    }
+
+    /// A validation-only version for a JWK someone published (a JWKS, a JWK file): kid from
+    /// the JWK, or its RFC 7638 thumbprint when it has none; `x5t`, `x5t#S256` and `x5c`
+    /// kept; creation time unknown (the epoch). `key` is the JWK, already parsed.
+    pub(crate) fn published(jwk: Jwk, key: VerifyingKey) -> KeyVersion {
+        let kid = jwk.kid.clone().unwrap_or_else(|| jwk.thumbprint());
+        let (x5t, x5t_s256) = (jwk.x5t.clone(), jwk.x5t_s256.clone());
+        let x5c = jwk.x5c.clone().unwrap_or_default();
+        KeyVersion::with_key(kid, jwk, key, SystemTime::UNIX_EPOCH)
+            .with_certificate(x5t, x5t_s256, x5c)
+    }
+
+    fn with_key(kid: String, jwk: Jwk, key: VerifyingKey, created: SystemTime) -> KeyVersion {
         let algorithm = key.pinned_algorithm();
         let mut version = KeyVersion {
             version: kid.clone(),
@@ -266,7 +280,7 @@ impl KeyVersion {
             key: Arc::new(key),
         };
         version.sync_jwk();
-        Ok(version)
+        version
     }
 
     /// Sets the source's own version name.

@@ -14,7 +14,7 @@
 //! ```
 
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::header;
 use url::Url;
@@ -204,21 +204,11 @@ impl JwksSource {
         for (index, reason) in &parsed.skipped {
             tracing::warn!(source = %self.name(), index, %reason, "skipping a key of the JWKS");
         }
+        // Remote keys are validation-only, so their creation time never matters.
         let versions = parsed
             .keys
             .into_iter()
-            .filter_map(|(jwk, _)| {
-                let kid = jwk.kid.clone().unwrap_or_else(|| jwk.thumbprint());
-                let (x5t, x5t_s256, x5c) = (
-                    jwk.x5t.clone(),
-                    jwk.x5t_s256.clone(),
-                    jwk.x5c.clone().unwrap_or_default(),
-                );
-                // Remote keys are validation-only, so their creation time never matters.
-                KeyVersion::new(kid, jwk, SystemTime::UNIX_EPOCH)
-                    .ok()
-                    .map(|v| v.with_certificate(x5t, x5t_s256, x5c))
-            })
+            .map(|(jwk, key)| KeyVersion::published(jwk, key))
             .collect::<Vec<_>>();
         *crate::lock(&self.previous) = etag.map(|etag| Previous {
             url,

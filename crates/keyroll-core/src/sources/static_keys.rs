@@ -31,7 +31,7 @@ use crate::algorithm::Algorithm;
 use crate::clock::from_unix_seconds;
 use crate::error::{KeyError, SourceError};
 use crate::jwk::{Jwk, JwkSet, b64url};
-use crate::key::KeyVersion;
+use crate::key::{KeyVersion, VerifyingKey};
 use crate::local_key::LocalKey;
 use crate::source::{BoxFuture, KeySource, LoadedKeys, Signer};
 
@@ -99,13 +99,8 @@ impl StaticKeys {
         }
         .map_err(|e| KeyError::new(format!("not a JWK: {e}")))?;
         for jwk in jwks {
-            let kid = jwk.kid.clone().unwrap_or_else(|| jwk.thumbprint());
-            let x5t = jwk.x5t.clone();
-            let x5t_s256 = jwk.x5t_s256.clone();
-            let x5c = jwk.x5c.clone().unwrap_or_default();
-            let version = KeyVersion::new(kid, jwk, SystemTime::UNIX_EPOCH)?
-                .with_certificate(x5t, x5t_s256, x5c);
-            self.versions.push(version);
+            let key = VerifyingKey::from_jwk(&jwk)?;
+            self.versions.push(KeyVersion::published(jwk, key));
         }
         Ok(self)
     }
