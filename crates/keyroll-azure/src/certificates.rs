@@ -36,10 +36,9 @@ use std::time::SystemTime;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
-use base64::Engine as _;
 use keyroll_core::{
     Algorithm, BoxFuture, Jwk, KeySource, KeyType, KeyVersion, LoadedKeys, LocalKey, Signer,
-    SourceError, VerifyingKey, certificate_thumbprints, version_from_certificate,
+    SourceError, version_from_certificate,
 };
 use zeroize::Zeroizing;
 
@@ -231,14 +230,6 @@ impl KeyVaultCertificates {
                 .vault
                 .invalid_because(&item, "the certificate does not parse", e)
         })?;
-        let key_type = VerifyingKey::from_jwk(&parsed.jwk)
-            .map_err(|e| {
-                inner
-                    .vault
-                    .invalid_because(&item, "the certificate's public key is not usable", e)
-            })?
-            .key_type();
-        let (x5t, x5t_s256) = certificate_thumbprints(&cer);
         let mut jwk = parsed.jwk.clone();
         jwk.kid = None;
         jwk.alg = None;
@@ -255,10 +246,12 @@ impl KeyVaultCertificates {
                 )
             }),
             jwk,
-            key_type,
-            x5t,
-            x5t_s256,
-            x5c: vec![base64::engine::general_purpose::STANDARD.encode(&cer)],
+            // What `version_from_certificate` computed: the parsed key, the thumbprints (always
+            // set for a certificate) and the chain.
+            key_type: parsed.verifying_key().key_type(),
+            x5t: parsed.x5t.clone().unwrap_or_default(),
+            x5t_s256: parsed.x5t_s256.clone().unwrap_or_default(),
+            x5c: parsed.x5c.clone(),
             not_before: parsed.not_before,
             expires: parsed.expires,
         };
