@@ -58,8 +58,7 @@ fn vault_source(
     item: &VaultItem,
 ) -> std::result::Result<Arc<dyn KeySource>, CliError> {
     let vault = connection.vault()?;
-    let credential = connection.credential()?;
-    let options = connection.client_options()?;
+    let (options, credential) = connection.connect()?;
     Ok(match (&item.key, &item.certificate) {
         (Some(key), _) => Arc::new(
             KeyVaultKeys::builder(vault, key, credential)
@@ -122,13 +121,12 @@ pub(crate) struct TokenArgs {
 
 pub(crate) async fn token(args: TokenArgs) -> Result<()> {
     let vault = args.connection.vault()?;
-    let options = args.connection.client_options()?;
-    let mut builder =
-        KeyVaultClientAssertion::builder(vault, &args.certificate, args.connection.credential()?)
-            .client_options(options.clone())
-            .tenant_id(&args.tenant)
-            .client_id(&args.client_id)
-            .authority_host(args.authority.as_str());
+    let (options, credential) = args.connection.connect()?;
+    let mut builder = KeyVaultClientAssertion::builder(vault, &args.certificate, credential)
+        .client_options(options.clone())
+        .tenant_id(&args.tenant)
+        .client_id(&args.client_id)
+        .authority_host(args.authority.as_str());
     if let (Some(key_id), Some(x5t)) = (&args.key_id, &args.x5t) {
         // x5t#S256 is only needed for PS256 assertions; the RS256 default names the certificate by x5t.
         builder = builder.key_info(CertificateKeyInfo::new(
@@ -166,13 +164,11 @@ pub(crate) struct KeyInfoArgs {
 }
 
 pub(crate) async fn key_info(args: KeyInfoArgs) -> Result<()> {
-    let assertion = KeyVaultClientAssertion::builder(
-        args.connection.vault()?,
-        &args.certificate,
-        args.connection.credential()?,
-    )
-    .client_options(args.connection.client_options()?)
-    .build()?;
+    let (options, credential) = args.connection.connect()?;
+    let assertion =
+        KeyVaultClientAssertion::builder(args.connection.vault()?, &args.certificate, credential)
+            .client_options(options)
+            .build()?;
     let info = assertion.key_info().await?;
     if args.json {
         print_json(

@@ -47,11 +47,13 @@ impl Connection {
         ))
     }
 
-    /// The credential that reaches the vault: as azure_identity finds it in the environment
-    /// (`AZURE_*` variables, workload identity, managed identity, developer tools).
-    pub(crate) fn credential(&self) -> Result<Arc<dyn TokenCredential>, CliError> {
-        Ok(keyroll_azure::credential_from_env(Some(
-            self.client_options()?,
-        ))?)
+    /// The client options and the credential that reaches the vault, sharing one HTTP client
+    /// (the `--insecure-ca` file is read once). The credential is as azure_identity finds it
+    /// in the environment (`AZURE_*` variables, workload identity, managed identity, developer
+    /// tools).
+    pub(crate) fn connect(&self) -> Result<(ClientOptions, Arc<dyn TokenCredential>), CliError> {
+        let options = self.client_options()?;
+        let credential = keyroll_azure::credential_from_env(Some(options.clone()))?;
+        Ok((options, credential))
     }
 }
