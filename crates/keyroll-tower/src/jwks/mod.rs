@@ -125,10 +125,31 @@ fn none_match(headers: &HeaderMap, etag: &HeaderValue) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/").as_bytes() == etag)
 }
 
+/// The discovery document, rendered once per configuration (it never changes after).
 #[derive(Clone, Debug)]
 struct Discovery {
     issuer: String,
     jwks_uri: Option<String>,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl Discovery {
+    /// `jwks_uri` defaults to the issuer followed by the JWKS `path`.
+    fn new(issuer: String, jwks_uri: Option<String>, path: &str) -> Discovery {
+        let served_at = jwks_uri
+            .clone()
+            .unwrap_or_else(|| format!("{}{path}", issuer.trim_end_matches('/')));
+        let body =
+            Bytes::from(serde_json::json!({"issuer": issuer, "jwks_uri": served_at}).to_string());
+        let etag = etag_of(&body);
+        Discovery {
+            issuer,
+            jwks_uri,
+            body,
+            etag,
+        }
+    }
 }
 
 /// Serves the validation set of a [`KeyCache`] as JWKS; see the [module docs](self).
@@ -137,6 +158,8 @@ pub struct JwksService {
     keys: KeyCache,
     path: Arc<str>,
     max_age: Option<Duration>,
+    /// `public, max-age=…`, from `max_age` (default: the key cache's refresh interval).
+    cache_control: HeaderValue,
     discovery: Option<Arc<Discovery>>,
     last: Arc<Mutex<Option<Arc<JwksDocument>>>>,
 }
@@ -155,10 +178,12 @@ impl fmt::Debug for JwksService {
 impl JwksService {
     /// Serves `keys`' validation set at [`DEFAULT_JWKS_PATH`].
     pub fn new(keys: KeyCache) -> Self {
+        let cache_control = cache_control(keys.config().refresh_interval);
         JwksService {
             keys,
             path: DEFAULT_JWKS_PATH.into(),
             max_age: None,
+            cache_control,
             discovery: None,
             last: Arc::default(),
         }
@@ -167,22 +192,27 @@ impl JwksService {
     /// Serves the JWKS at `path` instead.
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.path = path.into().into();
+        if let Some(discovery) = &mut self.discovery {
+            *discovery = Arc::new(Discovery::new(
+                discovery.issuer.clone(),
+                discovery.jwks_uri.clone(),
+                &self.path,
+            ));
+        }
         self
     }
 
     /// Sets `Cache-Control: max-age` (default: the key cache's refresh interval).
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = Some(max_age);
+        self.cache_control = cache_control(max_age);
         self
     }
 
     /// Also serves an OpenID discovery document at [`DISCOVERY_PATH`] with this `issuer` and
     /// a `jwks_uri` of the issuer followed by the JWKS path (see [`jwks_uri`](Self::jwks_uri)).
     pub fn openid_configuration(mut self, issuer: impl Into<String>) -> Self {
-        self.discovery = Some(Arc::new(Discovery {
-            issuer: issuer.into(),
-            jwks_uri: None,
-        }));
+        self.discovery = Some(Arc::new(Discovery::new(issuer.into(), None, &self.path)));
         self
     }
 
@@ -190,7 +220,11 @@ impl JwksService {
     /// address than the issuer's). Needs [`openid_configuration`](Self::openid_configuration).
     pub fn jwks_uri(mut self, jwks_uri: impl Into<String>) -> Self {
         if let Some(discovery) = &mut self.discovery {
-            Arc::make_mut(discovery).jwks_uri = Some(jwks_uri.into());
+            *discovery = Arc::new(Discovery::new(
+                discovery.issuer.clone(),
+                Some(jwks_uri.into()),
+                &self.path,
+            ));
         }
         self
     }
@@ -214,24 +248,6 @@ impl JwksService {
         Ok(document)
     }
 
-    fn cache_control(&self) -> HeaderValue {
-        let max_age = self
-            .max_age
-            .unwrap_or(self.keys.config().refresh_interval)
-            .as_secs();
-        HeaderValue::try_from(format!("public, max-age={max_age}"))
-            .unwrap_or(HeaderValue::from_static("no-cache"))
-    }
-
-    fn discovery_body(&self, discovery: &Discovery) -> Bytes {
-        let jwks_uri = discovery
-            .jwks_uri
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", discovery.issuer.trim_end_matches('/'), self.path));
-        let document = serde_json::json!({"issuer": discovery.issuer, "jwks_uri": jwks_uri});
-        Bytes::from(document.to_string())
-    }
-
     async fn serve_jwks(self, method: Method, headers: HeaderMap) -> Response<Full<Bytes>> {
         match self.document().await {
             Ok(document) => ok_json(
@@ -239,7 +255,7 @@ impl JwksService {
                 &headers,
                 document.body.clone(),
                 &document.etag,
-                self.cache_control(),
+                self.cache_control.clone(),
             ),
             Err(error) => {
                 tracing::warn!(%error, "JWKS requested but the keys are unavailable");
@@ -255,6 +271,11 @@ impl JwksService {
             }
         }
     }
+}
+
+fn cache_control(max_age: Duration) -> HeaderValue {
+    HeaderValue::try_from(format!("public, max-age={}", max_age.as_secs()))
+        .unwrap_or(HeaderValue::from_static("no-cache"))
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -345,14 +366,12 @@ impl<B> Service<Request<B>> for JwksService {
         }
         let (parts, _body) = request.into_parts();
         if let Some(discovery) = discovery {
-            let body = self.discovery_body(&discovery);
-            let etag = etag_of(&body);
             return ready(ok_json(
                 &method,
                 &parts.headers,
-                body,
-                &etag,
-                self.cache_control(),
+                discovery.body.clone(),
+                &discovery.etag,
+                self.cache_control.clone(),
             ));
         }
         ResponseFuture {
