@@ -23,7 +23,7 @@ use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use http::{Request, Response, StatusCode};
 use keyroll::jwt::{Issuer, TokenTemplate, Validation};
 use keyroll::tower::issue::{AudiencePolicy, IssueLayer, SelfSigned};
-use keyroll::tower::jwks::JwksService;
+use keyroll::tower::jwks::{DEFAULT_JWKS_PATH, JwksService};
 use keyroll::tower::validate::{ValidateLayer, VerifiedClaims};
 use keyroll::{JwksSource, KeyCache, KeyCacheConfig, RotationPolicy};
 use keyroll_azure::{
@@ -113,12 +113,11 @@ async fn main() -> Result<(), BoxError> {
         .config(config.clone())
         .build();
     orders_keys.ready().await?;
-    let jwks_url = serve(Router::new().route_service(
-        "/.well-known/jwks.json",
-        JwksService::new(orders_keys.clone()),
-    ))
-    .await?
-        + ".well-known/jwks.json";
+    let orders_origin = serve(
+        Router::new().route_service(DEFAULT_JWKS_PATH, JwksService::new(orders_keys.clone())),
+    )
+    .await?;
+    let jwks_url = format!("{}{DEFAULT_JWKS_PATH}", orders_origin.trim_end_matches('/'));
 
     // ── billing: accepts what orders' published keys verify ──────────────────────────────
     let billing_keys = KeyCache::builder(JwksSource::new(&jwks_url)?)
