@@ -339,6 +339,14 @@ impl KeyVersion {
         self.jwk.x5c = (!self.x5c.is_empty()).then(|| self.x5c.clone());
     }
 
+    /// Orders versions oldest first: by creation, ties broken by kid, so that every replica
+    /// ranks the same set the same way.
+    pub fn age_order(&self, other: &KeyVersion) -> std::cmp::Ordering {
+        self.created
+            .cmp(&other.created)
+            .then_with(|| self.kid.cmp(&other.kid))
+    }
+
     /// The parsed public key.
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.key

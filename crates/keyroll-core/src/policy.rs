@@ -84,11 +84,7 @@ impl RotationPolicy {
     ) -> Result<&'a V, NoActiveKey> {
         let usable = || versions.iter().filter(|v| v.as_ref().is_usable_at(now));
         let newest = |candidates: &mut dyn Iterator<Item = &'a V>| {
-            candidates.max_by(|a, b| {
-                let (a, b) = (a.as_ref(), b.as_ref());
-                // Ties on `created` are broken by kid so that every replica agrees.
-                a.created.cmp(&b.created).then_with(|| a.kid.cmp(&b.kid))
-            })
+            candidates.max_by(|a, b| a.as_ref().age_order(b.as_ref()))
         };
         // Published from its creation or its not-before, whichever is later.
         let propagated = |v: &&V| {

@@ -55,7 +55,7 @@ impl KeySet {
         max_age: Option<Duration>,
         generation: u64,
     ) -> Self {
-        versions.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.kid.cmp(&a.kid)));
+        versions.sort_by(|a, b| b.age_order(a)); // newest first
         let versions: Vec<Arc<KeyVersion>> = versions.into_iter().map(Arc::new).collect();
         let mut by_kid = ById::with_capacity_and_hasher(versions.len(), FxBuildHasher);
         let mut by_x5t = ById::default();

@@ -167,11 +167,7 @@ impl LocalKeyRing {
             write_key(directory, &version, &key).map_err(|e| self.error("write key", e))?;
         }
         keys.push((version, Arc::new(key)));
-        keys.sort_by(|a, b| {
-            b.0.created
-                .cmp(&a.0.created)
-                .then_with(|| b.0.kid.cmp(&a.0.kid))
-        });
+        keys.sort_by(|a, b| b.0.age_order(&a.0));
         for (old, _) in keys.drain(self.retain.min(keys.len())..) {
             if let Some(directory) = &self.directory {
                 // A file that cannot be removed is only an orphan: it is re-pruned on next start.
@@ -226,11 +222,7 @@ fn read_directory(directory: &Path) -> std::io::Result<Vec<(KeyVersion, Arc<Loca
             }
         }
     }
-    keys.sort_by(|a, b| {
-        b.0.created
-            .cmp(&a.0.created)
-            .then_with(|| b.0.kid.cmp(&a.0.kid))
-    });
+    keys.sort_by(|a, b| b.0.age_order(&a.0));
     Ok(keys)
 }
 
