@@ -99,9 +99,9 @@ async fn main() -> Result<(), BoxError> {
 
     // ── orders: signs with the vault certificate, publishes its keys ─────────────────────
     let config = KeyCacheConfig::default()
-        .with_refresh_interval(REFRESH)
-        .with_unknown_kid_cooldown(REFRESH)
-        .with_policy(RotationPolicy::default().with_propagation(PROPAGATION));
+        .refresh_interval(REFRESH)
+        .unknown_kid_cooldown(REFRESH)
+        .policy(RotationPolicy::default().propagation(PROPAGATION));
     let certificates = KeyVaultCertificates::builder(
         emu.vault_url(VAULT).as_str(),
         CERTIFICATE,

@@ -41,7 +41,7 @@ use serde_json::json;
 
 use crate::error::AzureError;
 use crate::lock;
-use crate::retry::{RetryPolicy, VaultMetrics};
+use crate::requests::VaultMetrics;
 use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
@@ -102,7 +102,7 @@ impl fmt::Debug for KeyVaultClientAssertionBuilder {
 
 impl KeyVaultClientAssertionBuilder {
     /// Client options for the vault clients (a custom transport). Their retry policy is
-    /// replaced: keyroll retries and counts itself.
+    /// replaced: each vault request is sent once (the credential's caller retries).
     pub fn client_options(mut self, options: ClientOptions) -> Self {
         self.vault.client_options = Some(options);
         self
@@ -149,12 +149,6 @@ impl KeyVaultClientAssertionBuilder {
     /// version is picked up (default 1 hour).
     pub fn key_info_ttl(mut self, ttl: Duration) -> Self {
         self.key_info_ttl = ttl;
-        self
-    }
-
-    /// How throttled and failed vault requests are retried.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.vault.retry = policy;
         self
     }
 

@@ -13,9 +13,9 @@
 //!     .kid(CertificateKid::Thumbprint) // kid = x5t, as IdentityServer writes it
 //!     .build()?;
 //! // A new version validates at once and signs after two days.
-//! let policy = RotationPolicy::default().with_propagation(Duration::from_secs(2 * 86_400));
+//! let policy = RotationPolicy::default().propagation(Duration::from_secs(2 * 86_400));
 //! let cache = KeyCache::builder(certificates)
-//!     .config(KeyCacheConfig::default().with_policy(policy))
+//!     .config(KeyCacheConfig::default().policy(policy))
 //!     .build();
 //! let validation_keys = cache.validation_set().await?; // every enabled, unexpired version
 //! # let _ = validation_keys;
@@ -44,7 +44,7 @@ use zeroize::Zeroizing;
 
 use crate::error::AzureError;
 use crate::lock;
-use crate::retry::{RetryPolicy, VaultMetrics};
+use crate::requests::VaultMetrics;
 use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 /// What the `kid` of a certificate version is.
@@ -105,12 +105,6 @@ impl KeyVaultCertificatesBuilder {
     /// the algorithm of their curve.
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = Some(algorithm);
-        self
-    }
-
-    /// How throttled and failed requests are retried.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.vault.retry = policy;
         self
     }
 

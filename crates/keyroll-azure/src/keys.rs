@@ -34,7 +34,7 @@ use keyroll_core::{
 
 use crate::error::AzureError;
 use crate::lock;
-use crate::retry::{RetryPolicy, VaultMetrics};
+use crate::requests::VaultMetrics;
 use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 /// What the `kid` of a Key Vault key version is.
@@ -69,7 +69,8 @@ impl fmt::Debug for KeyVaultKeysBuilder {
 
 impl KeyVaultKeysBuilder {
     /// Client options for the vault clients (a custom transport, a cloud). Their retry policy
-    /// is replaced: keyroll retries and counts itself (see [`KeyVaultKeysBuilder::retry`]).
+    /// is replaced: each vault request is sent once, and the key cache retries with its own
+    /// backoff.
     pub fn client_options(mut self, options: ClientOptions) -> Self {
         self.vault.client_options = Some(options);
         self
@@ -85,12 +86,6 @@ impl KeyVaultKeysBuilder {
     /// work). EC keys sign with the algorithm of their curve.
     pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
         self.algorithm = Some(algorithm);
-        self
-    }
-
-    /// How throttled and failed requests are retried (default [`RetryPolicy::default`]).
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.vault.retry = policy;
         self
     }
 

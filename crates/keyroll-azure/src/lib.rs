@@ -4,7 +4,7 @@
 //! ```no_run
 //! use std::sync::Arc;
 //! use keyroll_azure::{KeyVaultCertificates, EntraTokens, KeyVaultClientAssertion};
-//! use keyroll_core::KeyCache;
+//! use keyroll_core::{KeyCache, TokenCache};
 //! use keyroll_core::jwt::TokenTemplate;
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,8 +21,8 @@
 //!     .tenant_id("00000000-0000-0000-0000-000000000000")
 //!     .client_id("11111111-1111-1111-1111-111111111111")
 //!     .build()?;
-//! let entra = EntraTokens::new(assertion.into_credential(None)?, &["api://billing/.default"]);
-//! let access = entra.access_token().await?;
+//! let entra = TokenCache::new(EntraTokens::new(assertion.into_credential(None)?, &["api://billing/.default"]));
+//! let access = entra.get("api://billing").await?;
 //! # let _ = (token, access);
 //! # Ok(()) }
 //! ```
@@ -32,13 +32,17 @@
 //!   choice), `x5t` and `x5t#S256` in the header; optional local signing from the secret.
 //! - [`KeyVaultClientAssertion`]: RFC 7523 assertions signed in the vault, azure_identity's
 //!   `ClientAssertion`.
-//! - [`EntraTokens`]: access tokens from any credential, refreshed ahead in the background.
+//! - [`EntraTokens`]: access tokens from any credential, as a token source for keyroll-core's
+//!   `TokenCache` (which refreshes them ahead in the background).
 //! - [`credential_from_env`], [`client_options_with_transport`],
 //!   [`credential_options_with_transport`]: credentials and transports.
 //!
-//! Vault requests answered with 429, 408 or 5xx are retried with backoff (honouring
-//! `Retry-After`) and counted ([`VaultMetrics`]); errors ([`AzureError`]) name the vault, the
-//! item, the operation and the status, never a token or a secret.
+//! Each vault request is sent once and counted ([`VaultMetrics`]): the key and token caches
+//! retry with their own backoff, honouring `Retry-After`, so a vault outage costs no more
+//! requests than its normal refresh rate. Errors ([`AzureError`]) name the vault, the item,
+//! the operation, the status and the `Retry-After`, never a token or a secret.
+//!
+//! This crate depends on keyroll-core only: its sources know no middleware.
 //!
 //! [`KeySource`]: keyroll_core::KeySource
 
@@ -48,21 +52,21 @@ mod entra;
 mod env;
 mod error;
 mod keys;
-mod retry;
+mod requests;
 mod vault;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use assertion::{CertificateKeyInfo, KeyVaultClientAssertion, KeyVaultClientAssertionBuilder};
 pub use certificates::{CertificateKid, KeyVaultCertificates, KeyVaultCertificatesBuilder};
-pub use entra::{EntraMetrics, EntraToken, EntraTokens, EntraTokensBuilder};
+pub use entra::EntraTokens;
 pub use env::{
     client_options_with_transport, credential_from_env, credential_options_with_transport,
     with_authority_host,
 };
 pub use error::AzureError;
 pub use keys::{KeyIdFormat, KeyVaultKeys, KeyVaultKeysBuilder};
-pub use retry::{RetryPolicy, VaultMetrics};
+pub use requests::VaultMetrics;
 
 /// Locks `mutex`, taking over the data when a holder panicked: the data guarded in this crate
 /// is consistent between statements, so a poisoned lock is no reason to fail.

@@ -24,9 +24,9 @@ use keyroll_core::{Algorithm, BoxFuture, Curve, Jwk, KeyType, Signer, SourceErro
 use zeroize::Zeroizing;
 
 use crate::error::AzureError;
-use crate::retry::{self, Counters, Op, RetryPolicy, Target, VaultMetrics};
+use crate::requests::{self, Counters, Op, Target, VaultMetrics};
 
-/// Clients for one vault, with the retry policy and the counters.
+/// Clients for one vault, with the request counters.
 pub(crate) struct Vault {
     /// The vault host, for messages.
     pub(crate) host: String,
@@ -35,7 +35,6 @@ pub(crate) struct Vault {
     keys: KeyClient,
     certificates: CertificateClient,
     secrets: SecretClient,
-    retry: RetryPolicy,
     counters: Counters,
 }
 
@@ -43,7 +42,6 @@ impl fmt::Debug for Vault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Vault")
             .field("url", &self.url)
-            .field("retry", &self.retry)
             .field("metrics", &self.counters.snapshot())
             .finish_non_exhaustive()
     }
@@ -57,17 +55,15 @@ pub(crate) struct VaultConfig {
     pub(crate) credential: Arc<dyn TokenCredential>,
     /// Client options (a custom transport, a cloud); their retry policy is replaced.
     pub(crate) client_options: Option<ClientOptions>,
-    pub(crate) retry: RetryPolicy,
 }
 
 impl VaultConfig {
-    /// `url` with `credential`, default client options and the default retry policy.
+    /// `url` with `credential` and default client options.
     pub(crate) fn new(url: &str, credential: Arc<dyn TokenCredential>) -> Self {
         VaultConfig {
             url: url.to_owned(),
             credential,
             client_options: None,
-            retry: RetryPolicy::default(),
         }
     }
 }
@@ -91,7 +87,6 @@ impl Vault {
             url,
             credential,
             client_options,
-            retry,
         } = config;
         let vault_url = url.as_str();
         let parsed = url::Url::parse(vault_url).map_err(|e| {
@@ -112,7 +107,8 @@ impl Vault {
             }
         };
         let mut options = client_options.unwrap_or_default();
-        // keyroll retries (and counts) itself; the SDK would retry underneath, uncounted.
+        // One request per call: the caches above retry with their own backoff (see
+        // `requests`); the SDK's retries would multiply vault requests in an outage.
         options.retry = RetryOptions::none();
         let sdk = |e: azure_core::Error| {
             AzureError::config_with(
@@ -153,7 +149,6 @@ impl Vault {
             keys,
             certificates,
             secrets,
-            retry,
             counters: Counters::default(),
         })
     }
@@ -200,43 +195,33 @@ impl Vault {
         name: &str,
     ) -> Result<Vec<KeyProperties>, AzureError> {
         let item = format!("keys/{name}");
-        retry::run(
-            &self.retry,
-            &self.counters,
-            self.target(&item, Op::List),
-            || async {
-                self.keys
-                    .list_key_properties_versions(
-                        name,
-                        Some(KeyClientListKeyPropertiesVersionsOptions::default()),
-                    )?
-                    .try_collect()
-                    .await
-            },
-        )
+        requests::send(&self.counters, self.target(&item, Op::List), async {
+            self.keys
+                .list_key_properties_versions(
+                    name,
+                    Some(KeyClientListKeyPropertiesVersionsOptions::default()),
+                )?
+                .try_collect()
+                .await
+        })
         .await
     }
 
     /// One key version, with its public key.
     pub(crate) async fn get_key(&self, name: &str, version: &str) -> Result<Key, AzureError> {
         let item = format!("keys/{name}/{version}");
-        retry::run(
-            &self.retry,
-            &self.counters,
-            self.target(&item, Op::Get),
-            || async {
-                self.keys
-                    .get_key(
-                        name,
-                        Some(KeyClientGetKeyOptions {
-                            key_version: Some(version.to_owned()),
-                            ..Default::default()
-                        }),
-                    )
-                    .await?
-                    .into_model()
-            },
-        )
+        requests::send(&self.counters, self.target(&item, Op::Get), async {
+            self.keys
+                .get_key(
+                    name,
+                    Some(KeyClientGetKeyOptions {
+                        key_version: Some(version.to_owned()),
+                        ..Default::default()
+                    }),
+                )
+                .await?
+                .into_model()
+        })
         .await
     }
 
@@ -246,20 +231,15 @@ impl Vault {
         name: &str,
     ) -> Result<Vec<CertificateProperties>, AzureError> {
         let item = format!("certificates/{name}");
-        retry::run(
-            &self.retry,
-            &self.counters,
-            self.target(&item, Op::List),
-            || async {
-                self.certificates
-                    .list_certificate_properties_versions(
-                        name,
-                        Some(CertificateClientListCertificatePropertiesVersionsOptions::default()),
-                    )?
-                    .try_collect()
-                    .await
-            },
-        )
+        requests::send(&self.counters, self.target(&item, Op::List), async {
+            self.certificates
+                .list_certificate_properties_versions(
+                    name,
+                    Some(CertificateClientListCertificatePropertiesVersionsOptions::default()),
+                )?
+                .try_collect()
+                .await
+        })
         .await
     }
 
@@ -273,23 +253,18 @@ impl Vault {
             Some(version) => format!("certificates/{name}/{version}"),
             None => format!("certificates/{name}"),
         };
-        retry::run(
-            &self.retry,
-            &self.counters,
-            self.target(&item, Op::Get),
-            || async {
-                self.certificates
-                    .get_certificate(
-                        name,
-                        Some(CertificateClientGetCertificateOptions {
-                            certificate_version: version.map(str::to_owned),
-                            ..Default::default()
-                        }),
-                    )
-                    .await?
-                    .into_model()
-            },
-        )
+        requests::send(&self.counters, self.target(&item, Op::Get), async {
+            self.certificates
+                .get_certificate(
+                    name,
+                    Some(CertificateClientGetCertificateOptions {
+                        certificate_version: version.map(str::to_owned),
+                        ..Default::default()
+                    }),
+                )
+                .await?
+                .into_model()
+        })
         .await
     }
 
@@ -300,24 +275,19 @@ impl Vault {
         version: &str,
     ) -> Result<Zeroizing<String>, AzureError> {
         let item = format!("secrets/{name}/{version}");
-        let secret = retry::run(
-            &self.retry,
-            &self.counters,
-            self.target(&item, Op::GetSecret),
-            || async {
-                self.secrets
-                    .get_secret(
-                        name,
-                        Some(SecretClientGetSecretOptions {
-                            secret_version: Some(version.to_owned()),
-                            out_content_type: Some(ContentType::Pem),
-                            ..Default::default()
-                        }),
-                    )
-                    .await?
-                    .into_model()
-            },
-        )
+        let secret = requests::send(&self.counters, self.target(&item, Op::GetSecret), async {
+            self.secrets
+                .get_secret(
+                    name,
+                    Some(SecretClientGetSecretOptions {
+                        secret_version: Some(version.to_owned()),
+                        out_content_type: Some(ContentType::Pem),
+                        ..Default::default()
+                    }),
+                )
+                .await?
+                .into_model()
+        })
         .await?;
         Ok(Zeroizing::new(secret.value.unwrap_or_default()))
     }
@@ -333,30 +303,23 @@ impl Vault {
         let item = format!("keys/{name}/{version}");
         let vault_algorithm = signature_algorithm(algorithm)
             .ok_or_else(|| AzureError::config(format!("Key Vault cannot sign with {algorithm}")))?;
-        let result = retry::run(
-            &self.retry,
-            &self.counters,
-            self.target(&item, Op::Sign),
-            || {
-                let parameters = SignParameters {
-                    algorithm: Some(vault_algorithm.clone()),
-                    value: Some(digest.to_vec()),
-                };
-                async move {
-                    self.keys
-                        .sign(
-                            name,
-                            parameters.try_into()?,
-                            Some(KeyClientSignOptions {
-                                key_version: Some(version.to_owned()),
-                                ..Default::default()
-                            }),
-                        )
-                        .await?
-                        .into_model()
-                }
-            },
-        )
+        let parameters = SignParameters {
+            algorithm: Some(vault_algorithm),
+            value: Some(digest.to_vec()),
+        };
+        let result = requests::send(&self.counters, self.target(&item, Op::Sign), async move {
+            self.keys
+                .sign(
+                    name,
+                    parameters.try_into()?,
+                    Some(KeyClientSignOptions {
+                        key_version: Some(version.to_owned()),
+                        ..Default::default()
+                    }),
+                )
+                .await?
+                .into_model()
+        })
         .await?;
         result
             .result

@@ -1,4 +1,5 @@
-//! Entra ID tokens: `EntraTokens` refresh-ahead (a scripted credential on paused tokio time),
+//! Entra ID tokens: `EntraTokens` through the token cache's refresh-ahead (a scripted
+//! credential on paused tokio time),
 //! and both real paths against the emulator over HTTPS: the vault-signed client assertion and
 //! App Service managed identity (in a child process, since the credential reads the process
 //! environment), each token checked by keyroll's validator against the emulator's JWKS.
@@ -12,17 +13,18 @@ use std::time::Duration;
 
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use base64::Engine as _;
+use futures_util::FutureExt as _;
 use http::StatusCode;
 use keyroll_azure::{
     CertificateKeyInfo, EntraTokens, KeyVaultClientAssertion, KeyVaultKeys,
     credential_options_with_transport,
 };
 use keyroll_core::jwt::{Issuer, Validation};
+use keyroll_core::token::{TokenCache, TokenCacheConfig, TokenSource};
 use keyroll_core::{Algorithm, Clock, JwksSource, KeyCache, TokioClock};
 use keyroll_emulator::{
     CertificateVersionOptions, Curve, EmulatorHandle, KeySpec, KeyVersionOptions,
 };
-use keyroll_tower::issue::TokenSource;
 
 /// A credential that hands out `t1`, `t2`, … valid for `lifetime` on `clock`, or fails.
 #[derive(Debug)]
@@ -73,17 +75,28 @@ async fn settle() {
     }
 }
 
+/// A token cache over `EntraTokens` (fixed scopes, or each audience's `/.default`).
+fn cached(
+    credential: Arc<Scripted>,
+    clock: &Arc<TokioClock>,
+    scopes: &[&str],
+) -> TokenCache<EntraTokens> {
+    let source = EntraTokens::new(credential, scopes).clock(clock.clone());
+    TokenCache::builder(source)
+        .config(TokenCacheConfig::default().refresh_jitter(0.0))
+        .clock(clock.clone())
+        .build()
+}
+
 #[tokio::test(start_paused = true)]
 async fn refreshes_ahead_in_the_background_and_keeps_a_valid_token_on_failure() {
     let clock = Arc::new(TokioClock::default());
     let hour = Duration::from_secs(3600);
     let credential = Scripted::new(&clock, hour);
-    let tokens = EntraTokens::builder(credential.clone(), &["api://billing/.default"])
-        .clock(clock.clone())
-        .build();
+    let tokens = cached(credential.clone(), &clock, &["api://billing/.default"]);
 
-    let first = tokens.access_token().await.unwrap();
-    assert_eq!(first.secret(), "t1");
+    let first = tokens.get("api://billing").await.unwrap();
+    assert_eq!(first.header_value(), "Bearer t1");
     assert_eq!(first.refresh_at(), first.fetched_at() + hour.mul_f64(0.8));
     assert!(
         !format!("{first:?}").contains("t1"),
@@ -93,64 +106,76 @@ async fn refreshes_ahead_in_the_background_and_keeps_a_valid_token_on_failure() 
     // Before the refresh point: served from memory, no credential call.
     tokio::time::sleep(hour.mul_f64(0.8) - Duration::from_secs(1)).await;
     settle().await;
-    assert_eq!(tokens.access_token().await.unwrap().secret(), "t1");
+    assert_eq!(
+        tokens.get("api://billing").await.unwrap().header_value(),
+        "Bearer t1"
+    );
     assert_eq!(credential.issued.load(Ordering::SeqCst), 1);
 
-    // At the refresh point the background task refreshes; callers never waited.
+    // At the refresh point the next call still gets t1 at once, and the background task
+    // refreshes: callers never wait.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let due = tokens.get("api://billing").now_or_never().unwrap().unwrap();
+    assert_eq!(due.header_value(), "Bearer t1");
     settle().await;
     assert_eq!(credential.issued.load(Ordering::SeqCst), 2);
-    assert_eq!(tokens.access_token().await.unwrap().secret(), "t2");
+    let second = tokens.get("api://billing").now_or_never().unwrap().unwrap();
+    assert_eq!(second.header_value(), "Bearer t2");
     assert_eq!(
-        tokens.metrics().waited,
+        tokens.metrics().refreshes,
         1,
-        "only the very first call waited"
+        "the only fetch after the first ran ahead"
     );
 
     // The credential fails: the current token is kept while valid, retries back off.
     credential.failing.store(true, Ordering::SeqCst);
     tokio::time::sleep(hour.mul_f64(0.8) + Duration::from_secs(1)).await;
+    tokens.get("api://billing").await.unwrap();
     settle().await;
-    let failures = tokens.metrics().failures;
+    let failures = tokens.metrics().fetch_failures;
     assert!(failures >= 1);
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(60)).await;
         settle().await;
         assert_eq!(
-            tokens.access_token().await.unwrap().secret(),
-            "t2",
+            tokens.get("api://billing").await.unwrap().header_value(),
+            "Bearer t2",
             "stale but valid"
         );
     }
-    let later = tokens.metrics().failures;
+    // Backoff from 1 s doubling to 60 s, each delay shortened by up to a fifth: at most 11
+    // retries in these 5 minutes, where a loop would make thousands.
+    let later = tokens.metrics().fetch_failures;
     assert!(
-        later > failures && later < failures + 10,
+        later > failures && later <= failures + 11,
         "backoff, not a loop: {later}"
     );
     // Past its expiry it is no longer served: the caller gets the error.
     tokio::time::sleep(hour).await;
-    let error = tokens.access_token().await.unwrap_err();
+    let error = tokens.get("api://billing").await.unwrap_err();
     let text = error.to_string();
     assert!(
         text.contains("api://billing/.default") && text.contains("AADSTS50000"),
         "{text}"
     );
     assert!(std::error::Error::source(&error).is_some());
-    // The credential recovers: a new token.
+    // The credential recovers: a new token once the backoff has run.
     credential.failing.store(false, Ordering::SeqCst);
-    assert_eq!(tokens.access_token().await.unwrap().secret(), "t3");
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(
+        tokens.get("api://billing").await.unwrap().header_value(),
+        "Bearer t3"
+    );
 }
 
 #[tokio::test(start_paused = true)]
-async fn long_lived_tokens_refresh_at_half_life_and_as_a_token_source() {
+async fn long_lived_tokens_refresh_at_half_life_and_scopes_follow_the_audience() {
     let clock = Arc::new(TokioClock::default());
     let day = Duration::from_secs(86_400);
     let credential = Scripted::new(&clock, day);
     // No scopes: each audience gets `{audience}/.default`.
-    let tokens = EntraTokens::builder(credential.clone(), &[])
-        .clock(clock.clone())
-        .build();
-    let token = TokenSource::token(&tokens, "api://orders/").await.unwrap();
+    let source = EntraTokens::new(credential.clone(), &[]).clock(clock.clone());
+    let token = TokenSource::token(&source, "api://orders/").await.unwrap();
     assert_eq!(token.secret(), "t1");
     assert_eq!(
         *credential.scopes.lock().unwrap(),
@@ -158,27 +183,29 @@ async fn long_lived_tokens_refresh_at_half_life_and_as_a_token_source() {
     );
     let fetched = clock.now();
     assert_eq!(token.expires_at(), fetched + day);
-    // Entra's refresh_in for long-lived tokens: half the lifetime; the tower cache is told a
-    // little later, so it asks once this source has refreshed.
-    let refresh_at = token.refresh_at().unwrap();
-    assert!(
-        refresh_at > fetched + day / 2 && refresh_at <= fetched + day / 2 + Duration::from_secs(30)
-    );
+    // Entra's refresh_in for long-lived tokens: half the lifetime.
+    assert_eq!(token.refresh_at(), Some(fetched + day / 2));
+
+    let tokens = cached(credential.clone(), &clock, &[]);
+    let first = tokens.get("api://orders").await.unwrap();
+    assert_eq!(first.refresh_at(), clock.now() + day / 2);
     tokio::time::sleep(day / 2 + Duration::from_secs(1)).await;
+    tokens.get("api://orders").await.unwrap();
     settle().await;
     assert_eq!(
-        TokenSource::token(&tokens, "api://orders")
-            .await
-            .unwrap()
-            .secret(),
-        "t2"
+        tokens.get("api://orders").await.unwrap().header_value(),
+        "Bearer t3"
     );
-    assert_eq!(credential.issued.load(Ordering::SeqCst), 2);
-    // Concurrent callers on a cold scope share one credential call.
-    let calls = (0..50).map(|_| TokenSource::token(&tokens, "api://billing"));
-    let answers = futures_util::future::join_all(calls).await;
-    assert!(answers.iter().all(|a| a.as_ref().unwrap().secret() == "t3"));
     assert_eq!(credential.issued.load(Ordering::SeqCst), 3);
+    // Concurrent callers on a cold audience share one credential call.
+    let calls = (0..50).map(|_| tokens.get("api://billing"));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.as_ref().unwrap().header_value() == "Bearer t4")
+    );
+    assert_eq!(credential.issued.load(Ordering::SeqCst), 4);
 }
 
 /// keyroll's validator over the emulator's Entra JWKS accepts `token` for `audience`.
@@ -273,7 +300,7 @@ async fn vault_signed_assertion_gets_entra_tokens_the_validator_accepts() {
         )))
         .unwrap();
     let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
-    let token = tokens.access_token().await.unwrap();
+    let token = tokens.access_token(&resource).await.unwrap();
     assert_eq!(common::jwt_part(token.secret(), 1)["appid"], "vault-app");
     assert_eq!(
         validator_accepts(&emu, token.secret(), &resource).await,

@@ -91,7 +91,7 @@ async fn child() {
         credential_from_env(Some(client_options_with_transport(http.clone()))).unwrap();
     let resource = var("KEYROLL_TEST_RESOURCE");
     let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
-    let token = tokens.access_token().await.unwrap();
+    let token = tokens.access_token(&resource).await.unwrap();
     assert!(token.expires_at() > SystemTime::now());
     assert_eq!(
         common::jwt_part(token.secret(), 1)["appid"],

@@ -1,5 +1,5 @@
 //! `KeyVaultKeys` and `KeyVaultCertificates` against the emulator over HTTPS: versions and
-//! metadata, remote and local signing, disabled versions, errors, retries and their counters.
+//! metadata, remote and local signing, disabled versions, errors and their counters (one request each).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -284,63 +284,61 @@ async fn local_signing_reads_each_secret_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn throttling_and_server_errors_are_retried_and_counted() {
+async fn throttling_and_server_errors_cost_one_request_and_are_counted() {
     let emu = common::start().await;
     let admin = emu.admin();
     admin
         .create_key_version("tv", "k", KeyVersionOptions::new(KeySpec::Ec(Curve::P256)))
         .unwrap();
     let keys = common::keys(&emu, "tv", "k");
-    keys.versions().await.unwrap(); // authenticated, key fetched
+    let versions = keys.versions().await.unwrap(); // authenticated, key fetched
     let before = admin.counter("keys.versions");
 
-    // A 429 burst without Retry-After (as seen in real life), then a 503: retried, counted.
+    // A 429 without Retry-After (as seen in real life), then a 503: each call is one request
+    // (the key cache retries, with its own backoff), counted by kind.
     admin.inject_fault(
-        Fault::new("keys.versions", FaultKind::Throttle { retry_after: None }).times(2),
+        Fault::new("keys.versions", FaultKind::Throttle { retry_after: None }).times(1),
     );
     admin.inject_fault(Fault::new("keys.versions", FaultKind::Status(503)).times(1));
-    let versions = keys.versions().await.unwrap();
-    assert_eq!(versions.len(), 1);
-    let m = keys.metrics();
+    let throttled = keys.load().await.unwrap_err();
     assert_eq!(
-        (m.throttled, m.server_errors, m.retries, m.failures),
-        (2, 1, 3, 0)
+        (throttled.status(), throttled.retry_after()),
+        (Some(429), None)
     );
+    assert_eq!(keys.load().await.unwrap_err().status(), Some(503));
+    assert_eq!(keys.versions().await.unwrap().len(), 1);
+    let m = keys.metrics();
+    assert_eq!((m.throttled, m.server_errors, m.failures), (1, 1, 2));
     assert_eq!(
         admin.counter("keys.versions") - before,
-        4,
-        "3 failed attempts and 1 good one"
+        3,
+        "2 failed requests and 1 good one: no retry underneath"
     );
 
-    // Retry-After is honoured: the retry waits at least that long.
-    admin.inject_fault(
-        Fault::new(
-            "keys.sign",
-            FaultKind::Throttle {
-                retry_after: Some(Duration::from_secs(1)),
-            },
-        )
-        .times(1),
-    );
-    let wait_before = keys.metrics().retry_wait_ms;
+    // A Retry-After, short or long, is passed on (the cache waits that long), not waited here.
+    for seconds in [1, 120] {
+        admin.inject_fault(
+            Fault::new(
+                "keys.versions",
+                FaultKind::Throttle {
+                    retry_after: Some(Duration::from_secs(seconds)),
+                },
+            )
+            .times(1),
+        );
+        let error = keys.load().await.unwrap_err();
+        assert_eq!(error.status(), Some(429));
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(seconds)));
+    }
+    // A throttled sign is one request too, and names what failed.
+    let signs = keys.metrics().signs;
+    admin.inject_fault(Fault::new("keys.sign", FaultKind::Throttle { retry_after: None }).times(1));
+    let signer = keys.signer(&versions[0]).await.unwrap();
+    assert_eq!(signer.sign(b"x.y").await.unwrap_err().status(), Some(429));
+    assert_eq!(keys.metrics().signs, signs + 1);
     sign_and_verify(&keys, &versions[0]).await;
-    assert!(keys.metrics().retry_wait_ms - wait_before >= 1000);
 
-    // A Retry-After longer than the policy waits for ends the call at once, and is passed on.
-    admin.inject_fault(
-        Fault::new(
-            "keys.versions",
-            FaultKind::Throttle {
-                retry_after: Some(Duration::from_secs(120)),
-            },
-        )
-        .times(1),
-    );
-    let error = keys.load().await.unwrap_err();
-    assert_eq!(error.status(), Some(429));
-    assert_eq!(error.retry_after(), Some(Duration::from_secs(120)));
-
-    // Throttled past the retries: the error names the vault, the item, the operation and the status.
+    // Throttled: the error names the vault, the item, the operation and the status.
     let before = admin.counter("keys.versions");
     let fault = admin.inject_fault(Fault::new(
         "keys.versions",
@@ -348,11 +346,7 @@ async fn throttling_and_server_errors_are_retried_and_counted() {
     ));
     let error = keys.load().await.unwrap_err();
     admin.clear_fault(fault);
-    assert_eq!(
-        admin.counter("keys.versions") - before,
-        4,
-        "1 attempt + 3 retries"
-    );
+    assert_eq!(admin.counter("keys.versions") - before, 1, "one request");
     let text = error.to_string();
     for part in [
         "tv.vault.localhost",
@@ -386,7 +380,8 @@ async fn errors_name_vault_item_operation_and_status() {
     ] {
         assert!(text.contains(part), "`{part}` in {text}");
     }
-    assert_eq!(missing.metrics().retries, 0, "a 404 is not retried");
+    let m = missing.metrics();
+    assert_eq!((m.lists, m.failures), (1, 1), "a 404 is one request");
     // Through the KeySource trait, a SourceError with the status and this error as its cause.
     let source: Arc<dyn KeySource> = Arc::new(missing);
     let error = source.load().await.unwrap_err();
@@ -410,7 +405,7 @@ async fn errors_name_vault_item_operation_and_status() {
         text.contains(&format!("keys/k/{}", made.version)) && text.contains("sign"),
         "{text}"
     );
-    assert_eq!(keys.metrics().retries, 0);
+    assert_eq!(keys.metrics().signs, 1, "one request");
 
     // Bad configuration is refused before any request.
     let http =

@@ -217,8 +217,8 @@ pub(crate) struct MintArgs {
 pub(crate) async fn mint(args: MintArgs) -> Result<()> {
     let source = vault_source(&args.connection, &args.item)?;
     // A developer wants the newest version at once: no propagation wait for a one-off token.
-    let config = KeyCacheConfig::default()
-        .with_policy(RotationPolicy::default().with_propagation(Duration::ZERO));
+    let config =
+        KeyCacheConfig::default().policy(RotationPolicy::default().propagation(Duration::ZERO));
     let keys = KeyCache::builder_arc(source)
         .config(config)
         .background_refresh(false)

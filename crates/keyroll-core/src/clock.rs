@@ -1,15 +1,25 @@
-//! Injectable wall clocks, so rotation, refresh and expiry are testable without waiting.
+//! Injectable time: wall clocks and sleeps, so rotation, refresh and expiry are testable
+//! without waiting.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use keyroll_core::{Clock, ManualClock};
+//! use keyroll_core::{Clock, ManualClock, Sleep, TokioSleep};
 //!
 //! let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
 //! clock.advance(Duration::from_secs(60));
 //! assert_eq!(clock.now(), SystemTime::UNIX_EPOCH + Duration::from_secs(1_060));
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap().block_on(async {
+//! // The caches wait with a `Sleep`: tokio's timer by default, paused in tests.
+//! let before = tokio::time::Instant::now();
+//! TokioSleep.sleep(Duration::from_secs(3600)).await;
+//! assert_eq!(before.elapsed(), Duration::from_secs(3600));
+//! # });
 //! ```
 
 use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -90,6 +100,38 @@ impl Clock for TokioClock {
     fn now(&self) -> SystemTime {
         self.start_wall + self.start.elapsed()
     }
+}
+
+/// Waits: the timer behind every delay of the caches (refresh schedules, backoff, load
+/// timeouts), injected like the [`Clock`] (the aws-smithy `AsyncSleep` model).
+pub trait Sleep: Send + Sync + Debug {
+    /// A future that completes after `duration`.
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+}
+
+/// tokio's timer (`tokio::time::sleep`), so paused time moves it in tests.
+///
+/// Outside a tokio runtime there is no timer to wait on: the sleep then never completes (a
+/// load run outside a runtime has no timeout, and nothing is scheduled), rather than panic.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioSleep;
+
+impl Sleep for TokioSleep {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Box::pin(std::future::pending());
+        }
+        // `Duration::MAX` would overflow tokio's deadline: a year is "never" for a cache.
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        Box::pin(tokio::time::sleep(duration.min(YEAR)))
+    }
+}
+
+/// `time + duration`, or the far future (about the year 10,700) when that does not fit: a
+/// configured `Duration::MAX` means "never", not a panic.
+pub(crate) fn later(time: SystemTime, duration: Duration) -> SystemTime {
+    time.checked_add(duration)
+        .unwrap_or_else(|| SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 38))
 }
 
 /// Seconds since the Unix epoch (0 for times before it).

@@ -9,7 +9,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! // One cache over one key source, shared by the issuing and the validating side.
 //! let ring = LocalKeyRing::builder(Algorithm::ES256).rotate_every(Duration::from_secs(86_400)).build().unwrap();
-//! let config = KeyCacheConfig::default().with_policy(RotationPolicy::default().with_propagation(Duration::from_secs(3600)));
+//! let config = KeyCacheConfig::default().policy(RotationPolicy::default().propagation(Duration::from_secs(3600)));
 //! let keys = KeyCache::builder(ring).config(config).build();
 //!
 //! let token = TokenTemplate::new("orders").mint(&keys, "billing").await.unwrap().token;
@@ -28,8 +28,10 @@ pub mod jwt;
 mod key;
 mod local_key;
 mod policy;
+mod refresh;
 mod source;
 pub mod sources;
+pub mod token;
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -39,7 +41,9 @@ pub use cache::{
     ActiveSigner, CacheMetrics, KeyCache, KeyCacheBuilder, KeyCacheConfig, KeyCacheError,
     KeyLookup, KeyRef, KeySet,
 };
-pub use clock::{Clock, ManualClock, SystemClock, TokioClock, from_unix_seconds, unix_seconds};
+pub use clock::{
+    Clock, ManualClock, Sleep, SystemClock, TokioClock, TokioSleep, from_unix_seconds, unix_seconds,
+};
 pub use error::{BoxError, KeyError, SourceError};
 pub use jwk::{Jwk, JwkSet, LenientJwkSet};
 pub use key::{KeyVersion, SignatureError, VerifyingKey};
@@ -49,6 +53,10 @@ pub use source::{BoxFuture, KeySource, LoadedKeys, Signer};
 pub use sources::jwks::JwksSource;
 pub use sources::local_ring::{LocalKeyRing, LocalKeyRingBuilder};
 pub use sources::static_keys::{StaticKeys, certificate_thumbprints, version_from_certificate};
+pub use token::{
+    CachedToken, SelfSigned, StaticToken, Token, TokenCache, TokenCacheConfig, TokenError,
+    TokenSource, TokenUnavailable,
+};
 
 /// Locks `mutex`, taking over the data when a holder panicked: the data guarded in this crate
 /// is consistent between statements, so a poisoned lock is no reason to fail.

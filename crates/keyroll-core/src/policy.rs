@@ -10,7 +10,7 @@
 //!     KeyVersion::new(kid, LocalKey::generate(Algorithm::ES256).unwrap().public_jwk(), created).unwrap()
 //! };
 //! let versions = vec![version("old", t0), version("new", t0 + 10 * hour)];
-//! let policy = RotationPolicy::default().with_propagation(hour);
+//! let policy = RotationPolicy::default().propagation(hour);
 //!
 //! // Half an hour after "new" appeared it validates, but "old" still signs…
 //! let now = t0 + 10 * hour + hour / 2;
@@ -65,13 +65,13 @@ pub struct NoActiveKey {
 
 impl RotationPolicy {
     /// Sets the propagation (rollover) window.
-    pub fn with_propagation(mut self, propagation: Duration) -> Self {
+    pub fn propagation(mut self, propagation: Duration) -> Self {
         self.propagation = propagation;
         self
     }
 
     /// Sets the leeway.
-    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+    pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
     }
@@ -146,7 +146,7 @@ mod tests {
     }
 
     fn policy() -> RotationPolicy {
-        RotationPolicy::default().with_propagation(HOUR)
+        RotationPolicy::default().propagation(HOUR)
     }
 
     fn active(versions: &[KeyVersion], now: SystemTime) -> Result<&str, NoActiveKey> {

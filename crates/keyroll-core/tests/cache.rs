@@ -149,7 +149,7 @@ async fn outage_serves_last_good_set_until_max_stale_then_recovers() {
     let clock = TokioClock::default();
     let source = Arc::new(CountingSource::default());
     source.add("k1", &clock);
-    let config = KeyCacheConfig::default().with_max_stale(Duration::from_secs(3600));
+    let config = KeyCacheConfig::default().max_stale(Duration::from_secs(3600));
     let cache = cache(Arc::clone(&source), &clock, config);
     cache.ready().await.unwrap();
 
@@ -202,7 +202,7 @@ async fn background_refresh_runs_on_schedule_with_jitter() {
     let clock = TokioClock::default();
     let source = Arc::new(CountingSource::default());
     source.add("k1", &clock);
-    let config = KeyCacheConfig::default().with_refresh_interval(Duration::from_secs(300));
+    let config = KeyCacheConfig::default().refresh_interval(Duration::from_secs(300));
     let cache = cache(Arc::clone(&source), &clock, config);
     cache.ready().await.unwrap();
     tokio::time::sleep(Duration::from_secs(269)).await;
@@ -277,8 +277,8 @@ async fn tokens_minted_across_ten_rotations_all_verify() {
         .build()
         .unwrap();
     let config = KeyCacheConfig::default()
-        .with_refresh_interval(Duration::from_secs(300))
-        .with_policy(RotationPolicy::default().with_propagation(hour));
+        .refresh_interval(Duration::from_secs(300))
+        .policy(RotationPolicy::default().propagation(hour));
     let keys = KeyCache::builder(ring)
         .config(config)
         .clock(Arc::new(clock.clone()))
@@ -314,8 +314,7 @@ async fn a_new_version_validates_at_once_and_signs_after_propagation() {
             .build()
             .unwrap(),
     );
-    let config =
-        KeyCacheConfig::default().with_policy(RotationPolicy::default().with_propagation(hour));
+    let config = KeyCacheConfig::default().policy(RotationPolicy::default().propagation(hour));
     let keys = KeyCache::builder_arc(Arc::clone(&ring) as Arc<dyn KeySource>)
         .config(config)
         .clock(Arc::new(clock.clone()))
@@ -345,7 +344,7 @@ async fn a_max_age_hint_shortens_the_refresh_but_never_below_the_cooldown() {
         ..Default::default()
     });
     source.add("k1", &clock);
-    let config = KeyCacheConfig::default().with_refresh_jitter(0.0);
+    let config = KeyCacheConfig::default().refresh_jitter(0.0);
     let slow = cache(Arc::clone(&source), &clock, config);
     slow.ready().await.unwrap();
     tokio::time::sleep(Duration::from_secs(29)).await;
@@ -364,8 +363,8 @@ async fn a_max_age_hint_shortens_the_refresh_but_never_below_the_cooldown() {
     });
     source.add("k1", &clock);
     let config = KeyCacheConfig::default()
-        .with_refresh_jitter(0.0)
-        .with_refresh_interval(Duration::from_secs(1));
+        .refresh_jitter(0.0)
+        .refresh_interval(Duration::from_secs(1));
     let fast = cache(Arc::clone(&source), &clock, config);
     fast.ready().await.unwrap();
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -413,7 +412,7 @@ impl KeySource for HangingSource {
 #[tokio::test(start_paused = true)]
 async fn a_hung_load_times_out_and_releases_its_waiters() {
     let cache = KeyCache::builder(HangingSource)
-        .config(KeyCacheConfig::default().with_load_timeout(Duration::from_secs(5)))
+        .config(KeyCacheConfig::default().load_timeout(Duration::from_secs(5)))
         .clock(Arc::new(TokioClock::default()))
         .build();
     let error = cache.keys().await.unwrap_err();

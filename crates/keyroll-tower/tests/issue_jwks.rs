@@ -37,8 +37,8 @@ fn keys_over(source: impl KeySource + 'static, clock: &ManualClock) -> KeyCache 
     KeyCache::builder(source)
         .config(
             KeyCacheConfig::default()
-                .with_refresh_interval(Duration::from_secs(600))
-                .with_policy(RotationPolicy::default().with_propagation(Duration::from_secs(60))),
+                .refresh_interval(Duration::from_secs(600))
+                .policy(RotationPolicy::default().propagation(Duration::from_secs(60))),
         )
         .clock(Arc::new(clock.clone()))
         .build()
@@ -270,7 +270,7 @@ async fn a_peer_jwks_consumer_follows_a_rotation() {
     .await;
     let peer_source = JwksSource::discover(&origin).unwrap();
     let peer = KeyCache::builder(peer_source)
-        .config(KeyCacheConfig::default().with_unknown_kid_cooldown(Duration::from_secs(30)))
+        .config(KeyCacheConfig::default().unknown_kid_cooldown(Duration::from_secs(30)))
         .clock(Arc::new(clock.clone()))
         .build();
     let verifier = Verifier::new([Issuer::new(

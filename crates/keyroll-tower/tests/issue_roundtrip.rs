@@ -67,15 +67,15 @@ async fn ten_rotations_without_a_failed_call_and_the_kid_changes_on_schedule() {
         rotate_every,
         propagation,
         key_refresh,
-        tokens: TokenCacheConfig::default().with_refresh_jitter(0.0),
+        tokens: TokenCacheConfig::default().refresh_jitter(0.0),
     });
     // The server's own cache over the same ring (the vault), on the same clock.
     let server_keys = KeyCache::builder(replica_source(&fixture))
         .config(
             KeyCacheConfig::default()
-                .with_refresh_interval(key_refresh)
-                .with_refresh_jitter(0.0)
-                .with_policy(RotationPolicy::default().with_propagation(propagation)),
+                .refresh_interval(key_refresh)
+                .refresh_jitter(0.0)
+                .policy(RotationPolicy::default().propagation(propagation)),
         )
         .clock(fixture.clock.clone())
         .build();

@@ -133,9 +133,9 @@ async fn keys_stale_past_max_stale_give_503_then_200_after_recovery() {
     source.add("ec", Algorithm::ES256);
     let clock = TokioClock::starting_at(SystemTime::UNIX_EPOCH + Duration::from_secs(T0));
     let config = KeyCacheConfig::default()
-        .with_refresh_interval(Duration::from_secs(60))
-        .with_backoff(Duration::from_secs(1), Duration::from_secs(5))
-        .with_max_stale(Duration::from_secs(300));
+        .refresh_interval(Duration::from_secs(60))
+        .backoff(Duration::from_secs(1), Duration::from_secs(5))
+        .max_stale(Duration::from_secs(300));
     let keys = KeyCache::builder_arc(Arc::clone(&source) as Arc<dyn KeySource>)
         .clock(Arc::new(clock.clone()) as Arc<dyn Clock>)
         .config(config)

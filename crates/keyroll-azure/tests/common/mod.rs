@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
@@ -12,7 +12,7 @@ use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use keyroll_azure::{
-    KeyVaultCertificates, KeyVaultKeys, RetryPolicy, client_options_with_transport,
+    KeyVaultCertificates, KeyVaultKeys, client_options_with_transport,
     credential_options_with_transport,
 };
 use keyroll_core::jwt::Issuer;
@@ -54,18 +54,9 @@ pub fn credential(emu: &EmulatorHandle) -> Arc<dyn TokenCredential> {
     .unwrap()
 }
 
-/// Quick retries, so throttling tests stay fast.
-pub fn fast_retry() -> RetryPolicy {
-    RetryPolicy::default()
-        .max_retries(3)
-        .delays(Duration::from_millis(2), Duration::from_millis(10))
-        .max_retry_after(Duration::from_secs(2))
-}
-
 pub fn certificates(emu: &EmulatorHandle, vault: &str, name: &str) -> KeyVaultCertificates {
     KeyVaultCertificates::builder(emu.vault_url(vault).as_str(), name, credential(emu))
         .client_options(vault_options(emu))
-        .retry(fast_retry())
         .build()
         .unwrap()
 }
@@ -73,7 +64,6 @@ pub fn certificates(emu: &EmulatorHandle, vault: &str, name: &str) -> KeyVaultCe
 pub fn keys(emu: &EmulatorHandle, vault: &str, name: &str) -> KeyVaultKeys {
     KeyVaultKeys::builder(emu.vault_url(vault).as_str(), name, credential(emu))
         .client_options(vault_options(emu))
-        .retry(fast_retry())
         .build()
         .unwrap()
 }

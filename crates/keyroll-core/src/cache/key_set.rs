@@ -8,6 +8,7 @@ use rustc_hash::FxBuildHasher;
 
 use crate::key::KeyVersion;
 use crate::policy::RotationPolicy;
+use crate::refresh::Expiring;
 
 /// Ids from a source's key set. Lookups hash an id from an untrusted token, but the table is
 /// fixed and built from trusted keys, so a fast non-keyed hash cannot be flooded.
@@ -24,6 +25,18 @@ pub struct KeySet {
     loaded_at: SystemTime,
     max_age: Option<Duration>,
     generation: u64,
+    schedule: Schedule,
+}
+
+/// When the cache that loaded a set refreshes it, and how long it serves it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Schedule {
+    /// The next background refresh.
+    pub(crate) refresh_at: SystemTime,
+    /// From here on, failed refreshes are retried urgently (the set nears `max_stale`).
+    pub(crate) urgent_at: SystemTime,
+    /// Past `max_stale`: the set is no longer served.
+    pub(crate) stale_at: SystemTime,
 }
 
 /// What a lookup found.
@@ -54,6 +67,7 @@ impl KeySet {
         loaded_at: SystemTime,
         max_age: Option<Duration>,
         generation: u64,
+        schedule: Schedule,
     ) -> Self {
         versions.sort_by(|a, b| b.age_order(a)); // newest first
         let versions: Vec<Arc<KeyVersion>> = versions.into_iter().map(Arc::new).collect();
@@ -77,7 +91,12 @@ impl KeySet {
             loaded_at,
             max_age,
             generation,
+            schedule,
         }
+    }
+
+    pub(crate) fn schedule(&self) -> &Schedule {
+        &self.schedule
     }
 
     /// Every version, newest first (disabled and expired ones included).
@@ -135,5 +154,11 @@ impl KeySet {
                     && a.not_before == b.not_before
                     && a.expires == b.expires
             })
+    }
+}
+
+impl Expiring for KeySet {
+    fn usable_until(&self) -> SystemTime {
+        self.schedule.stale_at
     }
 }

@@ -22,83 +22,96 @@
 //!
 //! - **Single flight.** At most one `load` of the source runs at a time per cache. Every caller
 //!   that needs a load while one runs (a cold start, an unknown kid, `refresh_now`, the
-//!   background timer) waits for that same load and gets its result: N concurrent misses cost
-//!   one source call.
-//! - **Cancellation.** The load runs in its own tokio task. A caller that stops waiting (its
-//!   request was dropped, a timeout fired) does not cancel it: the load completes and publishes
-//!   its result for everyone else.
-//! - **Panics.** If the source panics, the waiting callers get a [`KeyCacheError::Unavailable`]
-//!   (or keep the last good set) and the next load starts afresh: a panic never leaves the cache
-//!   stuck.
+//!   background refresh) waits for that same load and gets its result: N concurrent misses
+//!   cost one source call.
+//! - **Cancellation.** The load runs in its own task on the cache's runtime. A caller that
+//!   stops waiting (its request was dropped, a timeout fired) does not cancel it: the load
+//!   completes and publishes its result for everyone else. A load that takes longer than
+//!   `load_timeout` fails.
+//! - **Panics.** If the source panics, the load counts as failed: waiting callers get a
+//!   [`KeyCacheError::Unavailable`] (or keep the last good set), the backoff applies, and the
+//!   next load starts afresh. A panic never leaves the cache stuck.
+//!
+//! # Runtimes
+//!
+//! The synchronous paths ([`KeyCache::lookup_at`], and the validator's `verify_now` over it)
+//! never spawn and never need a runtime. The background refresh is one task the cache owns.
+//! It is started by the first async use (`keys`, `find`, `ready`, `active_signer`,
+//! `refresh_now`) on the runtime given with [`KeyCacheBuilder::runtime`], else on the
+//! caller's, and it starts again, from the next async use, when its runtime has gone away: a
+//! cache shared by several runtimes (per-thread runtimes, tests sharing a static cache) keeps
+//! refreshing. When a refresh is due and the task is not running, `lookup_at` answers `None`
+//! (load through the async path), so the next request restarts it. Outside any runtime a due
+//! refresh runs inside the async call that finds it due.
 //!
 //! # Staleness
 //!
-//! A failed refresh keeps the last good set and retries with exponential backoff and jitter.
-//! Past `max_stale` without a good refresh, lookups fail with [`KeyCacheError::Unavailable`],
-//! which the validator answers with 503, not 401.
+//! A failed refresh keeps the last good set and retries as [`KeyCacheConfig`] describes
+//! (routine retries at the refresh rate while the set is fresh, urgent ones with backoff
+//! otherwise, `Retry-After` honoured). A load that lists no key at all after a set that had
+//! some is a failure too, not a new, empty set. Past `max_stale` without a good refresh,
+//! lookups fail with [`KeyCacheError::Unavailable`], which the validator answers with 503, not
+//! 401; from then on requests themselves start a load once the retry point has passed, so
+//! the cache recovers as soon as the source does, not at the next timer.
 
 mod config;
 mod key_set;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
-use arc_swap::ArcSwapOption;
-use futures_util::FutureExt as _;
-use futures_util::future::Shared;
+use tokio::runtime::Handle;
 
 pub use self::config::KeyCacheConfig;
+use self::key_set::Schedule;
 pub use self::key_set::{KeyLookup, KeyRef, KeySet};
-use crate::clock::{Clock, SystemClock};
+use crate::Backoff;
+use crate::clock::{Clock, Sleep, later};
 use crate::error::SourceError;
 use crate::key::KeyVersion;
 use crate::lock;
 use crate::policy::NoActiveKey;
+use crate::refresh::{
+    Background, Engine, Errors, Failure, Flight, Loader, Need, Outcome, RetryHint, Slot, Start,
+    Tick, Time,
+};
 use crate::source::{BoxFuture, KeySource, Signer};
 
-type LoadResult = Result<Arc<KeySet>, Arc<SourceError>>;
-type SharedLoad = Shared<BoxFuture<'static, LoadResult>>;
-
 /// A shared, refresh-coordinated view of one [`KeySource`]. Cheap to clone: clones share
-/// everything. The background refresh starts with the first use and stops when the last
-/// clone is dropped.
+/// everything. The background refresh starts with the first async use and stops when the
+/// last clone is dropped.
 #[derive(Clone)]
 pub struct KeyCache {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    loading: Arc<Loading>,
+    loader: Box<Loader<KeySet, SourceError>>,
+    engine: Arc<Engine>,
+    slot: Arc<Slot<KeySet, SourceError>>,
+    /// `None` when background refresh is off.
+    background: Option<Background>,
+    misses: Mutex<MissState>,
+    signers: Mutex<Signers>,
+    counters: Counters,
+}
+
+/// What a load needs: no reference back to the cache, so a running load keeps none alive.
+struct Loading {
     source: Arc<dyn KeySource>,
     source_name: String,
     config: KeyCacheConfig,
     clock: Arc<dyn Clock>,
-    background: bool,
-    refresher_started: AtomicBool,
-    snapshot: ArcSwapOption<KeySet>,
-    flight: Mutex<Flight>,
-    misses: Mutex<MissState>,
-    signers: Mutex<HashMap<String, Arc<dyn Signer>>>,
-    counters: Counters,
-}
-
-#[derive(Default)]
-struct Flight {
-    current: Option<SharedLoad>,
-    consecutive_failures: u32,
-    last_error: Option<Arc<SourceError>>,
-    /// After a failure, no load is started on demand before this time (background and
-    /// `refresh_now` loads still run), so a failing cold start cannot hammer the source.
-    retry_at: Option<SystemTime>,
-    generation: u64,
 }
 
 /// See [`KeyCache::classify_miss`].
 enum Miss {
     Negative,
-    Cooling(Option<SharedLoad>),
+    Cooling(Option<Flight<KeySet, SourceError>>),
     Due,
 }
 
@@ -108,10 +121,15 @@ struct MissState {
     negative: HashMap<String, SystemTime>,
 }
 
+/// Signers by kid, for the versions of the set with this generation.
+#[derive(Default)]
+struct Signers {
+    generation: u64,
+    by_kid: HashMap<String, Arc<dyn Signer>>,
+}
+
 #[derive(Default)]
 struct Counters {
-    loads: AtomicU64,
-    load_failures: AtomicU64,
     kid_misses: AtomicU64,
     kid_refreshes: AtomicU64,
     negative_hits: AtomicU64,
@@ -123,7 +141,7 @@ struct Counters {
 pub struct CacheMetrics {
     /// Source loads started (successful or not).
     pub loads: u64,
-    /// Source loads that failed.
+    /// Source loads that failed (timed out and panicked ones included).
     pub load_failures: u64,
     /// Lookups of a kid the current set did not have.
     pub kid_misses: u64,
@@ -137,6 +155,10 @@ pub struct CacheMetrics {
     pub age: Option<Duration>,
     /// Failed refreshes since the last good one.
     pub consecutive_failures: u32,
+    /// Whether the background refresh task runs now.
+    pub background_running: bool,
+    /// How often the background task was started (more than once: a runtime went away).
+    pub background_starts: u64,
 }
 
 /// Why the cache could not give keys or a signer.
@@ -200,7 +222,7 @@ pub struct ActiveSigner {
 pub struct KeyCacheBuilder {
     source: Arc<dyn KeySource>,
     config: KeyCacheConfig,
-    clock: Arc<dyn Clock>,
+    time: Time,
     background: bool,
 }
 
@@ -209,6 +231,8 @@ impl fmt::Debug for KeyCacheBuilder {
         f.debug_struct("KeyCacheBuilder")
             .field("source", &self.source.name())
             .field("config", &self.config)
+            .field("time", &self.time)
+            .field("background", &self.background)
             .finish()
     }
 }
@@ -220,33 +244,72 @@ impl KeyCacheBuilder {
         self
     }
 
-    /// Sets the clock (the rotation policy, staleness and cooldowns read it).
+    /// Sets the clock (the rotation policy, staleness, schedules and cooldowns read it).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.time.clock = clock;
+        self
+    }
+
+    /// Sets the timer the cache waits with (default [`TokioSleep`](crate::TokioSleep)).
+    pub fn sleep(mut self, sleep: Arc<dyn Sleep>) -> Self {
+        self.time.sleep = sleep;
+        self
+    }
+
+    /// Runs loads and the background refresh on this runtime, whatever runtime the callers
+    /// are on (default: the runtime of the async call that needs them).
+    pub fn runtime(mut self, runtime: Handle) -> Self {
+        self.time.runtime = Some(runtime);
         self
     }
 
     /// Whether to refresh in the background (default true). Without it the set is refreshed
-    /// only on unknown kids and by [`KeyCache::refresh_now`].
+    /// only on unknown kids, past `max_stale`, and by [`KeyCache::refresh_now`].
     pub fn background_refresh(mut self, enabled: bool) -> Self {
         self.background = enabled;
         self
     }
 
-    /// Builds the cache. Nothing is loaded until first use (or [`KeyCache::refresh_now`]).
+    /// Builds the cache, bringing the configuration into range (see [`KeyCacheConfig`]).
+    /// Nothing is loaded until first use (or [`KeyCache::refresh_now`]).
     pub fn build(self) -> KeyCache {
+        let config = self.config.sanitized();
+        let source_name = self.source.name();
+        let engine = Engine::new(
+            self.time.clone(),
+            config.retry_schedule(),
+            config.load_timeout,
+        );
+        let loading = Arc::new(Loading {
+            source: self.source,
+            source_name: source_name.clone(),
+            config,
+            clock: self.time.clock,
+        });
+        let for_loads = Arc::clone(&loading);
+        let loader: Box<Loader<KeySet, SourceError>> = Box::new(move |previous| {
+            let loading = Arc::clone(&for_loads);
+            Box::pin(async move { loading.load(previous).await })
+        });
+        let errors = Errors {
+            timed_out: |name, after| {
+                SourceError::new(
+                    name,
+                    "load keys",
+                    format!("timed out after {}s", after.as_secs_f32()),
+                )
+            },
+            lost: |name, why| SourceError::new(name, "load keys", why),
+        };
         KeyCache {
             inner: Arc::new(Inner {
-                source_name: self.source.name(),
-                source: self.source,
-                config: self.config.sanitized(),
-                clock: self.clock,
-                background: self.background,
-                refresher_started: AtomicBool::new(false),
-                snapshot: ArcSwapOption::empty(),
-                flight: Mutex::new(Flight::default()),
+                loading,
+                loader,
+                engine: Arc::new(engine),
+                slot: Arc::new(Slot::new(source_name, errors)),
+                background: self.background.then(Background::default),
                 misses: Mutex::new(MissState::default()),
-                signers: Mutex::new(HashMap::new()),
+                signers: Mutex::new(Signers::default()),
                 counters: Counters::default(),
             }),
         }
@@ -256,9 +319,19 @@ impl KeyCacheBuilder {
 impl fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyCache")
-            .field("source", &self.inner.source_name)
+            .field("source", &self.inner.loading.source_name)
             .field("metrics", &self.metrics())
             .finish()
+    }
+}
+
+impl RetryHint for SourceError {
+    fn retry_after(&self) -> Option<Duration> {
+        SourceError::retry_after(self)
+    }
+
+    fn throttled(&self) -> bool {
+        self.status() == Some(429)
     }
 }
 
@@ -273,63 +346,67 @@ impl KeyCache {
         KeyCacheBuilder {
             source,
             config: KeyCacheConfig::default(),
-            clock: Arc::new(SystemClock),
+            time: Time::default(),
             background: true,
         }
     }
 
     /// The source's name.
     pub fn source_name(&self) -> &str {
-        &self.inner.source_name
+        &self.inner.loading.source_name
     }
 
-    /// The configuration.
+    /// The configuration (as brought into range at build).
     pub fn config(&self) -> &KeyCacheConfig {
-        &self.inner.config
+        &self.inner.loading.config
     }
 
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.clock
+        &self.inner.engine.clock
     }
 
     /// The current time on the cache's clock.
     pub fn now(&self) -> SystemTime {
-        self.inner.clock.now()
+        self.inner.engine.clock.now()
     }
 
     /// Whether a set has been loaded (readiness).
     pub fn is_ready(&self) -> bool {
-        self.inner.snapshot.load().is_some()
+        self.inner.slot.value().is_some()
     }
 
     /// The current snapshot, without loading, waiting or checking staleness.
     pub fn snapshot(&self) -> Option<Arc<KeySet>> {
-        self.inner.snapshot.load_full()
+        self.inner.slot.value_full()
     }
 
-    /// The current set: lock-free when one is loaded and fresh enough; on a cold cache, waits
-    /// for the (single-flight) first load.
+    /// The current set: lock-free when one is loaded and younger than `max_stale`; on a cold
+    /// cache, or past `max_stale`, waits for a (single-flight) load, unless a failed one's
+    /// retry point has not come yet.
     pub async fn keys(&self) -> Result<Arc<KeySet>, KeyCacheError> {
-        self.ensure_refresher();
-        let set = match self.inner.snapshot.load_full() {
-            Some(set) => set,
-            None => {
-                let backing_off = {
-                    let flight = lock(&self.inner.flight);
-                    let waiting = flight.retry_at.is_some_and(|at| self.now() < at);
-                    (flight.current.is_none() && waiting).then(|| flight.last_error.clone())
-                };
-                if let Some(cause) = backing_off {
-                    return Err(self.unavailable("never loaded", cause));
+        let background = self.ensure_background();
+        let now = self.now();
+        let current = self.inner.slot.value_full();
+        if let Some(set) = current.as_ref()
+            && now < set.schedule().stale_at
+        {
+            // No runtime for the background task: a due refresh runs here instead.
+            if !background && self.inner.background.is_some() && now >= set.schedule().refresh_at {
+                let need = self.inner.need(now);
+                if let Ok(fresh) = self.load(need).await {
+                    return Ok(fresh);
                 }
-                self.start_load()
-                    .await
-                    .map_err(|cause| self.unavailable("never loaded", Some(cause)))?
             }
+            return Ok(Arc::clone(set));
+        }
+        let reason = match &current {
+            None => "never loaded".to_owned(),
+            Some(set) => format!("stale for {}s", self.age(set, now).as_secs()),
         };
-        self.check_fresh(&set, self.now())?;
-        Ok(set)
+        self.load(Need::Urgent)
+            .await
+            .map_err(|failure| self.unavailable(reason, failure.error()))
     }
 
     /// Waits until the first load is done (readiness), returning its error if it failed.
@@ -337,55 +414,67 @@ impl KeyCache {
         self.keys().await.map(|_| ())
     }
 
-    /// Looks a version up in the current set without waiting: `Ok(None)` when no set is
-    /// loaded yet, [`KeyLookup::Unknown`] on a miss (then [`find`](Self::find) may refresh),
-    /// and [`KeyCacheError::Unavailable`] when the set is stale past `max_stale`. This is the
-    /// validator's hot path: one atomic load and a hash lookup. `now` is the cache's clock
-    /// ([`now`](Self::now)), read once by the caller for all its checks.
+    /// Looks a version up in the current set without waiting. This is the validator's hot
+    /// path: one atomic load and a hash lookup, no lock, no spawn, no runtime needed. `now` is
+    /// the cache's clock ([`now`](Self::now)), read once by the caller for all its checks.
+    ///
+    /// - `Ok(Some(_))`: the lookup; on [`KeyLookup::Unknown`], [`find`](Self::find) may refresh.
+    /// - `Ok(None)`: go through [`find`](Self::find): no set is loaded yet, or the set is
+    ///   past `max_stale` and a load may start, or a refresh is due and the background task is
+    ///   not running (its runtime went away).
+    /// - [`KeyCacheError::Unavailable`]: past `max_stale`, and a failed load's retry point
+    ///   has not come yet.
     pub fn lookup_at(
         &self,
         key: KeyRef<'_>,
         now: SystemTime,
     ) -> Result<Option<KeyLookup>, KeyCacheError> {
-        self.ensure_refresher();
-        let snapshot = self.inner.snapshot.load();
+        let snapshot = self.inner.slot.value();
         let Some(set) = snapshot.as_deref() else {
             return Ok(None);
         };
-        self.check_fresh(set, now)?;
-        Ok(Some(set.lookup(key, &self.inner.config.policy, now)))
+        let schedule = set.schedule();
+        if now >= schedule.stale_at {
+            if self.inner.slot.would_load(Need::Urgent, now) {
+                return Ok(None);
+            }
+            let reason = format!("stale for {}s", self.age(set, now).as_secs());
+            return Err(self.unavailable(reason, self.inner.slot.last_error()));
+        }
+        if now >= schedule.refresh_at
+            && self
+                .inner
+                .background
+                .as_ref()
+                .is_some_and(|background| !background.is_running())
+        {
+            return Ok(None);
+        }
+        Ok(Some(set.lookup(key, &self.config().policy, now)))
     }
 
-    /// Fails with [`KeyCacheError::Unavailable`] when `set` is older than `max_stale`.
-    fn check_fresh(&self, set: &KeySet, now: SystemTime) -> Result<(), KeyCacheError> {
-        let age = now.duration_since(set.loaded_at()).unwrap_or_default();
-        if age > self.inner.config.max_stale {
-            let cause = lock(&self.inner.flight).last_error.clone();
-            return Err(self.unavailable(&format!("stale for {}s", age.as_secs()), cause));
-        }
-        Ok(())
+    fn age(&self, set: &KeySet, now: SystemTime) -> Duration {
+        now.duration_since(set.loaded_at()).unwrap_or_default()
     }
 
     /// Finds a version by kid or `x5t`. On a miss, refreshes once (coalesced with any load
-    /// already running) unless an unknown-kid refresh ran within the cooldown or a refresh
-    /// already failed to find this kid within `negative_ttl`, so a flood of random kids cannot
-    /// become a flood of source calls.
+    /// already running) unless an unknown-kid refresh ran within the cooldown, a refresh
+    /// already failed to find this kid within `negative_ttl`, or a failed load's backoff
+    /// runs, so a flood of random kids cannot become a flood of source calls.
     pub async fn find(&self, key: KeyRef<'_>) -> Result<KeyLookup, KeyCacheError> {
         let set = self.keys().await?;
-        let policy = &self.inner.config.policy;
+        let policy = &self.config().policy;
         let found = set.lookup(key, policy, self.now());
         if !matches!(found, KeyLookup::Unknown) {
             return Ok(found);
         }
         let counters = &self.inner.counters;
         counters.kid_misses.fetch_add(1, Ordering::Relaxed);
-        let id = match key {
-            KeyRef::Kid(kid) => kid,
-            KeyRef::X5t(x5t) => x5t,
-        };
+        let id = key_id(key);
         let refresh = {
+            let now = self.now();
             let mut misses = lock(&self.inner.misses);
-            match self.classify_miss(&misses, id, self.now()) {
+            match self.classify_miss(&misses, id, now) {
                 Miss::Negative => {
                     counters.negative_hits.fetch_add(1, Ordering::Relaxed);
                     return Ok(KeyLookup::Unknown);
@@ -393,20 +482,30 @@ impl KeyCache {
                 // No new refresh, but a load that is already running is free to wait for.
                 Miss::Cooling(running) => running,
                 Miss::Due => {
-                    misses.last_refresh = Some(self.now());
-                    counters.kid_refreshes.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(source = %self.inner.source_name, kid = %id, "unknown kid: refreshing");
-                    Some(self.start_load())
+                    let inner = &self.inner;
+                    match inner
+                        .slot
+                        .start(&inner.engine, Need::Urgent, &*inner.loader)
+                    {
+                        Start::Flight(flight) => {
+                            misses.last_refresh = Some(now);
+                            counters.kid_refreshes.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(source = %self.source_name(), kid = %id, "unknown kid: refreshing");
+                            Some(flight)
+                        }
+                        // A failed load's backoff holds: answer from what is cached.
+                        Start::Waiting { .. } => None,
+                    }
                 }
             }
         };
-        let Some(load) = refresh else {
+        let Some(flight) = refresh else {
             return Ok(KeyLookup::Unknown);
         };
-        let set = match load.await {
-            Ok(set) => set,
+        let set = match flight.await {
+            Outcome::Loaded(set) => set,
             // The refresh failed: answer from the last good set (still fresh enough).
-            Err(_) => self.keys().await?,
+            Outcome::Failed(_) | Outcome::Cancelled => self.keys().await?,
         };
         let found = set.lookup(key, policy, self.now());
         if matches!(found, KeyLookup::Unknown) {
@@ -421,12 +520,8 @@ impl KeyCache {
     /// miss when it is; never starts a load, so it is safe outside a runtime. `now` as for
     /// [`lookup_at`](Self::lookup_at).
     pub fn miss_is_settled_at(&self, key: KeyRef<'_>, now: SystemTime) -> bool {
-        let id = match key {
-            KeyRef::Kid(kid) => kid,
-            KeyRef::X5t(x5t) => x5t,
-        };
         let counters = &self.inner.counters;
-        let settled = match self.classify_miss(&lock(&self.inner.misses), id, now) {
+        let settled = match self.classify_miss(&lock(&self.inner.misses), key_id(key), now) {
             Miss::Negative => {
                 counters.negative_hits.fetch_add(1, Ordering::Relaxed);
                 true
@@ -440,25 +535,25 @@ impl KeyCache {
         settled
     }
 
-    /// What a miss on `id` calls for: the negative cache answers, the cooldown holds (with the
-    /// load already running, if any), or a refresh is due.
+    /// What a miss on `id` calls for: the negative cache answers, the cooldown holds (and
+    /// whether a load runs, to wait for), or a refresh is due.
     fn classify_miss(&self, misses: &MissState, id: &str, now: SystemTime) -> Miss {
         if misses.negative.get(id).is_some_and(|until| now < *until) {
             return Miss::Negative;
         }
-        let cooling = misses.last_refresh.is_some_and(|last| {
-            now.duration_since(last)
-                .is_ok_and(|since| since < self.inner.config.unknown_kid_cooldown)
-        });
+        let cooldown = self.config().unknown_kid_cooldown;
+        let cooling = misses
+            .last_refresh
+            .is_some_and(|last| now.duration_since(last).is_ok_and(|since| since < cooldown));
         if cooling {
-            Miss::Cooling(lock(&self.inner.flight).current.clone())
+            Miss::Cooling(self.inner.slot.flight())
         } else {
             Miss::Due
         }
     }
 
     fn remember_unknown(&self, id: &str) {
-        let config = &self.inner.config;
+        let config = self.config();
         let now = self.now();
         let mut misses = lock(&self.inner.misses);
         if misses.negative.len() >= config.negative_capacity {
@@ -471,7 +566,7 @@ impl KeyCache {
         if config.negative_capacity > 0 {
             misses
                 .negative
-                .insert(id.to_owned(), now + config.negative_ttl);
+                .insert(id.to_owned(), later(now, config.negative_ttl));
         }
     }
 
@@ -481,26 +576,36 @@ impl KeyCache {
     pub async fn active_signer(&self) -> Result<ActiveSigner, KeyCacheError> {
         let set = self.keys().await?;
         let version = self
-            .inner
-            .config
+            .config()
             .policy
             .active(set.versions(), self.now())
             .map_err(|error| KeyCacheError::NoActiveKey {
-                source_name: self.inner.source_name.clone(),
+                source_name: self.source_name().to_owned(),
                 error,
             })?
             .clone();
-        let cached = lock(&self.inner.signers).get(&version.kid).cloned();
+        let cached = {
+            let mut signers = lock(&self.inner.signers);
+            if signers.generation != set.generation() {
+                // Signers of versions the source no longer lists go.
+                signers.by_kid.retain(|kid, _| set.contains_kid(kid));
+                signers.generation = set.generation();
+            }
+            signers.by_kid.get(&version.kid).cloned()
+        };
         let signer = match cached {
             Some(signer) => signer,
             None => {
                 let signer = self
                     .inner
+                    .loading
                     .source
                     .signer(&version)
                     .await
                     .map_err(KeyCacheError::Signer)?;
-                lock(&self.inner.signers).insert(version.kid.clone(), Arc::clone(&signer));
+                lock(&self.inner.signers)
+                    .by_kid
+                    .insert(version.kid.clone(), Arc::clone(&signer));
                 signer
             }
         };
@@ -510,220 +615,167 @@ impl KeyCache {
     /// The versions that validate now (what a JWKS endpoint publishes).
     pub async fn validation_set(&self) -> Result<Vec<Arc<KeyVersion>>, KeyCacheError> {
         let set = self.keys().await?;
-        Ok(set.validation_set(&self.inner.config.policy, self.now()))
+        Ok(set.validation_set(&self.config().policy, self.now()))
     }
 
-    /// Reloads from the source now. A load already running is awaited first, so the result
-    /// reflects the source as it is after this call started.
+    /// Reloads from the source now, whatever a failure's backoff says. A load already running
+    /// is awaited first, so the result reflects the source as it is after this call started.
     pub async fn refresh_now(&self) -> Result<Arc<KeySet>, KeyCacheError> {
-        self.ensure_refresher();
-        let running = lock(&self.inner.flight).current.clone();
-        if let Some(running) = running {
+        self.ensure_background();
+        if let Some(running) = self.inner.slot.flight() {
             let _ = running.await;
         }
-        self.start_load()
+        self.load(Need::Now)
             .await
-            .map_err(|cause| self.unavailable("refresh failed", Some(cause)))
+            .map_err(|failure| self.unavailable("refresh failed".to_owned(), failure.error()))
     }
 
     /// Counters and state.
     pub fn metrics(&self) -> CacheMetrics {
         let counters = &self.inner.counters;
+        let engine = &self.inner.engine;
         let snapshot = self.snapshot();
+        let background = self.inner.background.as_ref();
         CacheMetrics {
-            loads: counters.loads.load(Ordering::Relaxed),
-            load_failures: counters.load_failures.load(Ordering::Relaxed),
+            loads: engine.loads.load(Ordering::Relaxed),
+            load_failures: engine.failures.load(Ordering::Relaxed),
             kid_misses: counters.kid_misses.load(Ordering::Relaxed),
             kid_refreshes: counters.kid_refreshes.load(Ordering::Relaxed),
             negative_hits: counters.negative_hits.load(Ordering::Relaxed),
             versions: snapshot.as_ref().map_or(0, |s| s.versions().len()),
-            age: snapshot.map(|s| self.now().duration_since(s.loaded_at()).unwrap_or_default()),
-            consecutive_failures: lock(&self.inner.flight).consecutive_failures,
+            age: snapshot.map(|s| self.age(&s, self.now())),
+            consecutive_failures: self.inner.slot.failures(),
+            background_running: background.is_some_and(Background::is_running),
+            background_starts: background.map_or(0, Background::starts),
         }
     }
 
-    fn unavailable(&self, reason: &str, cause: Option<Arc<SourceError>>) -> KeyCacheError {
-        let (failures, retry_at) = {
-            let flight = lock(&self.inner.flight);
-            (flight.consecutive_failures.max(1), flight.retry_at)
+    fn load(&self, need: Need) -> impl Future<Output = Result<Arc<KeySet>, Failure<SourceError>>> {
+        self.inner
+            .slot
+            .load(&self.inner.engine, need, &*self.inner.loader)
+    }
+
+    /// Starts the background task unless it runs or is off; whether it runs.
+    fn ensure_background(&self) -> bool {
+        let Some(background) = &self.inner.background else {
+            return false;
         };
+        let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+        background.ensure(&self.inner.engine, weak)
+    }
+
+    fn unavailable(&self, reason: String, cause: Option<Arc<SourceError>>) -> KeyCacheError {
+        let config = self.config();
+        let now = self.now();
         // When the next on-demand load may start, else the next backoff delay; in whole
         // seconds, rounded up, so a client that waits that long finds the cache ready to retry.
-        let wait = retry_at
-            .and_then(|at| at.duration_since(self.now()).ok())
-            .unwrap_or_else(|| self.inner.config.backoff(failures));
+        let wait = self
+            .inner
+            .slot
+            .retry_at(Need::Urgent)
+            .and_then(|at| at.duration_since(now).ok())
+            .unwrap_or_else(|| {
+                Backoff::new(config.backoff_min, config.backoff_max)
+                    .delay(self.inner.slot.failures())
+            });
         let retry_after = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
         KeyCacheError::Unavailable {
-            source_name: self.inner.source_name.clone(),
-            reason: reason.to_owned(),
+            source_name: self.source_name().to_owned(),
+            reason,
             retry_after: retry_after.max(Duration::from_secs(1)),
             cause,
         }
     }
-
-    /// Starts a load unless one is running (then joins it).
-    fn start_load(&self) -> SharedLoad {
-        let mut flight = lock(&self.inner.flight);
-        if let Some(running) = &flight.current {
-            return running.clone();
-        }
-        let inner = Arc::clone(&self.inner);
-        let task = tokio::spawn(async move {
-            let _clear = ClearFlight(Arc::clone(&inner));
-            inner.load_once().await
-        });
-        let source_name = self.inner.source_name.clone();
-        let load: BoxFuture<'static, LoadResult> = Box::pin(async move {
-            task.await.unwrap_or_else(|_| {
-                Err(Arc::new(SourceError::new(
-                    source_name,
-                    "load keys",
-                    "the source panicked",
-                )))
-            })
-        });
-        let shared = load.shared();
-        flight.current = Some(shared.clone());
-        shared
-    }
-
-    fn ensure_refresher(&self) {
-        // A plain load first: the hot path must not write a shared cache line on every call.
-        if !self.inner.background
-            || self.inner.refresher_started.load(Ordering::Acquire)
-            || self.inner.refresher_started.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(refresh_loop(weak));
-    }
 }
 
-/// Clears the in-flight marker when the load task ends, even by panic.
-struct ClearFlight(Arc<Inner>);
-
-impl Drop for ClearFlight {
-    fn drop(&mut self) {
-        let mut flight = lock(&self.0.flight);
-        flight.current = None;
-        if std::thread::panicking() {
-            flight.consecutive_failures += 1;
-            flight.retry_at =
-                Some(self.0.clock.now() + self.0.config.backoff(flight.consecutive_failures));
-            self.0
-                .counters
-                .load_failures
-                .fetch_add(1, Ordering::Relaxed);
-        }
+fn key_id<'a>(key: KeyRef<'a>) -> &'a str {
+    match key {
+        KeyRef::Kid(kid) => kid,
+        KeyRef::X5t(x5t) => x5t,
     }
 }
 
 impl Inner {
-    async fn load_once(&self) -> LoadResult {
-        self.counters.loads.fetch_add(1, Ordering::Relaxed);
-        let timeout = self.config.load_timeout;
-        let loaded = tokio::time::timeout(timeout, self.source.load())
-            .await
-            .unwrap_or_else(|_| {
-                Err(SourceError::new(
-                    self.source_name.clone(),
-                    "load keys",
-                    format!("timed out after {}s", timeout.as_secs_f32()),
-                ))
-            });
-        match loaded {
-            Ok(loaded) => {
-                let generation = {
-                    let mut flight = lock(&self.flight);
-                    flight.generation += 1;
-                    flight.consecutive_failures = 0;
-                    flight.last_error = None;
-                    flight.retry_at = None;
-                    flight.generation
-                };
-                let set = Arc::new(KeySet::new(
-                    loaded.versions,
-                    self.clock.now(),
-                    loaded.max_age,
-                    generation,
-                ));
-                let previous = self.snapshot.swap(Some(Arc::clone(&set)));
-                if previous.as_ref().is_none_or(|p| !p.same_content(&set)) {
-                    tracing::info!(
-                        source = %self.source_name,
-                        versions = set.versions().len(),
-                        kids = ?set.versions().iter().map(|v| v.kid.as_str()).collect::<Vec<_>>(),
-                        "key set changed"
-                    );
-                }
-                lock(&self.signers).retain(|kid, _| set.contains_kid(kid));
-                lock(&self.misses)
-                    .negative
-                    .retain(|kid, _| !set.contains_kid(kid));
-                Ok(set)
-            }
-            Err(error) => {
-                self.counters.load_failures.fetch_add(1, Ordering::Relaxed);
-                let error = Arc::new(error);
-                let mut flight = lock(&self.flight);
-                flight.consecutive_failures += 1;
-                flight.last_error = Some(Arc::clone(&error));
-                let wait = self.config.backoff(flight.consecutive_failures).max(
-                    error
-                        .retry_after()
-                        .unwrap_or_default()
-                        .min(self.config.backoff_max),
-                );
-                flight.retry_at = Some(self.clock.now() + wait);
-                tracing::warn!(
-                    source = %self.source_name,
-                    failures = flight.consecutive_failures,
-                    error = %error,
-                    "key refresh failed; serving the last good set"
-                );
-                Err(error)
-            }
+    /// Routine while the current set is fresh; urgent when there is none or it nears
+    /// `max_stale`.
+    fn need(&self, now: SystemTime) -> Need {
+        match self.slot.value().as_deref() {
+            Some(set) if now < set.schedule().urgent_at => Need::Routine,
+            _ => Need::Urgent,
         }
     }
 
-    fn next_delay(&self) -> Duration {
-        // After a failure, the retry point the failed load set (the one `Retry-After`
-        // announces too), not a fresh draw of the backoff.
-        let retry_at = lock(&self.flight).retry_at;
-        if let Some(at) = retry_at {
-            return at.duration_since(self.clock.now()).unwrap_or_default();
-        }
-        let hint = self.snapshot.load().as_ref().and_then(|s| s.max_age());
-        let interval = match hint {
-            // Never later than the interval, never sooner than the cooldown (nor the interval,
-            // when that is the shorter).
-            Some(max_age) => max_age.min(self.config.refresh_interval).max(
-                self.config
-                    .unknown_kid_cooldown
-                    .min(self.config.refresh_interval),
-            ),
-            None => self.config.refresh_interval,
-        };
-        self.config.jittered(interval)
+    /// When the background task should load next: the retry point after a failure, else
+    /// the set's planned refresh (now, on a cold cache).
+    fn next_load(&self, need: Need, now: SystemTime) -> SystemTime {
+        self.slot.retry_at(need).unwrap_or_else(|| {
+            self.slot
+                .value()
+                .as_deref()
+                .map_or(now, |set| set.schedule().refresh_at)
+        })
     }
 }
 
-async fn refresh_loop(weak: Weak<Inner>) {
-    loop {
-        // Let a running load finish first: the next delay depends on its outcome.
-        let running = weak
-            .upgrade()
-            .and_then(|inner| lock(&inner.flight).current.clone());
-        if let Some(running) = running {
-            let _ = running.await;
+impl Tick for Inner {
+    fn tick(self: Arc<Self>) -> BoxFuture<'static, Option<SystemTime>> {
+        Box::pin(async move {
+            let now = self.engine.clock.now();
+            let need = self.need(now);
+            if now >= self.next_load(need, now) || self.slot.is_loading() {
+                let _ = self.slot.load(&self.engine, need, &*self.loader).await;
+            }
+            let now = self.engine.clock.now();
+            Some(self.next_load(self.need(now), now))
+        })
+    }
+}
+
+impl Loading {
+    async fn load(&self, previous: Option<Arc<KeySet>>) -> Result<KeySet, SourceError> {
+        let loaded = self.source.load().await?;
+        if loaded.versions.is_empty() && previous.as_ref().is_some_and(|p| !p.versions().is_empty())
+        {
+            return Err(SourceError::new(
+                self.source_name.clone(),
+                "load keys",
+                "the source listed no usable key (none, or every one skipped); the last good set is kept",
+            ));
         }
-        let Some(delay) = weak.upgrade().map(|inner| inner.next_delay()) else {
-            return;
+        let now = self.clock.now();
+        let set = KeySet::new(
+            loaded.versions,
+            now,
+            loaded.max_age,
+            previous.as_ref().map_or(1, |p| p.generation() + 1),
+            self.schedule(now, loaded.max_age),
+        );
+        if previous.is_none_or(|p| !p.same_content(&set)) {
+            tracing::info!(
+                source = %self.source_name,
+                versions = set.versions().len(),
+                kids = ?set.versions().iter().map(|v| v.kid.as_str()).collect::<Vec<_>>(),
+                "key set changed"
+            );
+        }
+        Ok(set)
+    }
+
+    fn schedule(&self, now: SystemTime, max_age: Option<Duration>) -> Schedule {
+        let config = &self.config;
+        let interval = match max_age {
+            // Never later than the interval, never sooner than the cooldown (nor the interval,
+            // when that is the shorter).
+            Some(max_age) => max_age
+                .min(config.refresh_interval)
+                .max(config.unknown_kid_cooldown.min(config.refresh_interval)),
+            None => config.refresh_interval,
         };
-        tokio::time::sleep(delay).await;
-        let Some(inner) = weak.upgrade() else { return };
-        let load = KeyCache { inner }.start_load();
-        let _ = load.await;
+        Schedule {
+            refresh_at: later(now, config.jittered(interval)),
+            urgent_at: later(now, config.urgent_age()),
+            stale_at: later(now, config.max_stale),
+        }
     }
 }

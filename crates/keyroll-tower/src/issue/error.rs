@@ -1,13 +1,13 @@
 //! The error an [`Issue`](super::Issue) call fails with when it cannot attach a token.
 //!
 //! ```
-//! use keyroll_tower::issue::{IssueErrorKind, TokenCache, from_fn, TokenError};
+//! use keyroll_tower::issue::{IssueError, IssueErrorKind, TokenCache, from_fn, TokenError};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let cache = TokenCache::new(from_fn(|_audience: String| async {
 //!     Err(TokenError::new("vault unreachable"))
 //! }));
-//! let error = cache.get("api://billing").await.unwrap_err();
+//! let error = IssueError::from(cache.get("api://billing").await.unwrap_err());
 //! assert_eq!(error.kind(), IssueErrorKind::TokenUnavailable);
 //! assert_eq!(error.audience(), Some("api://billing"));
 //! assert!(error.retry_after().is_some());
@@ -19,7 +19,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::source::TokenError;
+use keyroll_core::token::{TokenError, TokenUnavailable};
 
 /// Why a request was not sent: no token could be attached to it.
 ///
@@ -68,19 +68,6 @@ impl IssueError {
         }
     }
 
-    pub(crate) fn unavailable(
-        audience: Arc<str>,
-        source: Arc<TokenError>,
-        retry_after: Option<Duration>,
-    ) -> Self {
-        IssueError {
-            kind: IssueErrorKind::TokenUnavailable,
-            audience: Some(audience),
-            source: Some(source),
-            retry_after,
-        }
-    }
-
     /// What went wrong.
     pub fn kind(&self) -> IssueErrorKind {
         self.kind
@@ -112,6 +99,17 @@ impl fmt::Display for IssueError {
             (IssueErrorKind::NoAudience, _, _) => f.write_str(
                 "no token audience for the request's URI (no origin, or not in the audience table)",
             ),
+        }
+    }
+}
+
+impl From<TokenUnavailable> for IssueError {
+    fn from(unavailable: TokenUnavailable) -> Self {
+        IssueError {
+            kind: IssueErrorKind::TokenUnavailable,
+            audience: Some(Arc::clone(unavailable.audience_arc())),
+            source: Some(Arc::clone(unavailable.token_error())),
+            retry_after: unavailable.retry_after(),
         }
     }
 }

@@ -22,10 +22,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::{Response, StatusCode};
+use keyroll_core::token::CachedToken;
 use keyroll_core::{BoxError, BoxFuture};
 use pin_project_lite::pin_project;
 
-use super::cache::CachedToken;
 use super::error::IssueError;
 
 /// The fetch-then-call part of a request that found no usable cached token.
@@ -89,7 +89,7 @@ where
                     if response.status() == StatusCode::UNAUTHORIZED
                         && let Some(token) = this.token.take()
                     {
-                        token.invalidate();
+                        token.rejected();
                     }
                     return Poll::Ready(Ok(response));
                 }

@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use keyroll_core::token::{TokenCache, TokenSource};
+
 use super::audience::AudiencePolicy;
-use super::cache::TokenCache;
 use super::service::Issue;
-use super::source::TokenSource;
 
 /// Applies [`Issue`] to a service: configuration only (the audience policy) plus a handle to
 /// the shared [`TokenCache`], so every service the layer makes shares one cache.

@@ -43,9 +43,10 @@
 //!   error is a [`BoxError`](keyroll_core::BoxError) that is either the inner service's error
 //!   or an [`IssueError`] (no token: the request is not sent).
 //! - [`TokenSource`]: where tokens come from; [`SelfSigned`] (JWTs signed with a key cache's
-//!   active key), [`StaticToken`], [`from_fn`].
+//!   active key), [`StaticToken`], [`from_fn`]. Re-exported from keyroll-core's
+//!   [`token`](keyroll_core::token) module, as are the next two: sources know no middleware.
 //! - [`TokenCache`]: per-audience cache with refresh-ahead, single flight and backoff (its
-//!   docs describe coalescing, cancellation and panics).
+//!   docs describe coalescing, cancellation, panics and runtimes).
 //! - [`AudiencePolicy`]: the audience of each request (by default its URI's origin, for the
 //!   origins listed in its table only; any origin on opt-in; fixed; or a function), mapped
 //!   through a table.
@@ -56,21 +57,18 @@
 //! request.
 
 mod audience;
-mod cache;
 mod error;
 mod future;
 mod layer;
 mod service;
-mod source;
+
+pub use keyroll_core::token::{
+    CachedToken, FnSource, SelfSigned, StaticToken, Token, TokenCache, TokenCacheBuilder,
+    TokenCacheConfig, TokenCacheMetrics, TokenError, TokenSource, TokenUnavailable, from_fn,
+};
 
 pub use self::audience::{AudiencePolicy, RequestHead};
-pub use self::cache::{
-    CachedToken, TokenCache, TokenCacheBuilder, TokenCacheConfig, TokenCacheMetrics,
-};
 pub use self::error::{IssueError, IssueErrorKind};
 pub use self::future::ResponseFuture;
 pub use self::layer::IssueLayer;
 pub use self::service::Issue;
-pub use self::source::{
-    FnSource, SelfSigned, StaticToken, Token, TokenError, TokenSource, from_fn,
-};

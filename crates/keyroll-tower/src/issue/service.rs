@@ -25,12 +25,12 @@ use http::{Request, Response, header::AUTHORIZATION};
 use keyroll_core::BoxError;
 use tower_service::Service;
 
+use keyroll_core::token::{CachedToken, TokenCache, TokenSource};
+
 use super::audience::{AudiencePolicy, Selected};
-use super::cache::{CachedToken, TokenCache};
 use super::error::IssueError;
 use super::future::{Deferred, ResponseFuture};
 use super::layer::IssueLayer;
-use super::source::TokenSource;
 
 /// Attaches `Authorization: Bearer <token>` (marked sensitive) to every request, with a token
 /// for the request's audience from a [`TokenCache`]; see the [module docs](super).
@@ -230,7 +230,7 @@ where
         let mut ready = mem::replace(&mut self.inner, clone);
         let fetch = self.cache.fetch(audience.into_arc());
         let deferred: Deferred<S::Future> = Box::pin(async move {
-            let token = fetch.await?;
+            let token = fetch.await.map_err(IssueError::from)?;
             attach(&mut request, &token);
             Ok((ready.call(request), token))
         });

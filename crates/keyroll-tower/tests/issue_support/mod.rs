@@ -125,8 +125,8 @@ impl Default for FixtureConfig {
             propagation: Duration::from_secs(3600),
             key_refresh: Duration::from_secs(300),
             tokens: TokenCacheConfig::default()
-                .with_refresh_jitter(0.0)
-                .with_backoff(Duration::from_secs(1), Duration::from_secs(8)),
+                .refresh_jitter(0.0)
+                .backoff(Duration::from_secs(1), Duration::from_secs(8)),
         }
     }
 }
@@ -150,9 +150,9 @@ impl Fixture {
         let keys = KeyCache::builder(source)
             .config(
                 KeyCacheConfig::default()
-                    .with_refresh_interval(config.key_refresh)
-                    .with_refresh_jitter(0.0)
-                    .with_policy(RotationPolicy::default().with_propagation(config.propagation)),
+                    .refresh_interval(config.key_refresh)
+                    .refresh_jitter(0.0)
+                    .policy(RotationPolicy::default().propagation(config.propagation)),
             )
             .clock(clock.clone())
             .build();

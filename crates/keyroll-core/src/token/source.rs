@@ -1,9 +1,9 @@
 //! Where outbound tokens come from: the [`TokenSource`] trait, the [`Token`] it returns, and
-//! the sources shipped here ([`SelfSigned`], [`StaticToken`], [`FnSource`]).
+//! the [`TokenError`] it fails with.
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use keyroll_tower::issue::{Token, TokenSource, from_fn};
+//! use keyroll_core::token::{Token, TokenSource, from_fn};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! // A custom source: anything async that turns an audience into a token.
@@ -19,12 +19,13 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keyroll_core::jwt::{MintError, TokenTemplate};
-use keyroll_core::{BoxError, BoxFuture, KeyCache};
+use crate::error::BoxError;
+use crate::jwt::MintError;
+use crate::refresh::RetryHint;
+use crate::source::BoxFuture;
 
 /// A token for one audience: the secret value, when it expires, and optionally when the source
 /// wants it refreshed (an Entra ID `refresh_in`). `Debug` prints no secret.
@@ -84,7 +85,7 @@ impl fmt::Debug for Token {
 }
 
 /// About 10,000 years from the epoch: "never" for a token.
-pub(crate) fn far_future() -> SystemTime {
+fn far_future() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 38)
 }
 
@@ -95,6 +96,7 @@ pub(crate) fn far_future() -> SystemTime {
 pub struct TokenError {
     message: String,
     retry_after: Option<Duration>,
+    throttled: bool,
     #[source]
     cause: Option<BoxError>,
 }
@@ -105,6 +107,7 @@ impl TokenError {
         TokenError {
             message: message.into(),
             retry_after: None,
+            throttled: false,
             cause: None,
         }
     }
@@ -121,21 +124,43 @@ impl TokenError {
         self
     }
 
+    /// Marks the error as the source refusing for load (an HTTP 429): the cache then spreads
+    /// its retries, as replicas throttled together must not come back together.
+    pub fn with_throttling(mut self) -> Self {
+        self.throttled = true;
+        self
+    }
+
     /// The delay the source asked for, if any. The cache never retries sooner.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
+    }
+
+    /// Whether the source refused for load.
+    pub fn is_throttled(&self) -> bool {
+        self.throttled
+    }
+}
+
+impl RetryHint for TokenError {
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    fn throttled(&self) -> bool {
+        self.throttled
     }
 }
 
 impl From<MintError> for TokenError {
     fn from(error: MintError) -> Self {
-        let retry_after = match &error {
-            MintError::Keys(keys) => keys.retry_after(),
-            MintError::Sign(sign) => sign.retry_after(),
-            _ => None,
+        let (retry_after, throttled) = match &error {
+            MintError::Keys(keys) => (keys.retry_after(), false),
+            MintError::Sign(sign) => (sign.retry_after(), sign.status() == Some(429)),
         };
         let mut converted = TokenError::new(format!("could not mint a token: {error}"));
         converted.retry_after = retry_after;
+        converted.throttled = throttled;
         converted.with_cause(error)
     }
 }
@@ -143,7 +168,8 @@ impl From<MintError> for TokenError {
 /// Gives tokens for audiences: asynchronous, object safe (use it as `Arc<dyn TokenSource>`).
 ///
 /// A source is called by the [`TokenCache`](super::TokenCache) about once per audience per
-/// token lifetime, never once per request, and at most once at a time per audience.
+/// token lifetime, never once per request, and at most once at a time per audience. Sources
+/// know no middleware: `IssueLayer`, the reqwest middleware and a plain caller all take one.
 pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
     /// A token for `audience`.
     fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>>;
@@ -161,134 +187,10 @@ impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     }
 }
 
-/// Self-signed JWTs: minted from a [`TokenTemplate`] with the key cache's active signer
-/// (header `alg`, `kid`, `typ: JWT`, optionally `x5t`; claims `iss`, `sub`, `aud`, `iat`,
-/// `nbf`, `exp`, `jti` and the template's extra claims; lifetime 1 hour unless the template
-/// says otherwise). The key version is chosen at each mint, so a rotation takes effect at the
-/// next token.
-///
-/// ```
-/// use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
-/// use keyroll_core::jwt::TokenTemplate;
-/// use keyroll_tower::issue::{SelfSigned, TokenSource};
-///
-/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256).unwrap()).build();
-/// let source = SelfSigned::new(keys, TokenTemplate::new("https://orders.internal"));
-/// let token = source.token("https://billing.internal").await.unwrap();
-/// assert_eq!(token.secret().split('.').count(), 3);
-/// # });
-/// ```
-#[derive(Clone)]
-pub struct SelfSigned {
-    keys: KeyCache,
-    template: TokenTemplate,
-}
-
-impl SelfSigned {
-    /// Tokens minted from `template` with `keys`' active version.
-    pub fn new(keys: KeyCache, template: TokenTemplate) -> Self {
-        SelfSigned { keys, template }
-    }
-
-    /// The key cache.
-    pub fn keys(&self) -> &KeyCache {
-        &self.keys
-    }
-
-    /// The claims template.
-    pub fn template(&self) -> &TokenTemplate {
-        &self.template
-    }
-}
-
-impl fmt::Debug for SelfSigned {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SelfSigned")
-            .field("keys", &self.keys.source_name())
-            .field("template", &self.template)
-            .finish()
-    }
-}
-
-impl TokenSource for SelfSigned {
-    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
-        Box::pin(async move {
-            let minted = self.template.mint(&self.keys, audience).await?;
-            Ok(Token::new(minted.token, minted.expires_at))
-        })
-    }
-}
-
-/// The same token for every audience (an API key, a token obtained elsewhere).
-#[derive(Clone)]
-pub struct StaticToken {
-    token: Token,
-}
-
-impl StaticToken {
-    /// A non-expiring static token.
-    pub fn new(secret: impl Into<String>) -> Self {
-        StaticToken {
-            token: Token::non_expiring(secret),
-        }
-    }
-
-    /// A static token with an expiry: past it, calls fail instead of sending it.
-    pub fn from_token(token: Token) -> Self {
-        StaticToken { token }
-    }
-}
-
-impl fmt::Debug for StaticToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StaticToken")
-            .field("token", &self.token)
-            .finish()
-    }
-}
-
-impl TokenSource for StaticToken {
-    fn token<'a>(&'a self, _audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
-        let token = self.token.clone();
-        Box::pin(async move { Ok(token) })
-    }
-}
-
-/// A source from an async closure of the audience; see [`from_fn`].
-#[derive(Clone)]
-pub struct FnSource<F> {
-    f: F,
-}
-
-/// A [`TokenSource`] from an async closure taking the audience.
-pub fn from_fn<F, Fut>(f: F) -> FnSource<F>
-where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Token, TokenError>> + Send + 'static,
-{
-    FnSource { f }
-}
-
-impl<F> fmt::Debug for FnSource<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FnSource").finish_non_exhaustive()
-    }
-}
-
-impl<F, Fut> TokenSource for FnSource<F>
-where
-    F: Fn(String) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Token, TokenError>> + Send + 'static,
-{
-    fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
-        Box::pin((self.f)(audience.to_owned()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::token::StaticToken;
 
     #[test]
     fn debug_redacts_the_secret() {
@@ -316,5 +218,7 @@ mod tests {
             std::error::Error::source(&error).map(ToString::to_string),
             Some("429".to_owned())
         );
+        assert!(!error.is_throttled());
+        assert!(TokenError::new("busy").with_throttling().is_throttled());
     }
 }
