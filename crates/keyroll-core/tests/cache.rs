@@ -1,63 +1,18 @@
 //! Key cache behaviour under load, rotation and outages, on tokio's paused time.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use common::CountingSource;
 use keyroll_core::jwt::{Issuer, TokenTemplate, Validation, Verifier};
 use keyroll_core::{
-    Algorithm, BoxFuture, Clock, KeyCache, KeyCacheConfig, KeyCacheError, KeyLookup, KeyRef,
-    KeySource, KeyVersion, LoadedKeys, LocalKey, LocalKeyRing, RotationPolicy, SourceError,
-    TokioClock,
+    Algorithm, BoxFuture, KeyCache, KeyCacheConfig, KeyCacheError, KeyLookup, KeyRef, KeySource,
+    LoadedKeys, LocalKeyRing, RotationPolicy, SourceError, TokioClock,
 };
-
-/// A source over a mutable list of versions that counts loads and can be made to fail.
-#[derive(Debug, Default)]
-struct CountingSource {
-    versions: Mutex<Vec<KeyVersion>>,
-    loads: AtomicUsize,
-    failing: AtomicBool,
-    delay: Option<Duration>,
-    max_age: Option<Duration>,
-}
-
-impl CountingSource {
-    fn with_delay(delay: Duration) -> Self {
-        CountingSource {
-            delay: Some(delay),
-            ..Default::default()
-        }
-    }
-    fn add(&self, kid: &str, clock: &dyn Clock) {
-        let jwk = LocalKey::generate(Algorithm::ES256).unwrap().public_jwk();
-        self.versions
-            .lock()
-            .unwrap()
-            .push(KeyVersion::new(kid, jwk, clock.now()).unwrap());
-    }
-    fn loads(&self) -> usize {
-        self.loads.load(Ordering::SeqCst)
-    }
-}
-
-impl KeySource for CountingSource {
-    fn name(&self) -> String {
-        "counting source".into()
-    }
-    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
-        Box::pin(async move {
-            self.loads.fetch_add(1, Ordering::SeqCst);
-            if let Some(delay) = self.delay {
-                tokio::time::sleep(delay).await;
-            }
-            if self.failing.load(Ordering::SeqCst) {
-                return Err(SourceError::new(self.name(), "load", "HTTP 503").with_status(503));
-            }
-            Ok(LoadedKeys::new(self.versions.lock().unwrap().clone()).with_max_age(self.max_age))
-        })
-    }
-}
 
 fn cache(source: Arc<CountingSource>, clock: &TokioClock, config: KeyCacheConfig) -> KeyCache {
     KeyCache::builder_arc(source)

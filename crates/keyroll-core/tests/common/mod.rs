@@ -1,0 +1,211 @@
+//! Test sources and time shared by the key cache's integration tests.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use keyroll_core::{
+    Algorithm, BoxFuture, Clock, KeySource, KeyVersion, LoadedKeys, LocalKey, Signer, Sleep,
+    SourceError,
+};
+
+/// How a [`CountingSource`] fails, when it does.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Failing {
+    /// The HTTP status it answers with (503 by default).
+    pub status: Option<u16>,
+    /// The `Retry-After` it asks for.
+    pub retry_after: Option<Duration>,
+}
+
+/// A source over a mutable list of versions that counts loads, remembers when and on which
+/// thread they ran, and can be made to fail or to answer with no keys.
+#[derive(Debug, Default)]
+pub struct CountingSource {
+    pub versions: Mutex<Vec<KeyVersion>>,
+    pub loads: AtomicUsize,
+    pub failing: AtomicBool,
+    pub failure: Mutex<Failing>,
+    pub empty: AtomicBool,
+    pub delay: Option<Duration>,
+    pub max_age: Option<Duration>,
+    /// The tokio time of each load.
+    pub load_times: Mutex<Vec<tokio::time::Instant>>,
+    /// The name of the thread each load ran on.
+    pub threads: Mutex<Vec<Option<String>>>,
+    /// Told of each load, for a test on another thread to wait for it.
+    pub notify: Mutex<Option<std::sync::mpsc::Sender<usize>>>,
+}
+
+impl CountingSource {
+    pub fn with_delay(delay: Duration) -> Self {
+        CountingSource {
+            delay: Some(delay),
+            ..Default::default()
+        }
+    }
+
+    /// Adds an ES256 version created now.
+    pub fn add(&self, kid: &str, clock: &dyn Clock) {
+        let jwk = LocalKey::generate(Algorithm::ES256).unwrap().public_jwk();
+        self.versions
+            .lock()
+            .unwrap()
+            .push(KeyVersion::new(kid, jwk, clock.now()).unwrap());
+    }
+
+    pub fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    /// Fails from now on, as `failure` says.
+    pub fn fail(&self, failure: Failing) {
+        *self.failure.lock().unwrap() = failure;
+        self.failing.store(true, Ordering::SeqCst);
+    }
+
+    pub fn recover(&self) {
+        self.failing.store(false, Ordering::SeqCst);
+    }
+
+    /// The gaps between consecutive loads.
+    pub fn gaps(&self) -> Vec<Duration> {
+        let times = self.load_times.lock().unwrap();
+        times.windows(2).map(|w| w[1] - w[0]).collect()
+    }
+}
+
+impl KeySource for CountingSource {
+    fn name(&self) -> String {
+        "counting source".into()
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        Box::pin(async move {
+            let n = self.loads.fetch_add(1, Ordering::SeqCst) + 1;
+            self.load_times
+                .lock()
+                .unwrap()
+                .push(tokio::time::Instant::now());
+            self.threads
+                .lock()
+                .unwrap()
+                .push(std::thread::current().name().map(str::to_owned));
+            if let Some(notify) = self.notify.lock().unwrap().as_ref() {
+                let _ = notify.send(n);
+            }
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.failing.load(Ordering::SeqCst) {
+                let failure = *self.failure.lock().unwrap();
+                let status = failure.status.unwrap_or(503);
+                let mut error = SourceError::new(self.name(), "load", format!("HTTP {status}"))
+                    .with_status(status);
+                if let Some(retry_after) = failure.retry_after {
+                    error = error.with_retry_after(retry_after);
+                }
+                return Err(error);
+            }
+            if self.empty.load(Ordering::SeqCst) {
+                return Ok(LoadedKeys::new(Vec::new()));
+            }
+            Ok(LoadedKeys::new(self.versions.lock().unwrap().clone()).with_max_age(self.max_age))
+        })
+    }
+
+    fn signer<'a>(
+        &'a self,
+        version: &'a KeyVersion,
+    ) -> BoxFuture<'a, Result<Arc<dyn Signer>, SourceError>> {
+        Box::pin(async move {
+            Err(SourceError::new(
+                self.name(),
+                "sign",
+                format!("{} only publishes", version.kid),
+            ))
+        })
+    }
+}
+
+/// A virtual wall clock with its own sleeps: time moves only with [`advance`](Self::advance),
+/// which wakes the sleeps that are due, whatever runtime (or none) they wait on. For tests
+/// across runtimes, where tokio's paused time (one per runtime) cannot be shared.
+#[derive(Clone, Debug)]
+pub struct ManualTime {
+    inner: Arc<Mutex<TimeState>>,
+}
+
+#[derive(Debug)]
+struct TimeState {
+    now: SystemTime,
+    sleepers: Vec<(SystemTime, Waker)>,
+}
+
+impl ManualTime {
+    pub fn new(start: SystemTime) -> Self {
+        ManualTime {
+            inner: Arc::new(Mutex::new(TimeState {
+                now: start,
+                sleepers: Vec::new(),
+            })),
+        }
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let woken: Vec<Waker> = {
+            let mut state = self.inner.lock().unwrap();
+            state.now += by;
+            let now = state.now;
+            let (due, waiting) = state.sleepers.drain(..).partition(|(at, _)| *at <= now);
+            state.sleepers = waiting;
+            due.into_iter().map(|(_, waker)| waker).collect()
+        };
+        woken.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Clock for ManualTime {
+    fn now(&self) -> SystemTime {
+        self.inner.lock().unwrap().now
+    }
+}
+
+impl Sleep for ManualTime {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let until = self.now() + duration.min(Duration::from_secs(100 * 365 * 86_400));
+        Box::pin(ManualSleep {
+            time: self.clone(),
+            until,
+        })
+    }
+}
+
+struct ManualSleep {
+    time: ManualTime,
+    until: SystemTime,
+}
+
+impl Future for ManualSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.time.inner.lock().unwrap();
+        if state.now >= self.until {
+            return Poll::Ready(());
+        }
+        state.sleepers.push((self.until, cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+/// Lets spawned tasks run on a current-thread runtime, without moving time.
+pub async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
