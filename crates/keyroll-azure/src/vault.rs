@@ -462,6 +462,10 @@ impl Signer for RemoteSigner {
         self.algorithm
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn sign<'a>(&'a self, signing_input: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>, SourceError>> {
         Box::pin(async move {
             self.sign_input(signing_input)

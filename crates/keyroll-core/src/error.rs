@@ -90,4 +90,21 @@ impl SourceError {
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
+
+    /// What went wrong, without the source's name and the operation.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The same error without its cause (which need not be `Clone`), to keep and hand out.
+    pub(crate) fn without_cause(&self) -> SourceError {
+        SourceError {
+            source_name: self.source_name.clone(),
+            operation: self.operation.clone(),
+            message: self.message.clone(),
+            status: self.status,
+            retry_after: self.retry_after,
+            cause: None,
+        }
+    }
 }

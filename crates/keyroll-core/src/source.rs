@@ -94,6 +94,14 @@ pub trait Signer: Send + Sync + Debug {
 
     /// Signs the JWS signing input.
     fn sign<'a>(&'a self, signing_input: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>, SourceError>>;
+
+    /// Whether each signature is a request to the key's source (a vault `sign`), so that it
+    /// fails when the source is down (default `false`: a local key). The key cache then holds
+    /// this signer's signs while its own refreshes find the source down, instead of adding
+    /// a failed sign per token to an outage.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 impl<T: KeySource + ?Sized> KeySource for Arc<T> {

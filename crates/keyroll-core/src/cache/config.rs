@@ -11,12 +11,12 @@ use crate::refresh::{RetrySchedule, scale};
 /// | setting | default | |
 /// |---|---|---|
 /// | `refresh_interval` | 5 min | time between background refreshes (at least 100 ms) |
-/// | `refresh_jitter` | ±10 % | spread of each refresh and routine retry (0…50 %) |
+/// | `refresh_jitter` | ±10 % | spread of each refresh and routine retry (0…50 %); five times that for the first refresh after a cold load |
 /// | `unknown_kid_cooldown` | 30 s | at most one unknown-kid refresh per this (at least 100 ms) |
 /// | `negative_ttl` / `negative_capacity` | 5 min / 10,000 kids | unknown kids remembered |
 /// | `backoff_min` … `backoff_max` | 1 s … 60 s | urgent retries (at least 10 ms) |
 /// | `max_retry_after` | 10 min | longest `Retry-After` honoured |
-/// | `throttle_spread` | 5 min | urgent retries after a 429 are spread over this |
+/// | `throttle_spread` | 6 min | urgent retries after a 429 are spread over this |
 /// | `max_stale` | 24 h | last good set served while refreshes fail (at least the interval) |
 /// | `load_timeout` | 30 s | a load taking longer fails (at least 100 ms) |
 /// | `policy` | propagation 1 h, leeway 60 s | which version signs, which validate |
@@ -28,8 +28,9 @@ use crate::refresh::{RetrySchedule, scale};
 /// # Retries
 ///
 /// After a failed load the cache keeps the last good set and tries again:
-/// - **routine**, while that set is fresh (younger than nine tenths of `max_stale`): no sooner
-///   than `refresh_interval`, so a fleet of replicas asks a failing vault no more often than
+/// - **routine**, while that set is fresh (younger than nine tenths of `max_stale`):
+///   `refresh_interval` after the first failure, a quarter more after each further one, up
+///   to one and a half intervals, so a fleet of replicas asks a failing vault less often than
 ///   a working one;
 /// - **urgent**, when nothing is loaded yet, an unknown kid asks for a refresh, or the set
 ///   nears `max_stale`: exponential backoff from `backoff_min` to `backoff_max`, growing
@@ -79,7 +80,7 @@ impl Default for KeyCacheConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             max_retry_after: Duration::from_secs(600),
-            throttle_spread: Duration::from_secs(300),
+            throttle_spread: Duration::from_secs(360),
             max_stale: Duration::from_secs(24 * 3600),
             load_timeout: Duration::from_secs(30),
             policy: RotationPolicy::default(),
@@ -166,11 +167,6 @@ impl KeyCacheConfig {
         self.load_timeout = self.load_timeout.max(FLOOR);
         self.max_stale = self.max_stale.max(self.refresh_interval);
         self
-    }
-
-    /// `delay` spread by ±`refresh_jitter`.
-    pub(crate) fn jittered(&self, delay: Duration) -> Duration {
-        crate::refresh::spread(delay, self.refresh_jitter)
     }
 
     /// Past this age a set is near `max_stale`, and retries become urgent.

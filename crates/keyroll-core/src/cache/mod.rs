@@ -44,6 +44,17 @@
 //! (load through the async path), so the next request restarts it. Outside any runtime a due
 //! refresh runs inside the async call that finds it due.
 //!
+//! # Signing while the source is down
+//!
+//! The signers [`KeyCache::active_signer`] hands out share the cache's view of its source:
+//! once a sign fails for want of the source (no answer, a timeout, a 5xx), the next signs fail
+//! at once, without a request, for a backoff that grows with each further failed sign
+//! (`backoff_min` … `backoff_max`), or until a good refresh. A remote signer (a vault's) also
+//! holds while the cache's last refresh found the source down, until the next good refresh,
+//! which the background refresh attempts at its refresh rate anyway. A held sign's error says
+//! when to try again (its `retry_after`). So an outage costs the vault the refresh rate and a
+//! few probes per replica, not a sign retry per token cache per backoff step.
+//!
 //! # Staleness
 //!
 //! A failed refresh keeps the last good set and retries as [`KeyCacheConfig`] describes
@@ -56,6 +67,7 @@
 
 mod config;
 mod key_set;
+mod signing;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -97,6 +109,8 @@ struct Inner {
     background: Option<Background>,
     misses: Mutex<MissState>,
     signers: Mutex<Signers>,
+    /// A failed sign holding the others (see `signing`).
+    held: Mutex<Option<signing::Hold>>,
     counters: Counters,
 }
 
@@ -310,6 +324,7 @@ impl KeyCacheBuilder {
                 background: self.background.then(Background::default),
                 misses: Mutex::new(MissState::default()),
                 signers: Mutex::new(Signers::default()),
+                held: Mutex::new(None),
                 counters: Counters::default(),
             }),
         }
@@ -572,7 +587,9 @@ impl KeyCache {
 
     /// The version that signs now under the rotation policy, and its signer. The choice is
     /// made from the snapshot and the clock at each call, so the switch to a new version
-    /// happens on time without a refresh.
+    /// happens on time without a refresh. A sign that fails for want of the source (no
+    /// answer, a 5xx) holds further signs for a while: see
+    /// [the module docs](self#signing-while-the-source-is-down).
     pub async fn active_signer(&self) -> Result<ActiveSigner, KeyCacheError> {
         let set = self.keys().await?;
         let version = self
@@ -596,13 +613,17 @@ impl KeyCache {
         let signer = match cached {
             Some(signer) => signer,
             None => {
-                let signer = self
+                let source = self
                     .inner
                     .loading
                     .source
                     .signer(&version)
                     .await
                     .map_err(KeyCacheError::Signer)?;
+                let signer: Arc<dyn Signer> = Arc::new(signing::HeldSigner {
+                    inner: source,
+                    cache: Arc::downgrade(&self.inner),
+                });
                 lock(&self.inner.signers)
                     .by_kid
                     .insert(version.kid.clone(), Arc::clone(&signer));
@@ -749,7 +770,7 @@ impl Loading {
             now,
             loaded.max_age,
             previous.as_ref().map_or(1, |p| p.generation() + 1),
-            self.schedule(now, loaded.max_age),
+            self.schedule(now, loaded.max_age, previous.is_none()),
         );
         if previous.is_none_or(|p| !p.same_content(&set)) {
             tracing::info!(
@@ -762,7 +783,11 @@ impl Loading {
         Ok(set)
     }
 
-    fn schedule(&self, now: SystemTime, max_age: Option<Duration>) -> Schedule {
+    /// When the set loaded at `now` is refreshed, and how long it serves. The first refresh
+    /// after a cold load is spread five times wider (±50 % by default): it then falls
+    /// anywhere in a whole interval, so replicas that started together (a fleet restart)
+    /// refresh apart from the first round on, instead of drifting apart over hours.
+    fn schedule(&self, now: SystemTime, max_age: Option<Duration>, cold: bool) -> Schedule {
         let config = &self.config;
         let interval = match max_age {
             // Never later than the interval, never sooner than the cooldown (nor the interval,
@@ -772,8 +797,13 @@ impl Loading {
                 .max(config.unknown_kid_cooldown.min(config.refresh_interval)),
             None => config.refresh_interval,
         };
+        let jitter = if cold {
+            (config.refresh_jitter * 5.0).min(0.5)
+        } else {
+            config.refresh_jitter
+        };
         Schedule {
-            refresh_at: later(now, config.jittered(interval)),
+            refresh_at: later(now, crate::refresh::spread(interval, jitter)),
             urgent_at: later(now, config.urgent_age()),
             stale_at: later(now, config.max_stale),
         }

@@ -109,6 +109,7 @@ struct State<V, E> {
     failures: u32,
     throttled: u32,
     last_error: Option<Arc<E>>,
+    failed_at: Option<SystemTime>,
     retry: Option<RetryPoints>,
 }
 
@@ -139,6 +140,7 @@ where
                 failures: 0,
                 throttled: 0,
                 last_error: None,
+                failed_at: None,
                 retry: None,
             }),
             errors,
@@ -169,6 +171,11 @@ where
     /// The error of the last load, if it failed.
     pub(crate) fn last_error(&self) -> Option<Arc<E>> {
         lock(&self.state).last_error.clone()
+    }
+
+    /// When the last load failed, if it did.
+    pub(crate) fn failed_at(&self) -> Option<SystemTime> {
+        lock(&self.state).failed_at
     }
 
     /// Whether a load runs now.
@@ -295,6 +302,7 @@ where
                 state.failures = 0;
                 state.throttled = 0;
                 state.last_error = None;
+                state.failed_at = None;
                 state.retry = None;
             }
             Err(error) => self.fail(engine, Arc::clone(error)),
@@ -332,6 +340,7 @@ where
             "refresh failed"
         );
         state.last_error = Some(error);
+        state.failed_at = Some(now);
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -207,5 +207,102 @@ impl Future for ManualSleep {
 pub async fn settle() {
     for _ in 0..50 {
         tokio::task::yield_now().await;
+    }
+}
+
+/// A local key ring whose loads and signs count, and fail (HTTP 503) on demand: a vault.
+#[derive(Debug)]
+pub struct FlakyRing {
+    pub ring: keyroll_core::LocalKeyRing,
+    pub loads: AtomicUsize,
+    pub signs: Arc<AtomicUsize>,
+    pub load_failing: AtomicBool,
+    pub sign_failing: Arc<AtomicBool>,
+    /// The status a failing sign answers with (503 unless set).
+    pub sign_status: Arc<AtomicU16>,
+}
+
+impl FlakyRing {
+    pub fn new(ring: keyroll_core::LocalKeyRing) -> Self {
+        FlakyRing {
+            ring,
+            loads: AtomicUsize::new(0),
+            signs: Arc::new(AtomicUsize::new(0)),
+            load_failing: AtomicBool::new(false),
+            sign_failing: Arc::new(AtomicBool::new(false)),
+            sign_status: Arc::new(AtomicU16::new(503)),
+        }
+    }
+
+    /// The vault goes down (`true`) or comes back.
+    pub fn down(&self, down: bool) {
+        self.load_failing.store(down, Ordering::SeqCst);
+        self.sign_failing.store(down, Ordering::SeqCst);
+    }
+
+    pub fn signs(&self) -> usize {
+        self.signs.load(Ordering::SeqCst)
+    }
+}
+
+impl KeySource for FlakyRing {
+    fn name(&self) -> String {
+        "flaky ring".into()
+    }
+
+    fn load(&self) -> BoxFuture<'_, Result<LoadedKeys, SourceError>> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        if self.load_failing.load(Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(SourceError::new("flaky ring", "load", "HTTP 503").with_status(503))
+            });
+        }
+        self.ring.load()
+    }
+
+    fn signer<'a>(
+        &'a self,
+        version: &'a KeyVersion,
+    ) -> BoxFuture<'a, Result<Arc<dyn Signer>, SourceError>> {
+        Box::pin(async move {
+            Ok(Arc::new(FlakySigner {
+                inner: self.ring.signer(version).await?,
+                signs: Arc::clone(&self.signs),
+                failing: Arc::clone(&self.sign_failing),
+                status: Arc::clone(&self.sign_status),
+            }) as Arc<dyn Signer>)
+        })
+    }
+}
+
+#[derive(Debug)]
+struct FlakySigner {
+    inner: Arc<dyn Signer>,
+    signs: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+    status: Arc<AtomicU16>,
+}
+
+impl Signer for FlakySigner {
+    fn algorithm(&self) -> Algorithm {
+        self.inner.algorithm()
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    fn sign<'a>(&'a self, signing_input: &'a [u8]) -> BoxFuture<'a, Result<Vec<u8>, SourceError>> {
+        self.signs.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            let status = self.status.load(Ordering::SeqCst);
+            return Box::pin(async move {
+                Err(
+                    SourceError::new("flaky ring", "sign", format!("HTTP {status}"))
+                        .with_status(status),
+                )
+            });
+        }
+        self.inner.sign(signing_input)
     }
 }
