@@ -106,7 +106,14 @@ async fn challenge_errors_and_ids_as_the_service_answers() {
     assert_eq!(s, 404);
     assert!(b["error"]["code"].is_string() && b["error"]["message"].is_string());
 
-    // A token for another audience is refused with a challenge.
+    // An unregistered resource gets no token; a token for another registered API is refused
+    // by the vault with a challenge.
+    let unregistered = token_response(&emu, "https://graph.localhost/.default").await;
+    assert_eq!(unregistered["error"], "invalid_resource");
+    assert_eq!(unregistered["error_codes"][0], 500_011);
+    emu.admin()
+        .register_api(keyroll_emulator::Api::new("https://graph.localhost"))
+        .unwrap();
     let other = token_response(&emu, "https://graph.localhost/.default").await;
     let r = http
         .get(vault.join("keys?api-version=2025-07-01").unwrap())
@@ -290,7 +297,7 @@ async fn faults_and_counters_through_rust_and_http_admin() {
     emu.shutdown().await;
 }
 
-/// Key `k` of vault `keep`, fetched with a token only `accept_any_token` lets through.
+/// Key `k` of vault `keep`, fetched with a token only the permissive mode lets through.
 async fn get_kept_key(http: &reqwest::Client, emu: &EmulatorHandle) -> Value {
     let url = emu
         .vault_url("keep")
@@ -300,13 +307,13 @@ async fn get_kept_key(http: &reqwest::Client, emu: &EmulatorHandle) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn accept_any_token_and_state_directory_across_restarts() {
+async fn permissive_mode_and_state_directory_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     // Both instances keep their state in the same directory.
     let start = || {
         Emulator::builder()
             .state_dir(dir.path())
-            .accept_any_token(true)
+            .permissive(true)
             .start()
     };
     let emu = start().await.unwrap();

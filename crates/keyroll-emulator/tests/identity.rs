@@ -100,10 +100,16 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
     let scope = format!("{}/.default", emu.vault_resource());
     let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
     let claims = verify_against_jwks(&emu, token.token.secret()).await;
+    // Key Vault takes v1 tokens: sts.windows.net issuer, appid/appidacr ("1": a secret).
     assert_eq!(claims["aud"], emu.vault_resource());
-    assert_eq!(claims["iss"], emu.issuer(emu.tenant_id()));
+    assert_eq!(claims["iss"], emu.issuer_v1(emu.tenant_id()));
     assert_eq!(claims["appid"], common::CLIENT_ID);
+    assert_eq!(claims["appidacr"], "1");
+    assert_eq!(claims["ver"], "1.0");
+    assert!(claims.get("azp").is_none() && claims.get("azpacr").is_none());
     assert_eq!(claims["tid"], emu.tenant_id());
+    assert_eq!(claims["sub"], claims["oid"]);
+    assert!(claims["uti"].is_string());
 
     let discovery = common::send_json(
         emu.http_client()
@@ -161,18 +167,68 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
             .starts_with("AADSTS7000215")
     );
     assert_eq!(body["error_codes"][0], 7_000_215);
+    assert_entra_error_shape(&body);
     // An unknown client.
     let unknown_client =
-        common::client_secret_token_request(&emu, "any-tenant", "ghost", "x", &scope);
+        common::client_secret_token_request(&emu, emu.tenant_id(), "ghost", "x", &scope);
     let resp = unknown_client.send().await.unwrap();
     assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized_client");
     assert!(
-        resp.json::<Value>().await.unwrap()["error_description"]
+        body["error_description"]
             .as_str()
             .unwrap()
             .starts_with("AADSTS700016")
     );
+    // An unknown tenant, an unregistered resource.
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        "any-tenant",
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        &scope,
+    ))
+    .await;
+    assert_eq!((status, body["error_codes"][0].as_i64()), (400, Some(90_002)));
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        "api://unregistered/.default",
+    ))
+    .await;
+    assert_eq!((status, body["error_codes"][0].as_i64()), (400, Some(500_011)));
+    assert_eq!(body["error"], "invalid_resource");
+    assert_entra_error_shape(&body);
     emu.shutdown().await;
+}
+
+/// Sends a request; the status and the JSON body.
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// Entra's error body: the code in three places, the ids, a `2024-01-01 12:00:00Z` timestamp.
+fn assert_entra_error_shape(body: &Value) {
+    let code = body["error_codes"][0].as_i64().unwrap();
+    let description = body["error_description"].as_str().unwrap();
+    assert!(description.starts_with(&format!("AADSTS{code}: ")), "{body}");
+    assert!(body["error_uri"].as_str().unwrap().ends_with(&format!("error?code={code}")));
+    let ts = body["timestamp"].as_str().unwrap();
+    let shape: String = ts
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+        .collect();
+    assert_eq!(shape, "dddd-dd-dd dd:dd:ddZ", "timestamp {ts:?} is not in Entra's form");
+    for id in ["trace_id", "correlation_id"] {
+        let v = body[id].as_str().unwrap();
+        assert_eq!(v.len(), 36, "{id}");
+        assert!(description.contains(v), "{id} in the description");
+    }
+    assert!(description.ends_with(&format!("Timestamp: {ts}")));
 }
 
 /// An RFC 7523 assertion whose signature is made by the vault (`sign` over the SHA-256 digest).
@@ -286,6 +342,7 @@ async fn client_assertion_signed_by_a_vault_certificate() {
         .unwrap();
     let claims = verify_against_jwks(&emu, token.token.secret()).await;
     assert_eq!(claims["appid"], "assertion-app");
+    assert_eq!(claims["appidacr"], "2", "a certificate authenticated the client");
 
     // The token opens the vault.
     let client = key_client(&emu, "idvault", assertion_cred);
@@ -297,20 +354,26 @@ async fn client_assertion_signed_by_a_vault_certificate() {
         .unwrap();
     assert_eq!(key.managed, Some(true));
 
-    // Replaying an assertion (same jti) is refused.
+    // An assertion may be presented again until it expires (MSAL reuses one for minutes),
+    // for the same or another scope, as Entra accepts it.
     let post =
         |a: String| post_assertion(&emu, emu.tenant_id(), "assertion-app", a, scope.as_str());
     assert_eq!(post(raw_assertion.clone()).await.0, 200);
     let (status, body) = post(raw_assertion.clone()).await;
-    assert_eq!(status, 401);
-    assert_eq!(body["error"], "invalid_client");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .starts_with("AADSTS700023"),
-        "{body}"
-    );
+    assert_eq!(status, 200, "{body}");
+    emu.admin()
+        .register_api(keyroll_emulator::Api::new("api://second"))
+        .unwrap();
+    let (status, body) = post_assertion(
+        &emu,
+        emu.tenant_id(),
+        "assertion-app",
+        raw_assertion.clone(),
+        "api://second/.default",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(common::claims_of(body["access_token"].as_str().unwrap())["aud"], "api://second");
 
     // A tampered signature is refused.
     let mut parts: Vec<String> = raw_assertion.split('.').map(str::to_string).collect();
@@ -352,7 +415,14 @@ async fn assertion_matching_and_claim_checks() {
     let emu = common::start().await;
     let good = local_cert();
     let other = local_cert();
-    emu.register_client_certificate("local-app", &good.der)
+    // The app lives in a second tenant, "contoso".
+    emu.admin().add_tenant("contoso").unwrap();
+    emu.admin()
+        .register_app(
+            keyroll_emulator::App::new("local-app")
+                .tenant("contoso")
+                .certificate(good.der.clone()),
+        )
         .unwrap();
     let endpoint = emu.token_endpoint("contoso").to_string();
     let scope = format!("{}/.default", emu.vault_resource());
@@ -432,8 +502,22 @@ async fn assertion_matching_and_claim_checks() {
     assert_eq!((s, code(&body)), (401, 700_021));
     let mut c = claims("h");
     c["exp"] = json!(now - 3600.0);
-    let (s, body) = post(make(&good, json!({"x5t": padded}), c)).await;
+    let expired = make(&good, json!({"x5t": padded}), c);
+    let (s, body) = post(expired.clone()).await;
     assert_eq!((s, code(&body)), (401, 700_024));
+    // Presented again, an expired assertion stays refused.
+    let (s, body) = post(expired).await;
+    assert_eq!((s, code(&body)), (401, 700_024));
+    // The app is not registered in the default tenant.
+    let (s, body) = post_assertion(
+        &emu,
+        emu.tenant_id(),
+        "local-app",
+        make(&good, json!({"x5t": padded}), claims("i")),
+        scope.as_str(),
+    )
+    .await;
+    assert_eq!((s, code(&body)), (400, 700_016));
     emu.shutdown().await;
 }
 

@@ -4,7 +4,7 @@
 //!   against the app's registered certificates (named by `x5t`, `x5t#S256` or `kid`), `aud`
 //!   the token endpoint, `exp` not passed (5 minutes of skew). An assertion may be presented
 //!   again until it expires: MSAL reuses one for several minutes, and Entra accepts that.
-//! - **federated** (any other `iss`): a federated credential of the app must name the issuer,
+//! - **federated** (`sub` another than the client id): a federated credential of the app must name the issuer,
 //!   the subject and one audience, and the signature must verify against the issuer's keys
 //!   (the emulator's own Kubernetes issuer).
 //!
@@ -109,9 +109,9 @@ fn malformed() -> EntraError {
     EntraError::invalid_client(50_027, "JWT token is invalid or malformed.")
 }
 
-/// The unverified `iss` of an assertion: the client id for `private_key_jwt`, an external
-/// issuer for a federated credential.
-pub(crate) fn unverified_issuer(assertion: &str) -> Result<String, EntraError> {
+/// The unverified `iss` and `sub` of an assertion: the client id for `private_key_jwt`, an
+/// external issuer and subject for a federated credential.
+pub(crate) fn unverified_issuer_and_subject(assertion: &str) -> Result<(String, String), EntraError> {
     let payload = assertion.split('.').nth(1).ok_or_else(malformed)?;
     let bytes = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -119,11 +119,14 @@ pub(crate) fn unverified_issuer(assertion: &str) -> Result<String, EntraError> {
     )
     .map_err(|_| malformed())?;
     let claims: Value = serde_json::from_slice(&bytes).map_err(|_| malformed())?;
-    claims
-        .get("iss")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .ok_or_else(malformed)
+    let claim = |k: &str| {
+        claims
+            .get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(malformed)
+    };
+    Ok((claim("iss")?, claim("sub")?))
 }
 
 /// The time checks of an assertion's claims: `exp` (required) and `nbf`, with skew.
@@ -271,9 +274,13 @@ mod tests {
     #[test]
     fn thumbprints_normalise_and_issuers_read_unverified() {
         assert_eq!(norm_b64("ab+/cd=="), "ab-_cd");
-        assert_eq!(unverified_issuer("e30.eyJpc3MiOiJ4In0.sig").unwrap(), "x");
-        assert_eq!(unverified_issuer("garbage").unwrap_err().code, 50_027);
-        assert_eq!(unverified_issuer("e30.e30.sig").unwrap_err().code, 50_027);
+        // {"iss":"x","sub":"y"}
+        assert_eq!(
+            unverified_issuer_and_subject("e30.eyJpc3MiOiJ4Iiwic3ViIjoieSJ9.sig").unwrap(),
+            ("x".to_string(), "y".to_string())
+        );
+        assert_eq!(unverified_issuer_and_subject("garbage").unwrap_err().code, 50_027);
+        assert_eq!(unverified_issuer_and_subject("e30.e30.sig").unwrap_err().code, 50_027);
     }
 
     #[test]

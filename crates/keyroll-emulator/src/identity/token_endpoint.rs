@@ -248,8 +248,8 @@ fn authenticate(
             }
         }
         Presented::Assertion(a) => {
-            let issuer = assertion::unverified_issuer(a)?;
-            if issuer == entry.app.client_id {
+            let (issuer, subject) = assertion::unverified_issuer_and_subject(a)?;
+            if subject == entry.app.client_id {
                 let audiences = token_endpoint_audiences(shared, tenant_path, tenant);
                 assertion::verify_signed(entry, a, &audiences, now)?;
             } else if issuer == shared.identity.kubernetes.issuer {
