@@ -76,3 +76,48 @@ async fn binary_prints_ready_and_serves() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// Starts the binary without a state directory; the child and its `READY` facts.
+async fn start_ephemeral() -> (std::process::Child, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyroll-emulator"))
+        .args(["--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let ready = serde_json::from_str(line.strip_prefix("READY ").unwrap().trim()).unwrap();
+    (child, ready)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_remove_the_temporary_state_directory() {
+    for signal in ["-TERM", "-INT"] {
+        let (mut child, ready) = start_ephemeral().await;
+        let ca = std::path::PathBuf::from(ready["ca_path"].as_str().unwrap());
+        let state_dir = ca.parent().unwrap().to_path_buf();
+        assert!(ca.exists(), "the CA file is written at start");
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(status.success(), "{signal}: {status:?}");
+        assert!(
+            !state_dir.exists(),
+            "{signal}: {} is left behind",
+            state_dir.display()
+        );
+    }
+}

@@ -1,6 +1,6 @@
 //! The wire as the service answers it, checked with a plain HTTP client: the 401 challenge,
 //! error shapes, api-versions, ids, faults and counters (Rust and admin HTTP API),
-//! `accept_any_token`, and the state directory across restarts.
+//! the permissive mode, and the state directory across restarts.
 #![allow(
     clippy::unwrap_used,
     clippy::field_reassign_with_default,

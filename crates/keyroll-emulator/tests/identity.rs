@@ -559,3 +559,199 @@ async fn managed_identity_credential_app_service() {
 
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_apis_get_tokens_of_their_version_with_granted_roles() {
+    use keyroll_emulator::{Api, TokenVersion};
+    let emu = keyroll_emulator::Emulator::builder()
+        .client_secret(common::CLIENT_ID, common::CLIENT_SECRET)
+        .api(
+            Api::new("api://orders")
+                .app_id("11111111-2222-3333-4444-555555555555")
+                .access_token_version(TokenVersion::V2)
+                .app_role("Orders.Read")
+                .app_role("Orders.Write")
+                .grant(common::CLIENT_ID, "Orders.Read"),
+        )
+        .api(Api::new("api://billing"))
+        .start()
+        .await
+        .unwrap();
+    let token = |scope: &'static str| {
+        let emu = &emu;
+        async move {
+            let (status, body) = send(common::client_secret_token_request(
+                emu,
+                emu.tenant_id(),
+                common::CLIENT_ID,
+                common::CLIENT_SECRET,
+                scope,
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            verify_against_jwks(emu, body["access_token"].as_str().unwrap()).await
+        }
+    };
+    // v2: the API's application id as audience, the v2 issuer, azp/azpacr, the granted roles.
+    let v2 = token("api://orders/.default").await;
+    assert_eq!(v2["aud"], "11111111-2222-3333-4444-555555555555");
+    assert_eq!(v2["iss"], emu.issuer(emu.tenant_id()));
+    assert_eq!((v2["azp"].as_str(), v2["azpacr"].as_str()), (Some(common::CLIENT_ID), Some("1")));
+    assert_eq!(v2["ver"], "2.0");
+    assert_eq!(v2["roles"], json!(["Orders.Read"]));
+    assert!(v2.get("appid").is_none() && v2.get("appidacr").is_none());
+    // The application id names the API too.
+    let by_app_id = token("11111111-2222-3333-4444-555555555555/.default").await;
+    assert_eq!(by_app_id["aud"], v2["aud"]);
+    // v1: the resource as requested, the sts.windows.net issuer, no roles granted.
+    let v1 = token("api://billing/.default").await;
+    assert_eq!(v1["aud"], "api://billing");
+    assert_eq!(v1["iss"], emu.issuer_v1(emu.tenant_id()));
+    assert_eq!(v1["ver"], "1.0");
+    assert!(v1.get("roles").is_none());
+    // v1 discovery names the v1 issuer.
+    let discovery = common::send_json(emu.http_client().get(format!(
+        "{}{}/.well-known/openid-configuration",
+        emu.authority_host(),
+        emu.tenant_id()
+    )))
+    .await;
+    assert_eq!(discovery["issuer"], emu.issuer_v1(emu.tenant_id()));
+    // A v2 token for another API does not open a vault.
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        "api://orders/.default",
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let r = emu
+        .http_client()
+        .get(emu.vault_url("v").join("keys?api-version=2025-07-01").unwrap())
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_another_tenant_is_refused_at_the_vault() {
+    let emu = keyroll_emulator::Emulator::builder()
+        .client_secret(common::CLIENT_ID, common::CLIENT_SECRET)
+        .add_tenant("fabrikam")
+        .app(keyroll_emulator::App::new("fabrikam-app").tenant("fabrikam").secret("f-secret"))
+        .start()
+        .await
+        .unwrap();
+    let scope = format!("{}/.default", emu.vault_resource());
+    // Key Vault is known in every tenant: fabrikam's app gets a token for it.
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        "fabrikam",
+        "fabrikam-app",
+        "f-secret",
+        &scope,
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(common::claims_of(token)["tid"], "fabrikam");
+    // The vault belongs to the default tenant: AKV10032, with a challenge naming its tenant.
+    let r = emu
+        .http_client()
+        .get(emu.vault_url("v").join("keys?api-version=2025-07-01").unwrap())
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    assert!(challenge.contains(emu.tenant_id()), "{challenge}");
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("AKV10032: Invalid issuer."), "{message}");
+    assert!(message.contains("https://sts.windows.net/fabrikam/"), "{message}");
+    // The same request with the default tenant's token passes.
+    let (_, body) = send(common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        &scope,
+    ))
+    .await;
+    let r = emu
+        .http_client()
+        .get(emu.vault_url("v").join("keys?api-version=2025-07-01").unwrap())
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identities_are_selected_by_any_of_their_ids() {
+    let orders = keyroll_emulator::ManagedIdentity::user_assigned("orders");
+    let emu = keyroll_emulator::Emulator::builder()
+        .user_assigned_identity(orders.clone())
+        .start()
+        .await
+        .unwrap();
+    let http = emu.http_client();
+    let resource = emu.vault_resource();
+    let request = |selector: Option<(&str, &str)>, resource: &str| {
+        let mut q = vec![("api-version", "2019-08-01"), ("resource", resource)];
+        if let Some(s) = selector {
+            q.push(s);
+        }
+        http.get(emu.identity_endpoint())
+            .query(&q)
+            .header("X-IDENTITY-HEADER", emu.identity_header())
+    };
+    for selector in [
+        ("client_id", orders.client_id.as_str()),
+        ("object_id", orders.object_id.as_str()),
+        ("principal_id", orders.object_id.as_str()),
+        ("mi_res_id", orders.resource_id.as_str()),
+        ("msi_res_id", orders.resource_id.as_str()),
+    ] {
+        let (status, body) = send(request(Some(selector), &resource)).await;
+        assert_eq!(status, 200, "{selector:?}: {body}");
+        assert_eq!(body["client_id"], orders.client_id.as_str());
+        let claims = verify_against_jwks(&emu, body["access_token"].as_str().unwrap()).await;
+        assert_eq!(claims["appid"], orders.client_id.as_str(), "{selector:?}");
+        assert_eq!(claims["oid"], orders.object_id.as_str(), "{selector:?}");
+        assert_eq!(claims["xms_mirid"], orders.resource_id.as_str(), "{selector:?}");
+    }
+    let (_, system) = send(request(None, &resource)).await;
+    assert_eq!(system["client_id"], emu.managed_identity_client_id().as_str());
+    // Not assigned: App Service's 400, by each kind of id.
+    for selector in [
+        ("client_id", "9f4c0a43-0000-4000-a000-000000000000"),
+        ("object_id", orders.client_id.as_str()),
+        ("mi_res_id", "/subscriptions/x/resourcegroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/nobody"),
+    ] {
+        let (status, body) = send(request(Some(selector), &resource)).await;
+        assert_eq!(status, 400, "{selector:?}");
+        assert_eq!(body["statusCode"], 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("No User Assigned or Delegated Managed Identity found"),
+            "{body}"
+        );
+        assert_eq!(body["correlationId"].as_str().unwrap().len(), 36);
+    }
+    // An unregistered resource.
+    let (status, body) = send(request(None, "api://unregistered")).await;
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("AADSTS500011"), "{body}");
+    emu.shutdown().await;
+}

@@ -2,8 +2,8 @@
 //!
 //! | method and path | body / answer |
 //! | --- | --- |
-//! | `GET /_admin/clock` | `{"now": unix, "offset_seconds": n}` |
-//! | `POST /_admin/clock` | `{"now": unix}` or `{"advance": seconds}` |
+//! | `GET /_admin/clock` | `{"now": unix, "offset_seconds": n, "frozen": bool}` |
+//! | `POST /_admin/clock` | `{"now": unix}`, `{"advance": seconds}` and/or `{"frozen": bool}` |
 //! | `POST /_admin/vaults/{vault}/keys/{name}/versions` | `{"kty","key_size","crv","created","enabled","nbf","exp"}` → version |
 //! | `POST /_admin/vaults/{vault}/certificates/{name}/versions` | `{"subject","kty","key_size","crv","exportable","content_type","validity_months","created","enabled"}` → version |
 //! | `POST /_admin/vaults/{vault}/versions/{name}/{version}` | `{"enabled": bool}` (key, certificate and secret of that version) |
@@ -136,24 +136,33 @@ fn admin(shared: &Arc<Shared>) -> Admin {
 
 async fn clock(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let a = admin(&shared);
-    Json(json!({"now": a.now(), "offset_seconds": a.clock_offset_seconds()}))
+    Json(json!({"now": a.now(), "offset_seconds": a.clock_offset_seconds(), "frozen": a.clock_frozen()}))
 }
 
 #[derive(Debug, Default, Deserialize)]
 struct ClockRequest {
     now: Option<i64>,
     advance: Option<i64>,
+    frozen: Option<bool>,
 }
 
 async fn set_clock(State(shared): State<Arc<Shared>>, body: Result<Body<ClockRequest>, VaultError>) -> AdminResult {
     let Body(b) = body.map_err(body_error)?;
     let a = admin(&shared);
-    match (b.now, b.advance) {
-        (Some(now), _) => a.set_clock(now),
-        (None, Some(by)) => a.shift_clock(by),
-        (None, None) => return Err(bad_parameter("send {\"now\": unix} or {\"advance\": seconds}")),
+    if let Some(frozen) = b.frozen {
+        a.freeze_clock(frozen);
     }
-    Ok(Json(json!({"now": a.now()})))
+    match (b.now, b.advance, b.frozen) {
+        (Some(now), _, _) => a.set_clock(now),
+        (None, Some(by), _) => a.shift_clock(by),
+        (None, None, Some(_)) => {}
+        (None, None, None) => {
+            return Err(bad_parameter(
+                "send {\"now\": unix}, {\"advance\": seconds} or {\"frozen\": bool}",
+            ));
+        }
+    }
+    Ok(Json(json!({"now": a.now(), "frozen": a.clock_frozen()})))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -299,6 +299,19 @@ impl Admin {
             .advance(i64::try_from(by.as_secs()).unwrap_or(i64::MAX));
     }
 
+    /// Freezes the emulator's clock where it is (`true`), or lets it run on from there
+    /// (`false`). While frozen it moves only by [`Admin::set_clock`] and
+    /// [`Admin::advance_clock`]: a test counting requests in a 10-second window never sees
+    /// the window end on its own.
+    pub fn freeze_clock(&self, frozen: bool) {
+        self.shared.clock.freeze(frozen);
+    }
+
+    /// Whether the emulator's clock is frozen.
+    pub fn clock_frozen(&self) -> bool {
+        self.shared.clock.is_frozen()
+    }
+
     /// Moves the emulator's clock by a signed number of seconds.
     pub fn shift_clock(&self, seconds: i64) {
         self.shared.clock.advance(seconds);
