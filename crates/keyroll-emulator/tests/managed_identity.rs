@@ -4,9 +4,10 @@
 //! parent it starts the emulator and re-runs its own binary with that environment; as the child
 //! it uses the credential. A plain `main` (`harness = false`), so both halves always run.
 //!
-//! The child uses the system-assigned identity, then a user-assigned one selected by each of
-//! its client id, object id and resource id, then an identity that is not assigned (App
-//! Service's 400).
+//! The child uses the system-assigned identity, then a user-assigned one selected by its client
+//! id and by its object id (the Rust credential refuses a resource id for App Service; the
+//! Python suite and `identity.rs` select by resource id), then an identity that is not
+//! assigned (App Service's 400).
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 mod common;
@@ -102,7 +103,7 @@ async fn child() {
     assert_eq!(claims["ver"], "1.0");
     assert!(token.expires_on > azure_core::time::OffsetDateTime::now_utc());
 
-    // A user-assigned identity, selected by any of its three ids, gets its own token.
+    // A user-assigned identity, selected by its client id or its object id, gets its own token.
     let var = |n: &str| std::env::var(n).unwrap();
     let (ua_client, ua_object, ua_resource) = (
         var("KEYROLL_EMULATOR_TEST_UA_CLIENT"),
@@ -118,7 +119,6 @@ async fn child() {
     for id in [
         UserAssignedId::ClientId(ua_client.clone()),
         UserAssignedId::ObjectId(ua_object.clone()),
-        UserAssignedId::ResourceId(ua_resource.clone()),
     ] {
         let what = format!("{id:?}");
         let token = user_assigned(id)
@@ -130,7 +130,8 @@ async fn child() {
         assert_eq!(claims["oid"], ua_object.as_str(), "{what}");
         assert_eq!(claims["xms_mirid"], ua_resource.as_str(), "{what}");
     }
-    // An identity that is not assigned to the site: App Service's 400.
+    // An identity that is not assigned to the site: App Service's 400, which the credential
+    // recognises as such.
     let error = user_assigned(UserAssignedId::ClientId(
         "00000000-0000-0000-0000-00000000dead".into(),
     ))
@@ -138,8 +139,10 @@ async fn child() {
     .await
     .unwrap_err();
     assert!(
-        format!("{error:?}").contains("No User Assigned or Delegated Managed Identity found"),
-        "{error:?}"
+        error
+            .to_string()
+            .contains("The requested identity has not been assigned to this resource"),
+        "{error}"
     );
 
     let mut k = KeyClientOptions::default();
