@@ -14,7 +14,9 @@ mod common;
 use std::process::ExitCode;
 
 use http::StatusCode;
-use keyroll_azure::{EntraTokens, KeyVaultKeys, client_options_with_transport, credential_from_env};
+use keyroll_azure::{
+    EntraTokens, KeyVaultKeys, client_options_with_transport, credential_from_env,
+};
 use keyroll_core::jwt::{Issuer, Validation};
 use keyroll_core::{JwksSource, KeyCache};
 use keyroll_emulator::{Curve, KeySpec, KeyVersionOptions};
@@ -40,10 +42,8 @@ fn main() -> ExitCode {
 }
 
 async fn parent() {
-    let token_file = std::env::temp_dir().join(format!(
-        "keyroll-azure-wi-token-{}",
-        std::process::id()
-    ));
+    let token_file =
+        std::env::temp_dir().join(format!("keyroll-azure-wi-token-{}", std::process::id()));
     let emu = keyroll_emulator::Emulator::builder()
         .workload_identity(CLIENT_ID, "system:serviceaccount:payments:api")
         .service_account_token_file("payments", "api", &token_file)
@@ -51,7 +51,11 @@ async fn parent() {
         .await
         .unwrap();
     emu.admin()
-        .create_key_version("wiv", "signing", KeyVersionOptions::new(KeySpec::Ec(Curve::P256)))
+        .create_key_version(
+            "wiv",
+            "signing",
+            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
+        )
         .unwrap();
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command
@@ -79,8 +83,14 @@ async fn parent() {
         "the workload-identity child failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(emu.admin().counter("entra.token") >= 1, "the child exchanged its token");
-    assert!(emu.admin().counter("keys.versions") >= 1, "the child listed the key");
+    assert!(
+        emu.admin().counter("entra.token") >= 1,
+        "the child exchanged its token"
+    );
+    assert!(
+        emu.admin().counter("keys.versions") >= 1,
+        "the child listed the key"
+    );
     emu.shutdown().await;
     std::fs::remove_file(&token_file).unwrap();
 }

@@ -177,7 +177,14 @@ async fn key_info_with_a_managed_identity_needs_no_tenant_or_client_id() {
         .create_certificate_version("clivault", "mi-cert", CertificateVersionOptions::new())
         .unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_keyroll"))
-        .args(["key-info", "--vault", &f.vault, "--certificate", "mi-cert", "--json"])
+        .args([
+            "key-info",
+            "--vault",
+            &f.vault,
+            "--certificate",
+            "mi-cert",
+            "--json",
+        ])
         .env_remove("AZURE_TENANT_ID")
         .env_remove("AZURE_CLIENT_ID")
         .env_remove("AZURE_CLIENT_SECRET")
@@ -201,8 +208,15 @@ async fn key_info_with_a_managed_identity_needs_no_tenant_or_client_id() {
     );
     assert_eq!(info["x5t"].as_str(), version.x5t.as_deref());
     assert!(info["key_id"].as_str().unwrap().ends_with(&version.version));
-    assert!(f.emu.admin().counter("msi.token") >= 1, "the managed identity reached the vault");
-    assert_eq!(f.emu.admin().counter("entra.token"), 0, "no client credentials flow");
+    assert!(
+        f.emu.admin().counter("msi.token") >= 1,
+        "the managed identity reached the vault"
+    );
+    assert_eq!(
+        f.emu.admin().counter("entra.token"),
+        0,
+        "no client credentials flow"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

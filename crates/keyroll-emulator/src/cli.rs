@@ -126,9 +126,11 @@ impl ServeArgs {
         }
         for p in &self.service_account_tokens {
             let (account, path) = pair("service-account-token", p, "NAMESPACE:NAME=PATH")?;
-            let (ns, name) = account
-                .split_once(':')
-                .ok_or_else(|| bad(format!("--service-account-token wants NAMESPACE:NAME=PATH, got {p:?}")))?;
+            let (ns, name) = account.split_once(':').ok_or_else(|| {
+                bad(format!(
+                    "--service-account-token wants NAMESPACE:NAME=PATH, got {p:?}"
+                ))
+            })?;
             b = b.service_account_token_file(ns, name, path);
         }
         let mut apis: Vec<Api> = Vec::new();
@@ -161,7 +163,9 @@ impl ServeArgs {
         }
         for p in &self.user_assigned_identities {
             let mi = match p.split_once('=') {
-                Some((name, client_id)) => ManagedIdentity::user_assigned(name).with_client_id(client_id),
+                Some((name, client_id)) => {
+                    ManagedIdentity::user_assigned(name).with_client_id(client_id)
+                }
                 None => ManagedIdentity::user_assigned(p),
             };
             b = b.user_assigned_identity(mi);
@@ -225,13 +229,20 @@ mod tests {
     #[test]
     fn registrations_from_flags() {
         let b = args(&[
-            "--client-secret", "c=s",
-            "--api", "api://orders=v2",
-            "--grant", "api://orders=Orders.Read=c",
-            "--tenant", "t2",
-            "--user-assigned-identity", "mi=1234",
-            "--federated-credential", "w=system:serviceaccount:ns:sa",
-            "--vault-limits", "off",
+            "--client-secret",
+            "c=s",
+            "--api",
+            "api://orders=v2",
+            "--grant",
+            "api://orders=Orders.Read=c",
+            "--tenant",
+            "t2",
+            "--user-assigned-identity",
+            "mi=1234",
+            "--federated-credential",
+            "w=system:serviceaccount:ns:sa",
+            "--vault-limits",
+            "off",
         ])
         .builder()
         .unwrap();
@@ -240,9 +251,16 @@ mod tests {
         assert!(b.apis[0].grants["c"].contains("Orders.Read"));
         assert_eq!(b.tenants, ["t2"]);
         assert_eq!(b.user_identities[0].client_id, "1234");
-        assert_eq!(b.workloads, [("w".to_string(), "system:serviceaccount:ns:sa".to_string())]);
+        assert_eq!(
+            b.workloads,
+            [("w".to_string(), "system:serviceaccount:ns:sa".to_string())]
+        );
         assert!(!b.vault_limits.enabled);
-        assert!(b.apps.iter().any(|a| a.client_id == "c" && a.secrets == ["s"]));
+        assert!(
+            b.apps
+                .iter()
+                .any(|a| a.client_id == "c" && a.secrets == ["s"])
+        );
     }
 
     #[test]
@@ -257,7 +275,9 @@ mod tests {
             let e = args(bad).builder().unwrap_err().to_string();
             assert!(e.starts_with("BadParameter"), "{e}");
         }
-        let e = args(&["--client-certificate", "c=/nonexistent/cert.pem"]).builder().unwrap_err();
+        let e = args(&["--client-certificate", "c=/nonexistent/cert.pem"])
+            .builder()
+            .unwrap_err();
         assert!(matches!(e, Error::Io(_)), "{e}");
     }
 }

@@ -119,6 +119,9 @@ mod tests {
         assert_eq!(c.now_ms(), 3_000_000_000);
         c.freeze(false);
         assert!(!c.is_frozen());
-        assert!((3_000_000_000..3_000_002_000).contains(&c.now_ms()), "runs on from there");
+        assert!(
+            (3_000_000_000..3_000_002_000).contains(&c.now_ms()),
+            "runs on from there"
+        );
     }
 }

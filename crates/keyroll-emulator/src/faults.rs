@@ -267,7 +267,11 @@ impl Faults {
 }
 
 /// The middleware: applies the first matching fault to the request.
-pub(crate) async fn inject(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub(crate) async fn inject(
+    State(shared): State<Arc<Shared>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let (operation, vault) = match req.extensions().get::<Operation>() {
         Some(op) => (
             op.name,
@@ -339,7 +343,10 @@ mod tests {
         );
         let j = serde_json::to_value(FaultBody::of(&f, FaultId(9))).unwrap();
         assert_eq!(j["id"], 9);
-        assert_eq!(Fault::try_from(serde_json::from_value::<FaultBody>(j).unwrap()).unwrap(), f);
+        assert_eq!(
+            Fault::try_from(serde_json::from_value::<FaultBody>(j).unwrap()).unwrap(),
+            f
+        );
         let boom: FaultBody = serde_json::from_value(serde_json::json!({"kind": "boom"})).unwrap();
         assert!(Fault::try_from(boom).is_err());
     }

@@ -391,7 +391,8 @@ impl EmulatorHandle {
 
     /// Registers (or adds) a secret for an app.
     pub fn register_client_secret(&self, client_id: &str, secret: &str) -> Result<(), Error> {
-        self.admin().register_app(App::new(client_id).secret(secret))
+        self.admin()
+            .register_app(App::new(client_id).secret(secret))
     }
 
     /// Control over the clock, versions, faults and counters.

@@ -254,12 +254,20 @@ impl Limiter {
             return Ok(());
         }
         let left_ms = (w.start_ms + window_ms - now_ms).max(1);
-        Err(Duration::from_secs(u64::try_from((left_ms + 999) / 1000).unwrap_or(1)))
+        Err(Duration::from_secs(
+            u64::try_from((left_ms + 999) / 1000).unwrap_or(1),
+        ))
     }
 }
 
 /// The class of a vault request, from its operation, path and (for a create) its `kty`.
-fn classify(shared: &Shared, operation: &str, vault: &str, params: &RawPathParams, kty: Option<&str>) -> Class {
+fn classify(
+    shared: &Shared,
+    operation: &str,
+    vault: &str,
+    params: &RawPathParams,
+    kty: Option<&str>,
+) -> Class {
     let param = |n: &str| {
         params
             .iter()
@@ -271,9 +279,11 @@ fn classify(shared: &Shared, operation: &str, vault: &str, params: &RawPathParam
         "keys.create" => Class::KeyCreate {
             hsm: kty.is_some_and(|k| k.ends_with("-HSM")),
         },
-        "keys.rotate" | "keys.get" | "keys.update" | "keys.sign" | "keys.verify" | "keys.versions" => {
+        "keys.rotate" | "keys.get" | "keys.update" | "keys.sign" | "keys.verify"
+        | "keys.versions" => {
             let store = lock(&shared.store);
-            let kind = crate::vault::keys::key_kind(&store, vault, &param("name"), &param("version"));
+            let kind =
+                crate::vault::keys::key_kind(&store, vault, &param("name"), &param("version"));
             let (hsm, spec) = kind.unwrap_or((false, KeySpec::RSA_2048));
             if operation == "keys.rotate" {
                 Class::KeyCreate { hsm }
@@ -298,8 +308,13 @@ async fn peek_kty(req: Request) -> (Request, Option<String>) {
     let (parts, body) = req.into_parts();
     match axum::body::to_bytes(body, MAX_CREATE_BODY).await {
         Ok(bytes) => {
-            let kty = serde_json::from_slice::<Kty>(&bytes).ok().and_then(|k| k.kty);
-            (Request::from_parts(parts, axum::body::Body::from(bytes)), kty)
+            let kty = serde_json::from_slice::<Kty>(&bytes)
+                .ok()
+                .and_then(|k| k.kty);
+            (
+                Request::from_parts(parts, axum::body::Body::from(bytes)),
+                kty,
+            )
         }
         Err(_) => (Request::from_parts(parts, axum::body::Body::empty()), None),
     }
@@ -312,7 +327,10 @@ pub(crate) async fn enforce(
     req: Request,
     next: Next,
 ) -> Response {
-    let operation = req.extensions().get::<Operation>().map_or("unknown", |o| o.name);
+    let operation = req
+        .extensions()
+        .get::<Operation>()
+        .map_or("unknown", |o| o.name);
     let Some(vault) = host_of(req.headers()).and_then(|h| vault_from_host(&h)) else {
         return next.run(req).await;
     };
@@ -395,6 +413,9 @@ mod tests {
         assert_eq!(VaultLimits::parse("50%").unwrap().software_key_create, 10);
         assert!(VaultLimits::parse("0%").is_err() && VaultLimits::parse("lots").is_err());
         let json: VaultLimits = serde_json::from_str(r#"{"vault_transactions": 3}"#).unwrap();
-        assert_eq!((json.enabled, json.vault_transactions, json.software_ec), (true, 3, 4000));
+        assert_eq!(
+            (json.enabled, json.vault_transactions, json.software_ec),
+            (true, 3, 4000)
+        );
     }
 }

@@ -72,7 +72,10 @@ pub(crate) fn vault_operation(
 ) -> MethodRouter<Arc<Shared>> {
     let route = route
         .layer(from_fn_with_state(shared.clone(), crate::limits::enforce))
-        .layer(from_fn_with_state(shared.clone(), crate::vault::auth::authorize));
+        .layer(from_fn_with_state(
+            shared.clone(),
+            crate::vault::auth::authorize,
+        ));
     named(shared, Operation { name, vault: true }, route)
 }
 
@@ -115,7 +118,11 @@ impl Routers {
     /// The router for a request: a vault host, or a Key Vault path on a bare host, goes to
     /// the vaults.
     pub(crate) fn pick(&self, host: &str, path: &str) -> Router {
-        let vault_host = host.split(':').next().unwrap_or("").ends_with(".vault.localhost");
+        let vault_host = host
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .ends_with(".vault.localhost");
         let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
         let vault_path = matches!(first, "keys" | "certificates" | "secrets");
         if first != "_admin" && (vault_host || vault_path) {

@@ -151,7 +151,12 @@ async fn serve_request(
         Err(never) => match never {},
     };
     if resp.extensions().get::<DropConnection>().is_some() {
-        log(&method, &path, &"connection dropped (injected outage)", start);
+        log(
+            &method,
+            &path,
+            &"connection dropped (injected outage)",
+            start,
+        );
         return Err(std::io::Error::new(
             std::io::ErrorKind::ConnectionAborted,
             "injected outage",
@@ -248,10 +253,12 @@ pub(crate) async fn start(b: EmulatorBuilder) -> Result<EmulatorHandle, Error> {
         directory.add_app(app)?;
     }
     for (client_id, subject) in &b.workloads {
-        directory.add_app(App::new(client_id).federated_credential(FederatedCredential::new(
-            format!("{authority}/{}", crate::identity::workload::ISSUER_PATH),
-            subject,
-        )))?;
+        directory.add_app(
+            App::new(client_id).federated_credential(FederatedCredential::new(
+                format!("{authority}/{}", crate::identity::workload::ISSUER_PATH),
+                subject,
+            )),
+        )?;
     }
     for api in b.apis.iter().cloned() {
         directory.add_api(api)?;

@@ -35,7 +35,6 @@ impl Attributes {
         self.enabled = enabled;
         self.updated = now;
     }
-
 }
 
 /// One version of a key.

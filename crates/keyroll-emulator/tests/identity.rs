@@ -190,7 +190,10 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
         &scope,
     ))
     .await;
-    assert_eq!((status, body["error_codes"][0].as_i64()), (400, Some(90_002)));
+    assert_eq!(
+        (status, body["error_codes"][0].as_i64()),
+        (400, Some(90_002))
+    );
     let (status, body) = send(common::client_secret_token_request(
         &emu,
         emu.tenant_id(),
@@ -199,7 +202,10 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
         "api://unregistered/.default",
     ))
     .await;
-    assert_eq!((status, body["error_codes"][0].as_i64()), (400, Some(500_011)));
+    assert_eq!(
+        (status, body["error_codes"][0].as_i64()),
+        (400, Some(500_011))
+    );
     assert_eq!(body["error"], "invalid_resource");
     assert_entra_error_shape(&body);
     emu.shutdown().await;
@@ -215,14 +221,25 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
 fn assert_entra_error_shape(body: &Value) {
     let code = body["error_codes"][0].as_i64().unwrap();
     let description = body["error_description"].as_str().unwrap();
-    assert!(description.starts_with(&format!("AADSTS{code}: ")), "{body}");
-    assert!(body["error_uri"].as_str().unwrap().ends_with(&format!("error?code={code}")));
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{body}"
+    );
+    assert!(
+        body["error_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("error?code={code}"))
+    );
     let ts = body["timestamp"].as_str().unwrap();
     let shape: String = ts
         .chars()
         .map(|c| if c.is_ascii_digit() { 'd' } else { c })
         .collect();
-    assert_eq!(shape, "dddd-dd-dd dd:dd:ddZ", "timestamp {ts:?} is not in Entra's form");
+    assert_eq!(
+        shape, "dddd-dd-dd dd:dd:ddZ",
+        "timestamp {ts:?} is not in Entra's form"
+    );
     for id in ["trace_id", "correlation_id"] {
         let v = body[id].as_str().unwrap();
         assert_eq!(v.len(), 36, "{id}");
@@ -342,7 +359,10 @@ async fn client_assertion_signed_by_a_vault_certificate() {
         .unwrap();
     let claims = verify_against_jwks(&emu, token.token.secret()).await;
     assert_eq!(claims["appid"], "assertion-app");
-    assert_eq!(claims["appidacr"], "2", "a certificate authenticated the client");
+    assert_eq!(
+        claims["appidacr"], "2",
+        "a certificate authenticated the client"
+    );
 
     // The token opens the vault.
     let client = key_client(&emu, "idvault", assertion_cred);
@@ -373,7 +393,10 @@ async fn client_assertion_signed_by_a_vault_certificate() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(common::claims_of(body["access_token"].as_str().unwrap())["aud"], "api://second");
+    assert_eq!(
+        common::claims_of(body["access_token"].as_str().unwrap())["aud"],
+        "api://second"
+    );
 
     // A tampered signature is refused.
     let mut parts: Vec<String> = raw_assertion.split('.').map(str::to_string).collect();
@@ -596,7 +619,10 @@ async fn registered_apis_get_tokens_of_their_version_with_granted_roles() {
     let v2 = token("api://orders/.default").await;
     assert_eq!(v2["aud"], "11111111-2222-3333-4444-555555555555");
     assert_eq!(v2["iss"], emu.issuer(emu.tenant_id()));
-    assert_eq!((v2["azp"].as_str(), v2["azpacr"].as_str()), (Some(common::CLIENT_ID), Some("1")));
+    assert_eq!(
+        (v2["azp"].as_str(), v2["azpacr"].as_str()),
+        (Some(common::CLIENT_ID), Some("1"))
+    );
     assert_eq!(v2["ver"], "2.0");
     assert_eq!(v2["roles"], json!(["Orders.Read"]));
     assert!(v2.get("appid").is_none() && v2.get("appidacr").is_none());
@@ -629,7 +655,11 @@ async fn registered_apis_get_tokens_of_their_version_with_granted_roles() {
     assert_eq!(status, 200);
     let r = emu
         .http_client()
-        .get(emu.vault_url("v").join("keys?api-version=2025-07-01").unwrap())
+        .get(
+            emu.vault_url("v")
+                .join("keys?api-version=2025-07-01")
+                .unwrap(),
+        )
         .bearer_auth(body["access_token"].as_str().unwrap())
         .send()
         .await
@@ -643,7 +673,11 @@ async fn a_token_from_another_tenant_is_refused_at_the_vault() {
     let emu = keyroll_emulator::Emulator::builder()
         .client_secret(common::CLIENT_ID, common::CLIENT_SECRET)
         .add_tenant("fabrikam")
-        .app(keyroll_emulator::App::new("fabrikam-app").tenant("fabrikam").secret("f-secret"))
+        .app(
+            keyroll_emulator::App::new("fabrikam-app")
+                .tenant("fabrikam")
+                .secret("f-secret"),
+        )
         .start()
         .await
         .unwrap();
@@ -663,18 +697,31 @@ async fn a_token_from_another_tenant_is_refused_at_the_vault() {
     // The vault belongs to the default tenant: AKV10032, with a challenge naming its tenant.
     let r = emu
         .http_client()
-        .get(emu.vault_url("v").join("keys?api-version=2025-07-01").unwrap())
+        .get(
+            emu.vault_url("v")
+                .join("keys?api-version=2025-07-01")
+                .unwrap(),
+        )
         .bearer_auth(token)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_string();
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
     assert!(challenge.contains(emu.tenant_id()), "{challenge}");
     let body: Value = r.json().await.unwrap();
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.starts_with("AKV10032: Invalid issuer."), "{message}");
-    assert!(message.contains("https://sts.windows.net/fabrikam/"), "{message}");
+    assert!(
+        message.starts_with("AKV10032: Invalid issuer."),
+        "{message}"
+    );
+    assert!(
+        message.contains("https://sts.windows.net/fabrikam/"),
+        "{message}"
+    );
     // The same request with the default tenant's token passes.
     let (_, body) = send(common::client_secret_token_request(
         &emu,
@@ -686,7 +733,11 @@ async fn a_token_from_another_tenant_is_refused_at_the_vault() {
     .await;
     let r = emu
         .http_client()
-        .get(emu.vault_url("v").join("keys?api-version=2025-07-01").unwrap())
+        .get(
+            emu.vault_url("v")
+                .join("keys?api-version=2025-07-01")
+                .unwrap(),
+        )
         .bearer_auth(body["access_token"].as_str().unwrap())
         .send()
         .await
@@ -727,15 +778,25 @@ async fn managed_identities_are_selected_by_any_of_their_ids() {
         let claims = verify_against_jwks(&emu, body["access_token"].as_str().unwrap()).await;
         assert_eq!(claims["appid"], orders.client_id.as_str(), "{selector:?}");
         assert_eq!(claims["oid"], orders.object_id.as_str(), "{selector:?}");
-        assert_eq!(claims["xms_mirid"], orders.resource_id.as_str(), "{selector:?}");
+        assert_eq!(
+            claims["xms_mirid"],
+            orders.resource_id.as_str(),
+            "{selector:?}"
+        );
     }
     let (_, system) = send(request(None, &resource)).await;
-    assert_eq!(system["client_id"], emu.managed_identity_client_id().as_str());
+    assert_eq!(
+        system["client_id"],
+        emu.managed_identity_client_id().as_str()
+    );
     // Not assigned: App Service's 400, by each kind of id.
     for selector in [
         ("client_id", "9f4c0a43-0000-4000-a000-000000000000"),
         ("object_id", orders.client_id.as_str()),
-        ("mi_res_id", "/subscriptions/x/resourcegroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/nobody"),
+        (
+            "mi_res_id",
+            "/subscriptions/x/resourcegroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/nobody",
+        ),
     ] {
         let (status, body) = send(request(Some(selector), &resource)).await;
         assert_eq!(status, 400, "{selector:?}");
@@ -752,6 +813,9 @@ async fn managed_identities_are_selected_by_any_of_their_ids() {
     // An unregistered resource.
     let (status, body) = send(request(None, "api://unregistered")).await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("AADSTS500011"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("AADSTS500011"),
+        "{body}"
+    );
     emu.shutdown().await;
 }

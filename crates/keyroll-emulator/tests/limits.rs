@@ -6,7 +6,9 @@
 
 mod common;
 
-use keyroll_emulator::{Curve, Emulator, EmulatorHandle, Fault, FaultKind, KeySpec, KeyVersionOptions, VaultLimits};
+use keyroll_emulator::{
+    Curve, Emulator, EmulatorHandle, Fault, FaultKind, KeySpec, KeyVersionOptions, VaultLimits,
+};
 use serde_json::{Value, json};
 
 async fn token(emu: &EmulatorHandle) -> String {
@@ -26,7 +28,11 @@ async fn token(emu: &EmulatorHandle) -> String {
 async fn get_key(emu: &EmulatorHandle, token: &str, vault: &str) -> (u16, Option<String>, Value) {
     let r = emu
         .http_client()
-        .get(emu.vault_url(vault).join("keys/k/?api-version=2025-07-01").unwrap())
+        .get(
+            emu.vault_url(vault)
+                .join("keys/k/?api-version=2025-07-01")
+                .unwrap(),
+        )
         .bearer_auth(token)
         .send()
         .await
@@ -81,7 +87,11 @@ async fn past_the_budget_the_vault_answers_429_with_retry_after() {
     assert_eq!(get_key(&emu, &token, "a").await.0, 200);
 
     // Faults work on top of the limits.
-    let id = admin.inject_fault(Fault::new("keys.get", FaultKind::Status(503)).vault("a").times(1));
+    let id = admin.inject_fault(
+        Fault::new("keys.get", FaultKind::Status(503))
+            .vault("a")
+            .times(1),
+    );
     assert_eq!(get_key(&emu, &token, "a").await.0, 503);
     assert!(!admin.clear_fault(id), "the fault ran out");
 
@@ -99,7 +109,10 @@ async fn limits_through_the_http_admin_api_and_the_documented_default() {
     let http = emu.http_client();
     let limits_url = format!("https://localhost:{}/_admin/limits", emu.port());
     let documented: Value = common::send_json(http.get(&limits_url)).await;
-    assert_eq!(documented, serde_json::to_value(VaultLimits::documented()).unwrap());
+    assert_eq!(
+        documented,
+        serde_json::to_value(VaultLimits::documented()).unwrap()
+    );
     assert_eq!(documented["software_rsa_2048"], 4000);
     assert_eq!(documented["hsm_rsa_4096"], 250);
     assert_eq!(documented["software_key_create"], 20);
@@ -114,7 +127,11 @@ async fn limits_through_the_http_admin_api_and_the_documented_default() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(emu.admin().vault_limits().vault_transactions, 2);
-    assert_eq!(emu.admin().vault_limits().software_ec, 4000, "the rest stays documented");
+    assert_eq!(
+        emu.admin().vault_limits().software_ec,
+        4000,
+        "the rest stays documented"
+    );
     let r = http
         .post(format!("https://localhost:{}/_admin/clock", emu.port()))
         .json(&json!({"frozen": true}))
@@ -124,17 +141,25 @@ async fn limits_through_the_http_admin_api_and_the_documented_default() {
     assert_eq!(r.json::<Value>().await.unwrap()["frozen"], true);
     let token = token(&emu).await;
     let set = || {
-        http.put(emu.vault_url("s").join("secrets/db?api-version=2025-07-01").unwrap())
-            .bearer_auth(&token)
-            .json(&json!({"value": "x"}))
-            .send()
+        http.put(
+            emu.vault_url("s")
+                .join("secrets/db?api-version=2025-07-01")
+                .unwrap(),
+        )
+        .bearer_auth(&token)
+        .json(&json!({"value": "x"}))
+        .send()
     };
     assert_eq!(set().await.unwrap().status(), 200);
     assert_eq!(set().await.unwrap().status(), 200);
     assert_eq!(set().await.unwrap().status(), 429);
     // Unauthenticated requests are challenged, not throttled, and not counted.
     let r = http
-        .put(emu.vault_url("s").join("secrets/db?api-version=2025-07-01").unwrap())
+        .put(
+            emu.vault_url("s")
+                .join("secrets/db?api-version=2025-07-01")
+                .unwrap(),
+        )
         .send()
         .await
         .unwrap();

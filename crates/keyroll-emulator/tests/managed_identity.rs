@@ -17,9 +17,9 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
-use keyroll_emulator::ManagedIdentity;
 use azure_security_keyvault_keys::models::SignatureAlgorithm;
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use keyroll_emulator::ManagedIdentity;
 
 const CHILD_ENV: &str = "KEYROLL_EMULATOR_MI_CHILD";
 const CHILD_DONE: &str = "managed identity child: ok";
@@ -99,7 +99,10 @@ async fn child() {
     let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
     let claims = common::claims_of(token.token.secret());
     assert_eq!(claims["aud"], resource);
-    assert_eq!(claims["appid"], std::env::var("KEYROLL_EMULATOR_TEST_SYSTEM").unwrap());
+    assert_eq!(
+        claims["appid"],
+        std::env::var("KEYROLL_EMULATOR_TEST_SYSTEM").unwrap()
+    );
     assert_eq!(claims["ver"], "1.0");
     assert!(token.expires_on > azure_core::time::OffsetDateTime::now_utc());
 

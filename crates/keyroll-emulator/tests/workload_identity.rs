@@ -15,7 +15,9 @@ use azure_identity::{
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use keyroll_emulator::{App, Curve, Emulator, EmulatorHandle, FederatedCredential, KeySpec, KeyVersionOptions};
+use keyroll_emulator::{
+    App, Curve, Emulator, EmulatorHandle, FederatedCredential, KeySpec, KeyVersionOptions,
+};
 use serde_json::Value;
 
 const SUBJECT: &str = "system:serviceaccount:payments:api";
@@ -59,7 +61,11 @@ async fn workload_identity_credential_reaches_a_vault() {
     let token_file = dir.path().join("azure-identity-token");
     let emu = start(&token_file).await;
     emu.admin()
-        .create_key_version("wiv", "signing", KeyVersionOptions::new(KeySpec::Ec(Curve::P256)))
+        .create_key_version(
+            "wiv",
+            "signing",
+            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
+        )
         .unwrap();
 
     let projected = std::fs::read_to_string(&token_file).unwrap();
@@ -110,7 +116,10 @@ async fn the_cluster_issuer_publishes_what_verifies_its_tokens() {
     assert_eq!(discovery["issuer"], emu.kubernetes_issuer());
     let jwks: Value = common::send_json(http.get(discovery["jwks_uri"].as_str().unwrap())).await;
     let key = &jwks["keys"][0];
-    let token = emu.admin().service_account_token("payments", "api", None).unwrap();
+    let token = emu
+        .admin()
+        .service_account_token("payments", "api", None)
+        .unwrap();
     let (input, sig) = token.rsplit_once('.').unwrap();
     let n = URL_SAFE_NO_PAD.decode(key["n"].as_str().unwrap()).unwrap();
     let e = URL_SAFE_NO_PAD.decode(key["e"].as_str().unwrap()).unwrap();
@@ -129,23 +138,38 @@ async fn federated_assertions_entra_refuses() {
     let dir = tempfile::tempdir().unwrap();
     let emu = start(&dir.path().join("token")).await;
     let admin = emu.admin();
-    let good = admin.service_account_token("payments", "api", None).unwrap();
+    let good = admin
+        .service_account_token("payments", "api", None)
+        .unwrap();
     assert_eq!(exchange(&emu, "aks-app", &good).await, (200, 0));
     // Another service account, another audience.
-    let other_subject = admin.service_account_token("payments", "worker", None).unwrap();
-    assert_eq!(exchange(&emu, "aks-app", &other_subject).await, (401, 700_213));
+    let other_subject = admin
+        .service_account_token("payments", "worker", None)
+        .unwrap();
+    assert_eq!(
+        exchange(&emu, "aks-app", &other_subject).await,
+        (401, 700_213)
+    );
     let other_audience = admin
         .service_account_token("payments", "api", Some("api://elsewhere"))
         .unwrap();
-    assert_eq!(exchange(&emu, "aks-app", &other_audience).await, (401, 700_212));
+    assert_eq!(
+        exchange(&emu, "aks-app", &other_audience).await,
+        (401, 700_212)
+    );
     // An app that trusts another issuer only.
     admin
-        .register_app(App::new("other-cluster-app").federated_credential(FederatedCredential::new(
-            "https://oidc.other-cluster.example",
-            SUBJECT,
-        )))
+        .register_app(
+            App::new("other-cluster-app").federated_credential(FederatedCredential::new(
+                "https://oidc.other-cluster.example",
+                SUBJECT,
+            )),
+        )
         .unwrap();
-    assert_eq!(exchange(&emu, "other-cluster-app", &good).await, (401, 700_211));
+    assert_eq!(
+        exchange(&emu, "other-cluster-app", &good).await,
+        (401, 700_211)
+    );
     // A tampered signature.
     let (head, sig) = good.rsplit_once('.').unwrap();
     let mut bytes = URL_SAFE_NO_PAD.decode(sig).unwrap();
@@ -154,7 +178,9 @@ async fn federated_assertions_entra_refuses() {
     assert_eq!(exchange(&emu, "aks-app", &tampered).await, (401, 700_027));
     // A token issued two hours ago (by the emulator's clock) has expired.
     admin.shift_clock(-7200);
-    let old = admin.service_account_token("payments", "api", None).unwrap();
+    let old = admin
+        .service_account_token("payments", "api", None)
+        .unwrap();
     admin.shift_clock(7200);
     assert_eq!(exchange(&emu, "aks-app", &old).await, (401, 700_024));
     emu.shutdown().await;

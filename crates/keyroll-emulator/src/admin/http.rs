@@ -53,34 +53,61 @@ use crate::server::{Peer, Shared};
 use crate::vault::keys::key_spec;
 use crate::vault::{Body, VaultError, error_response};
 
-type AdminResult = Result<Json<Value>, Response>;
-
-fn bad_parameter(message: impl Into<String>) -> Response {
-    error_response(StatusCode::BAD_REQUEST, "BadParameter", &message.into())
+/// A refused admin request, answered in Key Vault's error shape.
+#[derive(Debug)]
+struct AdminError {
+    status: StatusCode,
+    code: String,
+    message: String,
 }
 
-fn admin_error(e: &Error) -> Response {
-    match e {
-        Error::Refused { code, message } => {
-            let status = if code.ends_with("NotFound") {
-                StatusCode::NOT_FOUND
-            } else if code == "Conflict" {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            };
-            error_response(status, code, message)
-        }
-        other => error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalError",
-            &other.to_string(),
-        ),
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        error_response(self.status, &self.code, &self.message)
     }
 }
 
-fn body_error(e: VaultError) -> Response {
-    e.into_response()
+impl From<Error> for AdminError {
+    fn from(e: Error) -> AdminError {
+        match e {
+            Error::Refused { code, message } => AdminError {
+                status: if code.ends_with("NotFound") {
+                    StatusCode::NOT_FOUND
+                } else if code == "Conflict" {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                code,
+                message,
+            },
+            other => AdminError {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "InternalError".into(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<VaultError> for AdminError {
+    fn from(e: VaultError) -> AdminError {
+        AdminError {
+            status: e.status,
+            code: e.code.into(),
+            message: e.message,
+        }
+    }
+}
+
+type AdminResult = Result<Json<Value>, AdminError>;
+
+fn bad_parameter(message: impl Into<String>) -> AdminError {
+    AdminError {
+        status: StatusCode::BAD_REQUEST,
+        code: "BadParameter".into(),
+        message: message.into(),
+    }
 }
 
 fn version_json(v: &VersionInfo) -> Value {
@@ -115,7 +142,10 @@ pub(crate) fn routes(_shared: &Arc<Shared>) -> Router<Arc<Shared>> {
             "/vaults/{vault}/versions/{name}/{version}",
             post(version_enabled).patch(version_enabled),
         )
-        .route("/faults", get(faults).post(inject_fault).delete(clear_faults))
+        .route(
+            "/faults",
+            get(faults).post(inject_fault).delete(clear_faults),
+        )
         .route("/faults/{id}", delete(clear_fault))
         .route("/counters", get(counters).delete(reset_counters))
         .route("/limits", get(limits).put(set_limits))
@@ -136,7 +166,9 @@ fn admin(shared: &Arc<Shared>) -> Admin {
 
 async fn clock(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let a = admin(&shared);
-    Json(json!({"now": a.now(), "offset_seconds": a.clock_offset_seconds(), "frozen": a.clock_frozen()}))
+    Json(
+        json!({"now": a.now(), "offset_seconds": a.clock_offset_seconds(), "frozen": a.clock_frozen()}),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -146,8 +178,11 @@ struct ClockRequest {
     frozen: Option<bool>,
 }
 
-async fn set_clock(State(shared): State<Arc<Shared>>, body: Result<Body<ClockRequest>, VaultError>) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+async fn set_clock(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Body<ClockRequest>, VaultError>,
+) -> AdminResult {
+    let Body(b) = body?;
     let a = admin(&shared);
     if let Some(frozen) = b.frozen {
         a.freeze_clock(frozen);
@@ -185,16 +220,17 @@ async fn key_version(
     Path((vault, name)): Path<(String, String)>,
     body: Result<Body<VersionRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
-    let spec = key_spec(b.kty.as_deref().unwrap_or("RSA"), b.key_size, b.crv.as_deref())
-        .map_err(body_error)?;
+    let Body(b) = body?;
+    let spec = key_spec(
+        b.kty.as_deref().unwrap_or("RSA"),
+        b.key_size,
+        b.crv.as_deref(),
+    )?;
     let mut o = KeyVersionOptions::new(spec).enabled(b.enabled.unwrap_or(true));
     o.created = b.created;
     o.not_before = b.nbf;
     o.expires = b.exp;
-    let v = admin(&shared)
-        .create_key_version(&vault, &name, o)
-        .map_err(|e| admin_error(&e))?;
+    let v = admin(&shared).create_key_version(&vault, &name, o)?;
     Ok(Json(version_json(&v)))
 }
 
@@ -203,19 +239,17 @@ async fn certificate_version(
     Path((vault, name)): Path<(String, String)>,
     body: Result<Body<VersionRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+    let Body(b) = body?;
     let mut o = CertificateVersionOptions::new().enabled(b.enabled.unwrap_or(true));
     if let Some(kty) = &b.kty {
-        o.spec = Some(key_spec(kty, b.key_size, b.crv.as_deref()).map_err(body_error)?);
+        o.spec = Some(key_spec(kty, b.key_size, b.crv.as_deref())?);
     }
     o.subject = b.subject;
     o.exportable = b.exportable;
     o.content_type = b.content_type;
     o.validity_months = b.validity_months;
     o.created = b.created;
-    let v = admin(&shared)
-        .create_certificate_version(&vault, &name, o)
-        .map_err(|e| admin_error(&e))?;
+    let v = admin(&shared).create_certificate_version(&vault, &name, o)?;
     Ok(Json(version_json(&v)))
 }
 
@@ -229,16 +263,16 @@ async fn version_enabled(
     Path((vault, name, version)): Path<(String, String, String)>,
     body: Result<Body<EnabledRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+    let Body(b) = body?;
     let enabled = b.enabled.unwrap_or(true);
     if admin(&shared).set_version_enabled(&vault, &name, &version, enabled) {
         Ok(Json(json!({"enabled": enabled})))
     } else {
-        Err(error_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("no version {name}/{version} in vault {vault}"),
-        ))
+        Err(AdminError {
+            status: StatusCode::NOT_FOUND,
+            code: "NotFound".into(),
+            message: format!("no version {name}/{version} in vault {vault}"),
+        })
     }
 }
 
@@ -251,8 +285,11 @@ async fn faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({"value": list}))
 }
 
-async fn inject_fault(State(shared): State<Arc<Shared>>, body: Result<Body<FaultBody>, VaultError>) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+async fn inject_fault(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Body<FaultBody>, VaultError>,
+) -> AdminResult {
+    let Body(b) = body?;
     let f = Fault::try_from(b).map_err(bad_parameter)?;
     let id = admin(&shared).inject_fault(f.clone());
     Ok(Json(json!(FaultBody::of(&f, id))))
@@ -267,7 +304,9 @@ async fn clear_fault(State(shared): State<Arc<Shared>>, Path(id): Path<String>) 
     let id = id
         .parse::<u64>()
         .map_err(|_| bad_parameter("fault ids are numbers"))?;
-    Ok(Json(json!({"cleared": admin(&shared).clear_fault(FaultId(id))})))
+    Ok(Json(
+        json!({"cleared": admin(&shared).clear_fault(FaultId(id))}),
+    ))
 }
 
 async fn counters(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -283,16 +322,17 @@ async fn limits(State(shared): State<Arc<Shared>>) -> Json<VaultLimits> {
     Json(admin(&shared).vault_limits())
 }
 
-async fn set_limits(State(shared): State<Arc<Shared>>, body: Result<Body<VaultLimits>, VaultError>) -> AdminResult {
-    let Body(limits) = body.map_err(body_error)?;
+async fn set_limits(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Body<VaultLimits>, VaultError>,
+) -> AdminResult {
+    let Body(limits) = body?;
     admin(&shared).set_vault_limits(limits.clone());
     Ok(Json(json!(limits)))
 }
 
 async fn rotate_signing_key(State(shared): State<Arc<Shared>>) -> AdminResult {
-    let kid = admin(&shared)
-        .rotate_token_signing_key()
-        .map_err(|e| admin_error(&e))?;
+    let kid = admin(&shared).rotate_token_signing_key()?;
     Ok(Json(json!({"kid": kid})))
 }
 
@@ -300,12 +340,13 @@ async fn apps(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({"value": admin(&shared).apps()}))
 }
 
-async fn register_app(State(shared): State<Arc<Shared>>, body: Result<Body<App>, VaultError>) -> AdminResult {
-    let Body(app) = body.map_err(body_error)?;
+async fn register_app(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Body<App>, VaultError>,
+) -> AdminResult {
+    let Body(app) = body?;
     let client_id = app.client_id.clone();
-    admin(&shared)
-        .register_app(app)
-        .map_err(|e| admin_error(&e))?;
+    admin(&shared).register_app(app)?;
     Ok(Json(json!({"client_id": client_id})))
 }
 
@@ -319,14 +360,16 @@ async fn client_certificate(
     Path(id): Path<String>,
     body: Result<Body<CertificateRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+    let Body(b) = body?;
     let der = b
         .cer
-        .and_then(|c| base64::engine::general_purpose::STANDARD.decode(c.trim()).ok())
+        .and_then(|c| {
+            base64::engine::general_purpose::STANDARD
+                .decode(c.trim())
+                .ok()
+        })
         .ok_or_else(|| bad_parameter("send {\"cer\": base64 DER}"))?;
-    admin(&shared)
-        .register_app(App::new(&id).certificate(der))
-        .map_err(|e| admin_error(&e))?;
+    admin(&shared).register_app(App::new(&id).certificate(der))?;
     Ok(Json(json!({"client_id": id})))
 }
 
@@ -340,13 +383,11 @@ async fn client_secret(
     Path(id): Path<String>,
     body: Result<Body<SecretRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+    let Body(b) = body?;
     let secret = b
         .secret
         .ok_or_else(|| bad_parameter("send {\"secret\": \"…\"}"))?;
-    admin(&shared)
-        .register_app(App::new(&id).secret(secret))
-        .map_err(|e| admin_error(&e))?;
+    admin(&shared).register_app(App::new(&id).secret(secret))?;
     Ok(Json(json!({"client_id": id})))
 }
 
@@ -354,12 +395,13 @@ async fn apis(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({"value": admin(&shared).apis()}))
 }
 
-async fn register_api(State(shared): State<Arc<Shared>>, body: Result<Body<Api>, VaultError>) -> AdminResult {
-    let Body(api) = body.map_err(body_error)?;
+async fn register_api(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Body<Api>, VaultError>,
+) -> AdminResult {
+    let Body(api) = body?;
     let app_id = api.resolved_app_id();
-    admin(&shared)
-        .register_api(api)
-        .map_err(|e| admin_error(&e))?;
+    admin(&shared).register_api(api)?;
     Ok(Json(json!({"app_id": app_id})))
 }
 
@@ -368,20 +410,23 @@ struct TenantRequest {
     tenant_id: Option<String>,
 }
 
-async fn add_tenant(State(shared): State<Arc<Shared>>, body: Result<Body<TenantRequest>, VaultError>) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+async fn add_tenant(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Body<TenantRequest>, VaultError>,
+) -> AdminResult {
+    let Body(b) = body?;
     let tenant = b
         .tenant_id
         .ok_or_else(|| bad_parameter("send {\"tenant_id\": \"…\"}"))?;
-    admin(&shared)
-        .add_tenant(&tenant)
-        .map_err(|e| admin_error(&e))?;
+    admin(&shared).add_tenant(&tenant)?;
     Ok(Json(json!({"tenant_id": tenant})))
 }
 
 async fn identities(State(shared): State<Arc<Shared>>) -> Json<Value> {
     let directory = shared.identity.directory();
-    Json(json!({"system_assigned": directory.system_identity, "user_assigned": directory.user_identities()}))
+    Json(
+        json!({"system_assigned": directory.system_identity, "user_assigned": directory.user_identities()}),
+    )
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -395,7 +440,7 @@ async fn assign_identity(
     State(shared): State<Arc<Shared>>,
     body: Result<Body<IdentityRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+    let Body(b) = body?;
     let name = b
         .name
         .filter(|n| !n.is_empty())
@@ -407,9 +452,7 @@ async fn assign_identity(
     if let Some(o) = b.object_id {
         mi = mi.with_object_id(o);
     }
-    admin(&shared)
-        .assign_user_identity(mi.clone())
-        .map_err(|e| admin_error(&e))?;
+    admin(&shared).assign_user_identity(mi.clone())?;
     Ok(Json(json!(mi)))
 }
 
@@ -425,16 +468,16 @@ async fn service_account_token(
     State(shared): State<Arc<Shared>>,
     body: Result<Body<TokenRequest>, VaultError>,
 ) -> AdminResult {
-    let Body(b) = body.map_err(body_error)?;
+    let Body(b) = body?;
     let (Some(namespace), Some(name)) = (b.namespace, b.name) else {
-        return Err(bad_parameter("send {\"namespace\": \"…\", \"name\": \"…\"}"));
+        return Err(bad_parameter(
+            "send {\"namespace\": \"…\", \"name\": \"…\"}",
+        ));
     };
     let a = admin(&shared);
-    let token = a
-        .service_account_token(&namespace, &name, b.audience.as_deref())
-        .map_err(|e| admin_error(&e))?;
+    let token = a.service_account_token(&namespace, &name, b.audience.as_deref())?;
     if let Some(path) = &b.path {
-        crate::store::write_atomic(path, token.as_bytes()).map_err(|e| admin_error(&e))?;
+        crate::store::write_atomic(path, token.as_bytes())?;
     }
     Ok(Json(json!({"token": token})))
 }

@@ -41,8 +41,8 @@ use crate::identity::workload::PROJECTED_LIFETIME;
 use crate::limits::VaultLimits;
 use crate::server::{Shared, lock};
 use crate::vault::certificates::{
-    IssuerRef, KeyProps, PolicyRequest, SecretProps, X509Props, certificate_bundle,
-    current_policy, find_cert_version, find_certificate, issue_certificate, parse_policy,
+    IssuerRef, KeyProps, PolicyRequest, SecretProps, X509Props, certificate_bundle, current_policy,
+    find_cert_version, find_certificate, issue_certificate, parse_policy,
     set_key_and_secret_enabled,
 };
 use crate::vault::keys::{KeyCreate, create_key};

@@ -111,7 +111,9 @@ fn malformed() -> EntraError {
 
 /// The unverified `iss` and `sub` of an assertion: the client id for `private_key_jwt`, an
 /// external issuer and subject for a federated credential.
-pub(crate) fn unverified_issuer_and_subject(assertion: &str) -> Result<(String, String), EntraError> {
+pub(crate) fn unverified_issuer_and_subject(
+    assertion: &str,
+) -> Result<(String, String), EntraError> {
     let payload = assertion.split('.').nth(1).ok_or_else(malformed)?;
     let bytes = base64::Engine::decode(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -233,8 +235,14 @@ pub(crate) fn verify_signed(
 /// Checks a federated assertion whose signature and claims `verify_issuer` has already
 /// established (`claims`), against the app's federated credentials.
 pub(crate) fn match_federated(entry: &AppEntry, claims: &Value) -> Result<(), EntraError> {
-    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
-    let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let auds: Vec<&str> = match claims.get("aud") {
         Some(Value::String(a)) => vec![a.as_str()],
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
@@ -245,14 +253,18 @@ pub(crate) fn match_federated(entry: &AppEntry, claims: &Value) -> Result<(), En
     if by_issuer.is_empty() {
         return Err(EntraError::invalid_client(
             700_211,
-            format!("No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."),
+            format!(
+                "No matching federated identity record found for presented assertion issuer '{iss}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+            ),
         ));
     }
     let by_subject: Vec<_> = by_issuer.into_iter().filter(|c| c.subject == sub).collect();
     if by_subject.is_empty() {
         return Err(EntraError::invalid_client(
             700_213,
-            format!("No matching federated identity record found for presented assertion subject '{sub}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."),
+            format!(
+                "No matching federated identity record found for presented assertion subject '{sub}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
+            ),
         ));
     }
     if !by_subject
@@ -261,7 +273,10 @@ pub(crate) fn match_federated(entry: &AppEntry, claims: &Value) -> Result<(), En
     {
         return Err(EntraError::invalid_client(
             700_212,
-            format!("No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.", auds.join(", ")),
+            format!(
+                "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
+                auds.join(", ")
+            ),
         ));
     }
     Ok(())
@@ -279,16 +294,30 @@ mod tests {
             unverified_issuer_and_subject("e30.eyJpc3MiOiJ4Iiwic3ViIjoieSJ9.sig").unwrap(),
             ("x".to_string(), "y".to_string())
         );
-        assert_eq!(unverified_issuer_and_subject("garbage").unwrap_err().code, 50_027);
-        assert_eq!(unverified_issuer_and_subject("e30.e30.sig").unwrap_err().code, 50_027);
+        assert_eq!(
+            unverified_issuer_and_subject("garbage").unwrap_err().code,
+            50_027
+        );
+        assert_eq!(
+            unverified_issuer_and_subject("e30.e30.sig")
+                .unwrap_err()
+                .code,
+            50_027
+        );
     }
 
     #[test]
     fn times_allow_skew_and_refuse_expired_assertions() {
         let at = |exp: i64| serde_json::json!({"exp": exp});
         assert!(check_times(&at(1000), 1000 + SKEW).is_ok());
-        assert_eq!(check_times(&at(1000), 1001 + SKEW).unwrap_err().code, 700_024);
-        assert_eq!(check_times(&serde_json::json!({}), 0).unwrap_err().code, 700_024);
+        assert_eq!(
+            check_times(&at(1000), 1001 + SKEW).unwrap_err().code,
+            700_024
+        );
+        assert_eq!(
+            check_times(&serde_json::json!({}), 0).unwrap_err().code,
+            700_024
+        );
         let early = serde_json::json!({"exp": 5000, "nbf": 2000});
         assert!(check_times(&early, 2000 - SKEW).is_ok());
         assert!(check_times(&early, 1999 - SKEW).is_err());

@@ -131,7 +131,10 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("client_id", &self.client_id)
             .field("tenant", &self.tenant)
-            .field("secrets", &format_args!("<redacted> x{}", self.secrets.len()))
+            .field(
+                "secrets",
+                &format_args!("<redacted> x{}", self.secrets.len()),
+            )
             .field("certificates", &self.certificates.len())
             .field("federated_credentials", &self.federated_credentials)
             .finish()
@@ -140,7 +143,7 @@ impl std::fmt::Debug for App {
 
 mod der_list {
     use base64::Engine as _;
-        use base64::engine::general_purpose::STANDARD;
+    use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub(super) fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
@@ -270,14 +273,17 @@ impl Api {
 
     /// The application id: the one set, or a GUID derived from the first identifier URI.
     pub fn resolved_app_id(&self) -> String {
-        self.app_id.clone().unwrap_or_else(|| {
-            stable_guid(self.identifier_uris.first().map_or("", String::as_str))
-        })
+        self.app_id
+            .clone()
+            .unwrap_or_else(|| stable_guid(self.identifier_uris.first().map_or("", String::as_str)))
     }
 
     fn check(&self) -> Result<(), Error> {
         if self.identifier_uris.iter().all(|u| u.trim().is_empty()) {
-            return Err(Error::refused("BadParameter", "an API needs an identifier URI"));
+            return Err(Error::refused(
+                "BadParameter",
+                "an API needs an identifier URI",
+            ));
         }
         if let Some((client, role)) = self.grants.iter().find_map(|(c, roles)| {
             roles
@@ -356,9 +362,12 @@ impl ManagedIdentity {
 /// How a managed identity is selected at the endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Selector<'a> {
-    ClientId(&'a str),
-    ObjectId(&'a str),
-    ResourceId(&'a str),
+    /// `client_id`.
+    Client(&'a str),
+    /// `object_id` or `principal_id`.
+    Object(&'a str),
+    /// `mi_res_id` or `msi_res_id`.
+    Resource(&'a str),
 }
 
 /// A registered app with its certificates parsed.
@@ -420,7 +429,10 @@ impl Directory {
 
     pub(crate) fn add_tenant(&mut self, tenant: &str) -> Result<(), Error> {
         if tenant.trim().is_empty() || tenant.contains('/') {
-            return Err(Error::refused("BadParameter", format!("invalid tenant id {tenant:?}")));
+            return Err(Error::refused(
+                "BadParameter",
+                format!("invalid tenant id {tenant:?}"),
+            ));
         }
         self.tenants.insert(tenant.to_string());
         Ok(())
@@ -435,7 +447,10 @@ impl Directory {
         if app.client_id.trim().is_empty() {
             return Err(Error::refused("BadParameter", "an app needs a client id"));
         }
-        let tenant = app.tenant.clone().unwrap_or_else(|| self.default_tenant.clone());
+        let tenant = app
+            .tenant
+            .clone()
+            .unwrap_or_else(|| self.default_tenant.clone());
         if !self.tenants.contains(&tenant) {
             return Err(Error::refused(
                 "BadParameter",
@@ -502,13 +517,19 @@ impl Directory {
 
     /// The API that `resource` names, as seen from `tenant`, with the roles granted to
     /// `client_id`. Key Vault (built in, no tenant) is seen from every tenant.
-    pub(crate) fn resource(&self, tenant: &str, resource: &str, client_id: &str) -> Option<Resource> {
+    pub(crate) fn resource(
+        &self,
+        tenant: &str,
+        resource: &str,
+        client_id: &str,
+    ) -> Option<Resource> {
         let api = self.apis.iter().find(|a| {
             a.is_named_by(resource)
                 && match &a.tenant {
                     Some(t) => t == tenant,
                     None => {
-                        a.app_id.as_deref() == Some(KEY_VAULT_APP_ID) || tenant == self.default_tenant
+                        a.app_id.as_deref() == Some(KEY_VAULT_APP_ID)
+                            || tenant == self.default_tenant
                     }
                 }
         })?;
@@ -551,16 +572,19 @@ impl Directory {
 
     /// The identity a managed-identity request selects; the system-assigned one when none is
     /// named.
-    pub(crate) fn managed_identity(&self, selector: Option<Selector<'_>>) -> Option<&ManagedIdentity> {
+    pub(crate) fn managed_identity(
+        &self,
+        selector: Option<Selector<'_>>,
+    ) -> Option<&ManagedIdentity> {
         let Some(selector) = selector else {
             return Some(&self.system_identity);
         };
         std::iter::once(&self.system_identity)
             .chain(&self.user_identities)
             .find(|m| match selector {
-                Selector::ClientId(id) => m.client_id.eq_ignore_ascii_case(id),
-                Selector::ObjectId(id) => m.object_id.eq_ignore_ascii_case(id),
-                Selector::ResourceId(id) => m.resource_id.eq_ignore_ascii_case(id),
+                Selector::Client(id) => m.client_id.eq_ignore_ascii_case(id),
+                Selector::Object(id) => m.object_id.eq_ignore_ascii_case(id),
+                Selector::Resource(id) => m.resource_id.eq_ignore_ascii_case(id),
             })
     }
 }
@@ -605,9 +629,16 @@ mod tests {
         let mut d = directory();
         d.add_tenant("other").unwrap();
         for tenant in ["tid", "other"] {
-            for name in ["https://vault.azure.net", "https://vault.localhost:1/", KEY_VAULT_APP_ID] {
+            for name in [
+                "https://vault.azure.net",
+                "https://vault.localhost:1/",
+                KEY_VAULT_APP_ID,
+            ] {
                 let r = d.resource(tenant, name, "c").unwrap();
-                assert_eq!((r.version, r.app_id.as_str()), (TokenVersion::V1, KEY_VAULT_APP_ID));
+                assert_eq!(
+                    (r.version, r.app_id.as_str()),
+                    (TokenVersion::V1, KEY_VAULT_APP_ID)
+                );
             }
         }
         assert!(d.resource("tid", "api://nothing", "c").is_none());
@@ -622,9 +653,17 @@ mod tests {
         let r = d.resource("tid", "api://orders", "c").unwrap();
         assert_eq!(r.roles, ["R"]);
         assert_eq!(r.app_id, api.resolved_app_id());
-        assert!(d.resource("tid", "api://orders", "someone").unwrap().roles.is_empty());
+        assert!(
+            d.resource("tid", "api://orders", "someone")
+                .unwrap()
+                .roles
+                .is_empty()
+        );
         assert!(d.resource("other", "api://orders", "c").is_none());
-        assert!(d.add_api(Api::new("api://x").grant("c", "Undefined")).is_err());
+        assert!(
+            d.add_api(Api::new("api://x").grant("c", "Undefined"))
+                .is_err()
+        );
         assert!(d.add_api(Api::new("api://y").tenant("nowhere")).is_err());
     }
 
@@ -647,14 +686,17 @@ mod tests {
         d.add_user_identity(m.clone()).unwrap();
         assert!(d.add_user_identity(m.clone()).is_err());
         for s in [
-            Selector::ClientId(&m.client_id),
-            Selector::ObjectId(&m.object_id),
-            Selector::ResourceId(&m.resource_id),
+            Selector::Client(&m.client_id),
+            Selector::Object(&m.object_id),
+            Selector::Resource(&m.resource_id),
         ] {
             assert_eq!(d.managed_identity(Some(s)), Some(&m));
         }
         assert_eq!(d.managed_identity(None), Some(&d.system_identity));
-        assert!(d.managed_identity(Some(Selector::ClientId("nobody"))).is_none());
+        assert!(
+            d.managed_identity(Some(Selector::Client("nobody")))
+                .is_none()
+        );
     }
 
     #[test]

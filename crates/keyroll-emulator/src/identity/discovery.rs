@@ -27,19 +27,24 @@ use crate::identity::tokens::{issuer_v1, issuer_v2};
 use crate::server::Shared;
 
 /// The tenant a path names, or Entra's AADSTS90002 answer.
-fn tenant_of(shared: &Shared, tenant: &str) -> Result<String, Response> {
+fn tenant_of(shared: &Shared, tenant: &str) -> Result<String, Box<Response>> {
     let directory = shared.identity.directory();
     match directory.resolve_tenant(tenant) {
         Some(t) => Ok(t.to_string()),
         None if shared.identity.permissive => Ok(tenant.to_string()),
-        None => Err(EntraError::unknown_tenant(tenant).into_response_at(&shared.authority())),
+        None => Err(Box::new(
+            EntraError::unknown_tenant(tenant).into_response_at(&shared.authority()),
+        )),
     }
 }
 
-pub(crate) async fn keys(State(shared): State<Arc<Shared>>, Path(tenant): Path<String>) -> Response {
+pub(crate) async fn keys(
+    State(shared): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+) -> Response {
     let tid = match tenant_of(&shared, &tenant) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let issuer = issuer_v2(&shared.authority(), &tid);
     let keys = shared.identity.keys();
@@ -89,7 +94,7 @@ pub(crate) async fn openid_configuration_v2(
 ) -> Response {
     match tenant_of(&shared, &tenant) {
         Ok(tid) => Json(configuration(&shared, &tenant, &tid, true)).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -99,7 +104,7 @@ pub(crate) async fn openid_configuration_v1(
 ) -> Response {
     match tenant_of(&shared, &tenant) {
         Ok(tid) => Json(configuration(&shared, &tenant, &tid, false)).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

@@ -2,9 +2,20 @@
 //! "timestamp","trace_id","correlation_id","error_uri"}`, with the timestamp in Entra's
 //! `2024-01-01 12:00:00Z` form.
 //!
-//! ```
-//! # use keyroll_emulator::Emulator;
-//! // Every refusal of the token endpoint has this shape; see tests/identity.rs.
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let emu = keyroll_emulator::Emulator::builder().start().await?;
+//! let refusal: serde_json::Value = emu
+//!     .http_client()
+//!     .post(emu.token_endpoint("no-such-tenant"))
+//!     .form(&[("grant_type", "client_credentials")])
+//!     .send()
+//!     .await?
+//!     .json()
+//!     .await?;
+//! assert_eq!(refusal["error_codes"][0], 90002);
+//! assert!(refusal["error_description"].as_str().unwrap_or("").starts_with("AADSTS90002: "));
+//! # Ok(()) }
 //! ```
 
 use axum::response::{IntoResponse, Response};
@@ -114,7 +125,12 @@ impl EntraError {
 
     /// 500 `server_error` (the emulator could not sign).
     pub(crate) fn server(message: impl Into<String>) -> Self {
-        EntraError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", 500_011, message)
+        EntraError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            500_011,
+            message,
+        )
     }
 
     /// The `error_description` Entra writes: the code, the message and the request's ids.
@@ -172,10 +188,20 @@ mod tests {
         let body = serde_json::to_value(e.body("https://localhost:1")).unwrap();
         assert_eq!(body["error"], "invalid_request");
         assert_eq!(body["error_codes"][0], 90_002);
-        assert!(body["error_description"].as_str().unwrap().starts_with("AADSTS90002: Tenant 'nope'"));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .starts_with("AADSTS90002: Tenant 'nope'")
+        );
         assert_eq!(body["error_uri"], "https://localhost:1/error?code=90002");
         let ts = body["timestamp"].as_str().unwrap();
-        assert!(body["error_description"].as_str().unwrap().ends_with(&format!("Timestamp: {ts}")));
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("Timestamp: {ts}"))
+        );
         assert_eq!(ts.len(), "2024-01-01 12:00:00Z".len());
         assert_eq!(body["trace_id"].as_str().unwrap().len(), 36);
     }

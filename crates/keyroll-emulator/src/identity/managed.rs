@@ -128,14 +128,14 @@ pub(crate) async fn token(
     };
     let resource = resource.trim_end_matches("/.default");
     let selector = if let Some(id) = q.client_id.as_deref() {
-        Some(Selector::ClientId(id))
+        Some(Selector::Client(id))
     } else if let Some(id) = q.object_id.as_deref().or(q.principal_id.as_deref()) {
-        Some(Selector::ObjectId(id))
+        Some(Selector::Object(id))
     } else {
         q.mi_res_id
             .as_deref()
             .or(q.msi_res_id.as_deref())
-            .map(Selector::ResourceId)
+            .map(Selector::Resource)
     };
     let directory = identity.directory();
     let Some(mi) = directory.managed_identity(selector).cloned() else {

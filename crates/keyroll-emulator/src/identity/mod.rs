@@ -141,7 +141,10 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/msi/token", op("msi.token", get(managed::token)))
         .route(
             "/kubernetes/.well-known/openid-configuration",
-            op("kubernetes.discovery", get(discovery::kubernetes_configuration)),
+            op(
+                "kubernetes.discovery",
+                get(discovery::kubernetes_configuration),
+            ),
         )
         .route(
             "/kubernetes/openid/v1/jwks",

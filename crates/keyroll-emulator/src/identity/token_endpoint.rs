@@ -309,7 +309,10 @@ mod tests {
     fn basic_credentials_are_form_decoded() {
         let mut h = HeaderMap::new();
         let v = STANDARD.encode("my%20app:s%2Bcret");
-        h.insert(http::header::AUTHORIZATION, format!("Basic {v}").parse().unwrap());
+        h.insert(
+            http::header::AUTHORIZATION,
+            format!("Basic {v}").parse().unwrap(),
+        );
         assert_eq!(
             basic_credentials(&h),
             Some(("my app".to_string(), "s+cret".to_string()))

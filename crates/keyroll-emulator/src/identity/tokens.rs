@@ -294,7 +294,10 @@ mod tests {
         .unwrap();
         assert_eq!(v1["iss"], "https://sts.windows.net/tid/");
         assert_eq!(v1["aud"], "api://orders");
-        assert_eq!((v1["appid"].as_str(), v1["appidacr"].as_str()), (Some("client"), Some("1")));
+        assert_eq!(
+            (v1["appid"].as_str(), v1["appidacr"].as_str()),
+            (Some("client"), Some("1"))
+        );
         assert_eq!(v1["ver"], "1.0");
         assert!(v1.get("azp").is_none() && v1.get("azpacr").is_none());
         assert_eq!(v1["roles"][0], "Orders.Read");
@@ -310,9 +313,14 @@ mod tests {
         .unwrap();
         assert_eq!(v2["iss"], "https://localhost:1/tid/v2.0");
         assert_eq!(v2["aud"], "11111111-1111-1111-1111-111111111111");
-        assert_eq!((v2["azp"].as_str(), v2["azpacr"].as_str()), (Some("client"), Some("2")));
+        assert_eq!(
+            (v2["azp"].as_str(), v2["azpacr"].as_str()),
+            (Some("client"), Some("2"))
+        );
         assert_eq!(v2["ver"], "2.0");
-        assert!(v2.get("appid").is_none() && v2.get("appidacr").is_none() && v2.get("idp").is_none());
+        assert!(
+            v2.get("appid").is_none() && v2.get("appidacr").is_none() && v2.get("idp").is_none()
+        );
     }
 
     #[test]
@@ -325,7 +333,8 @@ mod tests {
         let keys = [b.clone(), a.clone()];
         assert_eq!(key_for(&keys, &token).unwrap().kid, a.kid);
         assert!(key_for(&keys, "garbage").is_none());
-        let header = jsonwebtoken::decode_header(&a.sign(&serde_json::json!({}), false).unwrap()).unwrap();
+        let header =
+            jsonwebtoken::decode_header(a.sign(&serde_json::json!({}), false).unwrap()).unwrap();
         assert!(header.x5t.is_none());
     }
 }

@@ -84,7 +84,10 @@ impl KubernetesIssuer {
         now: i64,
         lifetime: i64,
     ) -> Result<String, Error> {
-        if [namespace, name].iter().any(|s| s.is_empty() || s.contains(':')) {
+        if [namespace, name]
+            .iter()
+            .any(|s| s.is_empty() || s.contains(':'))
+        {
             return Err(Error::refused(
                 "BadParameter",
                 format!("invalid service account {namespace:?}/{name:?}"),
@@ -150,10 +153,16 @@ mod tests {
         assert_eq!(claims["sub"], "system:serviceaccount:default:orders");
         assert_eq!(claims["aud"][0], TOKEN_EXCHANGE_AUDIENCE);
         assert_eq!(claims["iss"], "https://localhost:1/kubernetes");
-        assert_eq!((claims["iat"].as_i64(), claims["exp"].as_i64()), (Some(100), Some(160)));
+        assert_eq!(
+            (claims["iat"].as_i64(), claims["exp"].as_i64()),
+            (Some(100), Some(160))
+        );
         assert_eq!(claims["kubernetes.io"]["serviceaccount"]["name"], "orders");
         assert!(k.verify(&format!("{t}x")).is_none());
         assert!(k.token("a:b", "c", None, 0, 1).is_err());
-        assert_eq!(k.discovery()["jwks_uri"], "https://localhost:1/kubernetes/openid/v1/jwks");
+        assert_eq!(
+            k.discovery()["jwks_uri"],
+            "https://localhost:1/kubernetes/openid/v1/jwks"
+        );
     }
 }

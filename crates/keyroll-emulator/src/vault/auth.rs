@@ -59,7 +59,10 @@ pub(crate) async fn authorize(
         .filter(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty())
         .map(|(_, token)| token.trim().to_string());
     let Some(token) = token else {
-        return challenge(&shared, "AKV10000: Request is missing a Bearer or PoP token.");
+        return challenge(
+            &shared,
+            "AKV10000: Request is missing a Bearer or PoP token.",
+        );
     };
     if !shared.identity.permissive
         && let Err(message) = verify(&shared, &token)
@@ -105,7 +108,10 @@ fn verify(shared: &Shared, token: &str) -> Result<(), String> {
     }
     let tenant = shared.vault_tenant();
     let issuers = [issuer_v1(&tenant), issuer_v2(&shared.authority(), &tenant)];
-    let iss = claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+    let iss = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !issuers.iter().any(|i| i == iss) {
         return Err(format!(
             "AKV10032: Invalid issuer. Expected one of {}, found {iss}.",

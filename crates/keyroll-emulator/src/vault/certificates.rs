@@ -124,7 +124,11 @@ pub(crate) struct EnabledPatch {
 }
 
 /// Parses a certificate policy, filling what is missing from `previous` or the defaults.
-pub(crate) fn parse_policy(p: &PolicyRequest, previous: Option<&CertPolicy>, now: i64) -> VResult<CertPolicy> {
+pub(crate) fn parse_policy(
+    p: &PolicyRequest,
+    previous: Option<&CertPolicy>,
+    now: i64,
+) -> VResult<CertPolicy> {
     let k = &p.key_props;
     let x = &p.x509_props;
     let issuer = p
@@ -144,14 +148,19 @@ pub(crate) fn parse_policy(p: &PolicyRequest, previous: Option<&CertPolicy>, now
         .or_else(|| previous.map(|pp| pp.kty.clone()))
         .unwrap_or_else(|| "RSA".into());
     let key_size = k.key_size.or_else(|| previous.and_then(|pp| pp.key_size));
-    let crv = k.crv.clone().or_else(|| previous.and_then(|pp| pp.crv.clone()));
+    let crv = k
+        .crv
+        .clone()
+        .or_else(|| previous.and_then(|pp| pp.crv.clone()));
     let spec = key_spec(&kty, key_size.map(u64::from), crv.as_deref())?;
     let Some(subject) = x
         .subject
         .clone()
         .or_else(|| previous.map(|pp| pp.subject.clone()))
     else {
-        return Err(VaultError::bad("Property policy.x509_props.subject is required."));
+        return Err(VaultError::bad(
+            "Property policy.x509_props.subject is required.",
+        ));
     };
     let content_type = p
         .secret_props
@@ -372,7 +381,11 @@ pub(crate) fn current_policy(shared: &Shared, vault: &str, name: &str) -> Option
         .map(|c| c.policy.clone())
 }
 
-pub(crate) fn find_certificate<'a>(store: &'a Store, vault: &str, name: &str) -> VResult<&'a Certificate> {
+pub(crate) fn find_certificate<'a>(
+    store: &'a Store,
+    vault: &str,
+    name: &str,
+) -> VResult<&'a Certificate> {
     store
         .vaults
         .get(vault)
@@ -381,7 +394,11 @@ pub(crate) fn find_certificate<'a>(store: &'a Store, vault: &str, name: &str) ->
         .ok_or_else(|| VaultError::not_found("CertificateNotFound", "certificate", name, ""))
 }
 
-pub(crate) fn find_cert_version<'a>(cert: &'a Certificate, name: &str, version: &str) -> VResult<&'a CertVersion> {
+pub(crate) fn find_cert_version<'a>(
+    cert: &'a Certificate,
+    name: &str,
+    version: &str,
+) -> VResult<&'a CertVersion> {
     version_index(&cert.versions, version, |v| &v.version)
         .and_then(|i| cert.versions.get(i))
         .ok_or_else(|| VaultError::not_found("CertificateNotFound", "certificate", name, version))
@@ -398,7 +415,11 @@ pub(crate) fn issue_certificate(
     enabled: bool,
     tags: Tags,
 ) -> VResult<String> {
-    let spec = key_spec(&policy.kty, policy.key_size.map(u64::from), policy.crv.as_deref())?;
+    let spec = key_spec(
+        &policy.kty,
+        policy.key_size.map(u64::from),
+        policy.crv.as_deref(),
+    )?;
     let reused = if policy.reuse_key {
         lock(&shared.store)
             .vaults
@@ -425,23 +446,29 @@ pub(crate) fn issue_certificate(
     let key_ops = crate::vault::keys::default_key_ops(spec);
     let mut store = lock(&shared.store);
     let v = store.vault(vault);
-    v.keys.entry(name.to_string()).or_default().push(KeyVersion {
-        version: version.clone(),
-        material,
-        kty: policy.kty.clone(),
-        key_ops,
-        attributes: attributes.clone(),
-        tags: Tags::new(),
-        managed: true,
-    });
-    v.secrets.entry(name.to_string()).or_default().push(SecretVersion {
-        version: version.clone(),
-        value: secret,
-        content_type: Some(policy.content_type.clone()),
-        attributes: attributes.clone(),
-        tags: Tags::new(),
-        managed: true,
-    });
+    v.keys
+        .entry(name.to_string())
+        .or_default()
+        .push(KeyVersion {
+            version: version.clone(),
+            material,
+            kty: policy.kty.clone(),
+            key_ops,
+            attributes: attributes.clone(),
+            tags: Tags::new(),
+            managed: true,
+        });
+    v.secrets
+        .entry(name.to_string())
+        .or_default()
+        .push(SecretVersion {
+            version: version.clone(),
+            value: secret,
+            content_type: Some(policy.content_type.clone()),
+            attributes: attributes.clone(),
+            tags: Tags::new(),
+            managed: true,
+        });
     let entry = v
         .certificates
         .entry(name.to_string())
@@ -599,9 +626,12 @@ pub(crate) async fn versions(
 ) -> VResult<Json<Page<CertificateItem>>> {
     let store = lock(&shared.store);
     let cert = find_certificate(&store, &req.vault, &name)?;
-    page(&req, &cert.versions, &format!("/certificates/{name}/versions"), |v| {
-        certificate_item(v, req.id("certificates", &name, &v.version))
-    })
+    page(
+        &req,
+        &cert.versions,
+        &format!("/certificates/{name}/versions"),
+        |v| certificate_item(v, req.id("certificates", &name, &v.version)),
+    )
     .map(Json)
 }
 
@@ -615,7 +645,12 @@ pub(crate) async fn policy(
     Ok(Json(policy_view(&cert.policy, &req, &name)))
 }
 
-fn get_version(shared: &Shared, req: &VaultRequest, name: &str, version: &str) -> VResult<Json<CertificateBundle>> {
+fn get_version(
+    shared: &Shared,
+    req: &VaultRequest,
+    name: &str,
+    version: &str,
+) -> VResult<Json<CertificateBundle>> {
     let store = lock(&shared.store);
     let cert = find_certificate(&store, &req.vault, name)?;
     let v = find_cert_version(cert, name, version)?;
@@ -685,7 +720,10 @@ mod tests {
     #[test]
     fn policy_defaults_and_validation() {
         let p = parse_policy(&policy(r#"{"x509_props": {"subject": "CN=x"}}"#), None, 10).unwrap();
-        assert_eq!((p.kty.as_str(), p.key_size, p.exportable), ("RSA", Some(2048), true));
+        assert_eq!(
+            (p.kty.as_str(), p.key_size, p.exportable),
+            ("RSA", Some(2048), true)
+        );
         assert_eq!(p.content_type, certs::PKCS12);
         assert!(parse_policy(&policy("{}"), None, 10).is_err());
         assert!(

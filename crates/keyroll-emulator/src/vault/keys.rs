@@ -141,7 +141,14 @@ impl KeyCreate {
 /// The operations a new key allows when the request names none.
 pub(crate) fn default_key_ops(spec: KeySpec) -> Vec<String> {
     let ops: &[&str] = match spec {
-        KeySpec::Rsa(_) => &["encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey"],
+        KeySpec::Rsa(_) => &[
+            "encrypt",
+            "decrypt",
+            "sign",
+            "verify",
+            "wrapKey",
+            "unwrapKey",
+        ],
         KeySpec::Ec(_) => &["sign", "verify"],
     };
     ops.iter().map(|s| (*s).to_string()).collect()
@@ -192,7 +199,12 @@ fn key_item(k: &KeyVersion, kid: String) -> KeyItem {
     }
 }
 
-fn find_key<'a>(store: &'a Store, vault: &str, name: &str, version: &str) -> VResult<&'a KeyVersion> {
+fn find_key<'a>(
+    store: &'a Store,
+    vault: &str,
+    name: &str,
+    version: &str,
+) -> VResult<&'a KeyVersion> {
     let not_found = || VaultError::not_found("KeyNotFound", "key", name, version);
     let versions = store
         .vaults
@@ -205,7 +217,12 @@ fn find_key<'a>(store: &'a Store, vault: &str, name: &str, version: &str) -> VRe
 }
 
 /// The kty and spec of a key version, for the service limits; `None` when unknown.
-pub(crate) fn key_kind(store: &Store, vault: &str, name: &str, version: &str) -> Option<(bool, KeySpec)> {
+pub(crate) fn key_kind(
+    store: &Store,
+    vault: &str,
+    name: &str,
+    version: &str,
+) -> Option<(bool, KeySpec)> {
     find_key(store, vault, name, version)
         .ok()
         .map(|k| (k.kty.ends_with("-HSM"), k.material.spec))
@@ -316,7 +333,12 @@ pub(crate) async fn versions(
     .map(Json)
 }
 
-fn get_version(shared: &Shared, req: &VaultRequest, name: &str, version: &str) -> VResult<Json<KeyBundle>> {
+fn get_version(
+    shared: &Shared,
+    req: &VaultRequest,
+    name: &str,
+    version: &str,
+) -> VResult<Json<KeyBundle>> {
     let store = lock(&shared.store);
     let k = find_key(&store, &req.vault, name, version)?;
     key_bundle(k, req.id("keys", name, &k.version)).map(Json)
@@ -354,7 +376,12 @@ pub(crate) async fn update(
         .ok_or_else(not_found)?;
     let i = version_index(versions, &version, |k| &k.version).ok_or_else(not_found)?;
     let k = &mut versions[i];
-    if k.managed && body.attributes.as_ref().is_some_and(|a| a.enabled.is_some()) {
+    if k.managed
+        && body
+            .attributes
+            .as_ref()
+            .is_some_and(|a| a.enabled.is_some())
+    {
         return Err(VaultError::forbidden(format!(
             "Key {name} is managed by a certificate; update the certificate instead."
         )));
@@ -472,8 +499,14 @@ mod tests {
 
     #[test]
     fn key_specs_and_default_operations() {
-        assert_eq!(key_spec("RSA-HSM", Some(3072), None).unwrap(), KeySpec::Rsa(3072));
-        assert_eq!(key_spec("EC", None, None).unwrap(), KeySpec::Ec(Curve::P256));
+        assert_eq!(
+            key_spec("RSA-HSM", Some(3072), None).unwrap(),
+            KeySpec::Rsa(3072)
+        );
+        assert_eq!(
+            key_spec("EC", None, None).unwrap(),
+            KeySpec::Ec(Curve::P256)
+        );
         assert!(key_spec("RSA", Some(1024), None).is_err());
         assert!(key_spec("oct", None, None).is_err());
         assert!(key_spec("EC", None, Some("P-192")).is_err());

@@ -56,19 +56,40 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/keys/", op("keys.list", get(keys::list)))
         .route("/keys/{name}/create", op("keys.create", post(keys::create)))
         .route("/keys/{name}/rotate", op("keys.rotate", post(keys::rotate)))
-        .route("/keys/{name}/versions", op("keys.versions", get(keys::versions)))
+        .route(
+            "/keys/{name}/versions",
+            op("keys.versions", get(keys::versions)),
+        )
         .route("/keys/{name}", op("keys.get", get(keys::get_latest)))
         .route("/keys/{name}/", op("keys.get", get(keys::get_latest)))
         .route(
             "/keys/{name}/{version}",
             op("keys.get", get(keys::get)).merge(op("keys.update", patch(keys::update))),
         )
-        .route("/keys/{name}/{version}/sign", op("keys.sign", post(keys::sign)))
-        .route("/keys/{name}//sign", op("keys.sign", post(keys::sign_latest)))
-        .route("/keys/{name}/{version}/verify", op("keys.verify", post(keys::verify)))
-        .route("/keys/{name}//verify", op("keys.verify", post(keys::verify_latest)))
-        .route("/certificates", op("certificates.list", get(certificates::list)))
-        .route("/certificates/", op("certificates.list", get(certificates::list)))
+        .route(
+            "/keys/{name}/{version}/sign",
+            op("keys.sign", post(keys::sign)),
+        )
+        .route(
+            "/keys/{name}//sign",
+            op("keys.sign", post(keys::sign_latest)),
+        )
+        .route(
+            "/keys/{name}/{version}/verify",
+            op("keys.verify", post(keys::verify)),
+        )
+        .route(
+            "/keys/{name}//verify",
+            op("keys.verify", post(keys::verify_latest)),
+        )
+        .route(
+            "/certificates",
+            op("certificates.list", get(certificates::list)),
+        )
+        .route(
+            "/certificates/",
+            op("certificates.list", get(certificates::list)),
+        )
         .route(
             "/certificates/{name}/create",
             op("certificates.create", post(certificates::create)),
@@ -104,14 +125,18 @@ pub(crate) fn routes(shared: &Arc<Shared>) -> Router<Arc<Shared>> {
             "/secrets/{name}",
             op("secrets.set", put(secrets::set)).merge(op("secrets.get", get(secrets::get_latest))),
         )
-        .route("/secrets/{name}/", op("secrets.get", get(secrets::get_latest)))
+        .route(
+            "/secrets/{name}/",
+            op("secrets.get", get(secrets::get_latest)),
+        )
         .route(
             "/secrets/{name}/versions",
             op("secrets.versions", get(secrets::versions)),
         )
         .route(
             "/secrets/{name}/{version}",
-            op("secrets.get", get(secrets::get)).merge(op("secrets.update", patch(secrets::update))),
+            op("secrets.get", get(secrets::get))
+                .merge(op("secrets.update", patch(secrets::update))),
         )
 }
 
@@ -168,7 +193,12 @@ impl VaultError {
         }
     }
 
-    pub(crate) fn not_found(code: &'static str, kind: &str, name: &str, version: &str) -> VaultError {
+    pub(crate) fn not_found(
+        code: &'static str,
+        kind: &str,
+        name: &str,
+        version: &str,
+    ) -> VaultError {
         let what = if version.is_empty() {
             name.to_string()
         } else {
@@ -244,7 +274,11 @@ pub(crate) fn host_of(parts: &http::HeaderMap) -> Option<String> {
 /// The query parameters of a URI.
 pub(crate) fn query_of(uri: &http::Uri) -> BTreeMap<String, String> {
     uri.query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -252,7 +286,8 @@ impl<S: Send + Sync> FromRequestParts<S> for VaultRequest {
     type Rejection = VaultError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let host = host_of(&parts.headers).ok_or_else(|| VaultError::bad("The Host header is missing."))?;
+        let host = host_of(&parts.headers)
+            .ok_or_else(|| VaultError::bad("The Host header is missing."))?;
         let vault = vault_from_host(&host)
             .ok_or_else(|| VaultError::bad(format!("No vault is named by the host {host}.")))?;
         let scheme = parts
@@ -297,7 +332,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 /// Checks the `api-version` query parameter.
 pub(crate) fn check_api_version(query: &BTreeMap<String, String>) -> VResult<()> {
     let Some(v) = query.get("api-version") else {
-        return Err(VaultError::bad("The 'api-version' query parameter is missing."));
+        return Err(VaultError::bad(
+            "The 'api-version' query parameter is missing.",
+        ));
     };
     let seven = v.strip_prefix("7.").is_some_and(|minor| {
         let minor = minor.strip_suffix("-preview").unwrap_or(minor);
@@ -344,7 +381,11 @@ pub(crate) fn b64url_decode(s: &str, property: &str) -> VResult<Vec<u8>> {
     URL_SAFE_NO_PAD
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
-        .map_err(|_| VaultError::bad(format!("Property '{property}' is not a valid base64url string.")))
+        .map_err(|_| {
+            VaultError::bad(format!(
+                "Property '{property}' is not a valid base64url string."
+            ))
+        })
 }
 
 /// Refuses an operation on a disabled, not yet valid or expired object.
@@ -507,9 +548,13 @@ mod tests {
     #[test]
     fn attribute_patches_set_and_clear() {
         let mut a = Attributes::new(10);
-        let p: AttributesPatch = serde_json::from_str(r#"{"enabled":false,"nbf":5,"exp":9}"#).unwrap();
+        let p: AttributesPatch =
+            serde_json::from_str(r#"{"enabled":false,"nbf":5,"exp":9}"#).unwrap();
         p.apply(&mut a, 11);
-        assert_eq!((a.enabled, a.nbf, a.exp, a.updated), (false, Some(5), Some(9), 11));
+        assert_eq!(
+            (a.enabled, a.nbf, a.exp, a.updated),
+            (false, Some(5), Some(9), 11)
+        );
         let p: AttributesPatch = serde_json::from_str(r#"{"nbf":null}"#).unwrap();
         p.apply(&mut a, 12);
         assert_eq!((a.enabled, a.nbf, a.exp), (false, None, Some(9)));

@@ -68,7 +68,13 @@ pub(crate) struct SecretBundle {
     managed: bool,
 }
 
-fn secret_bundle(s: &SecretVersion, id: String, req: &VaultRequest, name: &str, value: Option<String>) -> SecretBundle {
+fn secret_bundle(
+    s: &SecretVersion,
+    id: String,
+    req: &VaultRequest,
+    name: &str,
+    value: Option<String>,
+) -> SecretBundle {
     SecretBundle {
         value,
         id,
@@ -80,7 +86,12 @@ fn secret_bundle(s: &SecretVersion, id: String, req: &VaultRequest, name: &str, 
     }
 }
 
-fn find_secret<'a>(store: &'a Store, vault: &str, name: &str, version: &str) -> VResult<&'a SecretVersion> {
+fn find_secret<'a>(
+    store: &'a Store,
+    vault: &str,
+    name: &str,
+    version: &str,
+) -> VResult<&'a SecretVersion> {
     let not_found = || VaultError::not_found("SecretNotFound", "secret", name, version);
     let versions = store
         .vaults
@@ -120,13 +131,24 @@ pub(crate) async fn set(
             "Secret {name} is managed by a certificate and cannot be set."
         )));
     }
-    let out = secret_bundle(&s, req.id("secrets", &name, &s.version), &req, &name, Some(s.value.clone()));
+    let out = secret_bundle(
+        &s,
+        req.id("secrets", &name, &s.version),
+        &req,
+        &name,
+        Some(s.value.clone()),
+    );
     v.secrets.entry(name.clone()).or_default().push(s);
     shared.persist(&store);
     Ok(Json(out))
 }
 
-fn get_version(shared: &Shared, req: &VaultRequest, name: &str, version: &str) -> VResult<Json<SecretBundle>> {
+fn get_version(
+    shared: &Shared,
+    req: &VaultRequest,
+    name: &str,
+    version: &str,
+) -> VResult<Json<SecretBundle>> {
     let store = lock(&shared.store);
     let s = find_secret(&store, &req.vault, name, version)?;
     usable(&s.attributes, shared.clock.now(), "get", "secret")?;
@@ -147,7 +169,13 @@ fn get_version(shared: &Shared, req: &VaultRequest, name: &str, version: &str) -
             ));
         }
     }
-    let mut out = secret_bundle(s, req.id("secrets", name, &s.version), req, name, Some(value));
+    let mut out = secret_bundle(
+        s,
+        req.id("secrets", name, &s.version),
+        req,
+        name,
+        Some(value),
+    );
     out.content_type = content_type;
     Ok(Json(out))
 }
