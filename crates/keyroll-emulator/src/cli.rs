@@ -27,8 +27,9 @@ use crate::identity::directory::{Api, App, ManagedIdentity, TokenVersion};
 use crate::limits::VaultLimits;
 use crate::{EmulatorBuilder, Error};
 
-/// Command-line options of `keyroll-emulator` (and `keyroll emulator`).
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Command-line options of `keyroll-emulator` (and `keyroll emulator`). `Debug` prints no
+/// secret.
+#[derive(Clone, Default, clap::Args)]
 #[non_exhaustive]
 pub struct ServeArgs {
     /// TCP port on 127.0.0.1 (0 = ephemeral).
@@ -76,6 +77,35 @@ pub struct ServeArgs {
     /// documented figures (`5%`).
     #[arg(long, default_value = "documented")]
     pub vault_limits: String,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let client_ids: Vec<&str> = self
+            .client_secrets
+            .iter()
+            .map(|p| p.split_once('=').map_or("?", |(id, _)| id))
+            .collect();
+        f.debug_struct("ServeArgs")
+            .field("port", &self.port)
+            .field("state_dir", &self.state_dir)
+            .field("permissive", &self.permissive)
+            .field("client_secrets (ids)", &client_ids)
+            .field("client_certificates", &self.client_certificates)
+            .field("federated_credentials", &self.federated_credentials)
+            .field("service_account_tokens", &self.service_account_tokens)
+            .field("apis", &self.apis)
+            .field("grants", &self.grants)
+            .field("tenants", &self.tenants)
+            .field("user_assigned_identities", &self.user_assigned_identities)
+            .field(
+                "identity_header",
+                &self.identity_header.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tenant_id", &self.tenant_id)
+            .field("vault_limits", &self.vault_limits)
+            .finish()
+    }
 }
 
 fn bad(message: String) -> Error {
@@ -260,6 +290,25 @@ mod tests {
             b.apps
                 .iter()
                 .any(|a| a.client_id == "c" && a.secrets == ["s"])
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let a = args(&[
+            "--client-secret",
+            "c=hunter2",
+            "--identity-header",
+            "mi-hunter3",
+        ]);
+        let printed = format!("{a:?} {:?}", a.builder().unwrap());
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("hunter3"),
+            "{printed}"
+        );
+        assert!(
+            printed.contains("<redacted>") && printed.contains("\"c\""),
+            "{printed}"
         );
     }
 

@@ -107,8 +107,8 @@ impl Emulator {
     }
 }
 
-/// Configures and starts an emulator.
-#[derive(Debug, Clone, Default)]
+/// Configures and starts an emulator. `Debug` prints no secret.
+#[derive(Clone, Default)]
 pub struct EmulatorBuilder {
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) port: u16,
@@ -126,6 +126,27 @@ pub struct EmulatorBuilder {
     pub(crate) tenant_id: Option<String>,
     pub(crate) token_lifetime: Option<Duration>,
     pub(crate) vault_limits: VaultLimits,
+}
+
+impl std::fmt::Debug for EmulatorBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorBuilder")
+            .field("state_dir", &self.state_dir)
+            .field("port", &self.port)
+            .field("permissive", &self.permissive)
+            .field("apps", &self.apps)
+            .field("apis", &self.apis)
+            .field("tenants", &self.tenants)
+            .field("user_identities", &self.user_identities)
+            .field("workloads", &self.workloads)
+            .field(
+                "identity_header",
+                &self.identity_header.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tenant_id", &self.tenant_id)
+            .field("vault_limits", &self.vault_limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EmulatorBuilder {

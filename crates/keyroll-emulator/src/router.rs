@@ -96,6 +96,18 @@ async fn not_found(req: Request) -> Response {
     )
 }
 
+async fn method_not_allowed(req: Request) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+        &format!(
+            "The method {} is not supported on {} by the emulator.",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
 /// The two routers: vaults, and everything else (identity and admin).
 #[derive(Debug, Clone)]
 pub(crate) struct Routers {
@@ -107,10 +119,12 @@ impl Routers {
     pub(crate) fn new(shared: &Arc<Shared>) -> Routers {
         let vault = crate::vault::routes(shared)
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared.clone());
         let service = crate::identity::routes(shared)
             .nest("/_admin", crate::admin::http::routes(shared))
             .fallback(not_found)
+            .method_not_allowed_fallback(method_not_allowed)
             .with_state(shared.clone());
         Routers { vault, service }
     }

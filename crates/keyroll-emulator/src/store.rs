@@ -98,8 +98,8 @@ pub(crate) struct Certificate {
     pub(crate) pending: Option<PendingOperation>,
 }
 
-/// One version of a secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One version of a secret. `Debug` prints no value.
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct SecretVersion {
     pub(crate) version: String,
     pub(crate) value: String,
@@ -108,6 +108,18 @@ pub(crate) struct SecretVersion {
     pub(crate) tags: Map<String, Value>,
     /// Backs a certificate (its key has the same name and version).
     pub(crate) managed: bool,
+}
+
+impl std::fmt::Debug for SecretVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVersion")
+            .field("version", &self.version)
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("attributes", &self.attributes)
+            .field("managed", &self.managed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One vault's contents.

@@ -159,6 +159,58 @@ async fn challenge_errors_and_ids_as_the_service_answers() {
     let (s, b) = get("keys/bad_name!/?api-version=2025-07-01").await;
     assert_eq!(s, 404, "{b}");
 
+    // Routes: "latest" with a trailing slash or an empty version, the pending operation, a
+    // secret by PUT; a method the emulator does not serve is refused in the service's shape.
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = http
+            .request(method, vault.join(path).unwrap())
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let digest =
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [7u8; 48]);
+    let (s, b) = send(
+        reqwest::Method::POST,
+        "keys/wire-key//sign?api-version=2025-07-01",
+        Some(json!({"alg": "ES384", "value": digest})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["kid"], kid, "the latest version signed");
+    let (s, b) = get("keys/wire-key?api-version=2025-07-01").await;
+    assert_eq!((s, b["key"]["kid"].as_str()), (200, Some(kid)));
+    let (s, b) = get("certificates/nothing/pending?api-version=2025-07-01").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("PendingCertificateNotFound"))
+    );
+    let (s, _) = send(
+        reqwest::Method::PUT,
+        "secrets/wire-secret?api-version=2025-07-01",
+        Some(json!({"value": "v"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, b) = send(
+        reqwest::Method::DELETE,
+        "keys/wire-key?api-version=2025-07-01",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (405, Some("MethodNotAllowed"))
+    );
+
     // The same vault by IP is the `default` vault.
     let by_ip = format!("https://127.0.0.1:{port}/keys?api-version=2025-07-01");
     let r = http.get(by_ip).bearer_auth(&token).send().await.unwrap();

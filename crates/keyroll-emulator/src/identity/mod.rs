@@ -45,8 +45,7 @@ use directory::Directory;
 use tokens::SigningKey;
 use workload::KubernetesIssuer;
 
-/// The identity services' state.
-#[derive(Debug)]
+/// The identity services' state. `Debug` prints neither the identity header nor keys.
 pub(crate) struct Identity {
     pub(crate) identity_header: String,
     pub(crate) directory: RwLock<Directory>,
@@ -54,6 +53,17 @@ pub(crate) struct Identity {
     pub(crate) kubernetes: KubernetesIssuer,
     /// Issue tokens for unregistered clients and resources (quick demos only).
     pub(crate) permissive: bool,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("identity_header", &"<redacted>")
+            .field("directory", &*self.directory())
+            .field("kubernetes", &self.kubernetes.issuer)
+            .field("permissive", &self.permissive)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Identity {

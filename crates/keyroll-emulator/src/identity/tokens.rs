@@ -155,14 +155,22 @@ impl AccessClaims {
     }
 }
 
-/// One signing key of the token service.
-#[derive(Debug, Clone)]
+/// One signing key of the token service. `Debug` prints no key material.
+#[derive(Clone)]
 pub(crate) struct SigningKey {
     pub(crate) kid: String,
     n: String,
     e: String,
     x5c: String,
     encoding: Vec<u8>,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A JWK of the published set.
