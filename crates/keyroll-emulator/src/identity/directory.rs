@@ -700,6 +700,17 @@ mod tests {
     }
 
     #[test]
+    fn guids_random_and_stable() {
+        let g = random_guid();
+        assert_eq!(g.len(), 36);
+        assert_eq!(&g[14..15], "4", "version 4");
+        assert_ne!(random_guid(), g);
+        assert_eq!(stable_guid("x"), stable_guid("x"));
+        assert_ne!(stable_guid("x"), stable_guid("y"));
+        assert_eq!(stable_guid("x").matches('-').count(), 4);
+    }
+
+    #[test]
     fn token_versions_serialize_as_numbers() {
         assert_eq!(serde_json::to_string(&TokenVersion::V2).unwrap(), "2");
         assert!(serde_json::from_str::<TokenVersion>("3").is_err());
