@@ -217,6 +217,20 @@ async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap())
 }
 
+/// `GET /keys` in vault `v` with a bearer token.
+async fn list_keys_with(emu: &EmulatorHandle, token: &str) -> reqwest::Response {
+    emu.http_client()
+        .get(
+            emu.vault_url("v")
+                .join("keys?api-version=2025-07-01")
+                .unwrap(),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Entra's error body: the code in three places, the ids, a `2024-01-01 12:00:00Z` timestamp.
 fn assert_entra_error_shape(body: &Value) {
     let code = body["error_codes"][0].as_i64().unwrap();
@@ -653,17 +667,7 @@ async fn registered_apis_get_tokens_of_their_version_with_granted_roles() {
     ))
     .await;
     assert_eq!(status, 200);
-    let r = emu
-        .http_client()
-        .get(
-            emu.vault_url("v")
-                .join("keys?api-version=2025-07-01")
-                .unwrap(),
-        )
-        .bearer_auth(body["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = list_keys_with(&emu, body["access_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 401);
     emu.shutdown().await;
 }
@@ -695,17 +699,7 @@ async fn a_token_from_another_tenant_is_refused_at_the_vault() {
     let token = body["access_token"].as_str().unwrap();
     assert_eq!(common::claims_of(token)["tid"], "fabrikam");
     // The vault belongs to the default tenant: AKV10032, with a challenge naming its tenant.
-    let r = emu
-        .http_client()
-        .get(
-            emu.vault_url("v")
-                .join("keys?api-version=2025-07-01")
-                .unwrap(),
-        )
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let r = list_keys_with(&emu, token).await;
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"]
         .to_str()
@@ -731,17 +725,7 @@ async fn a_token_from_another_tenant_is_refused_at_the_vault() {
         &scope,
     ))
     .await;
-    let r = emu
-        .http_client()
-        .get(
-            emu.vault_url("v")
-                .join("keys?api-version=2025-07-01")
-                .unwrap(),
-        )
-        .bearer_auth(body["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let r = list_keys_with(&emu, body["access_token"].as_str().unwrap()).await;
     assert_eq!(r.status(), 200);
     emu.shutdown().await;
 }

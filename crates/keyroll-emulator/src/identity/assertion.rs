@@ -212,15 +212,7 @@ pub(crate) fn verify_signed(
             "Client assertion application identifier doesn't match 'client_id' parameter. The 'iss' and 'sub' claims must be the client id.",
         ));
     }
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => audiences.contains(a),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|x| audiences.iter().any(|y| y == x)),
-        _ => false,
-    };
-    if !aud_ok {
+    if !crate::identity::tokens::audience_matches(&claims, audiences) {
         return Err(EntraError::invalid_client(
             700_212,
             format!(
@@ -243,11 +235,6 @@ pub(crate) fn match_federated(entry: &AppEntry, claims: &Value) -> Result<(), En
         .get("sub")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let auds: Vec<&str> = match claims.get("aud") {
-        Some(Value::String(a)) => vec![a.as_str()],
-        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
-        _ => Vec::new(),
-    };
     let creds = &entry.app.federated_credentials;
     let by_issuer: Vec<_> = creds.iter().filter(|c| c.issuer == iss).collect();
     if by_issuer.is_empty() {
@@ -269,13 +256,21 @@ pub(crate) fn match_federated(entry: &AppEntry, claims: &Value) -> Result<(), En
     }
     if !by_subject
         .iter()
-        .any(|c| c.audiences.iter().any(|a| auds.contains(&a.as_str())))
+        .any(|c| crate::identity::tokens::audience_matches(claims, &c.audiences))
     {
+        let presented = match claims.get("aud") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+            Some(a) => a.as_str().unwrap_or_default().to_string(),
+            None => String::new(),
+        };
         return Err(EntraError::invalid_client(
             700_212,
             format!(
-                "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.",
-                auds.join(", ")
+                "No matching federated identity record found for presented assertion audience '{presented}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion."
             ),
         ));
     }

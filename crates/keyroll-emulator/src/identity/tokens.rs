@@ -260,6 +260,18 @@ impl SigningKey {
     }
 }
 
+/// Whether a token's `aud` (a string or an array) names one of `accepted`.
+pub(crate) fn audience_matches(claims: &Value, accepted: &[String]) -> bool {
+    match claims.get("aud") {
+        Some(Value::String(a)) => accepted.contains(a),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|x| accepted.iter().any(|y| y == x)),
+        _ => false,
+    }
+}
+
 /// The key whose `kid` the token's header names.
 pub(crate) fn key_for<'a>(keys: &'a [SigningKey], token: &str) -> Option<&'a SigningKey> {
     let kid = jsonwebtoken::decode_header(token).ok()?.kid?;

@@ -95,15 +95,7 @@ fn verify(shared: &Shared, token: &str) -> Result<(), String> {
         format!("{KEY_VAULT_URI}/"),
         KEY_VAULT_APP_ID.to_string(),
     ];
-    let aud_ok = match claims.get("aud") {
-        Some(Value::String(a)) => audiences.contains(a),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .any(|x| audiences.iter().any(|y| y == x)),
-        _ => false,
-    };
-    if !aud_ok {
+    if !crate::identity::tokens::audience_matches(&claims, &audiences) {
         return Err("AKV10022: Invalid audience.".into());
     }
     let tenant = shared.vault_tenant();
