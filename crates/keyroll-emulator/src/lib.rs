@@ -1,14 +1,21 @@
-//! An offline, faithful emulator of Azure Key Vault's data plane, Entra ID's token and key
-//! endpoints, and the App Service managed-identity endpoint, for tests and local development.
+//! An offline, faithful emulator of Azure Key Vault's data plane, Entra ID as registered apps
+//! see it, the App Service managed-identity endpoint and a Kubernetes service-account issuer
+//! (workload identity), for tests and local development. It is judged by Microsoft's own
+//! clients (the Rust and Python SDKs, MSAL) and stays independent of keyroll's own JWT and key
+//! code.
 //!
 //! One HTTPS port (TLS from a CA generated at start, or kept in a state directory) serves:
 //! - vaults at `https://<name>.vault.localhost:<port>/` (any name is a vault, created on first
 //!   use; requests by IP or plain `localhost` address the vault named `default`), challenging
-//!   unauthenticated requests with `resource="https://vault.localhost:<port>"`;
-//! - Entra ID at `https://localhost:<port>/{tenant}/oauth2/v2.0/token`,
-//!   `/{tenant}/discovery/v2.0/keys` and `/{tenant}/v2.0/.well-known/openid-configuration`;
+//!   unauthenticated requests with `resource="https://vault.localhost:<port>"`, accepting only
+//!   tokens for Key Vault from the vault's tenant, within Key Vault's service limits;
+//! - Entra ID at `https://localhost:<port>/{tenant}/oauth2/v2.0/token`, discovery and keys:
+//!   registered apps (secrets, certificates, federated credentials) and APIs (v1 or v2 tokens,
+//!   app roles), Entra's AADSTS errors ([`Api`], [`App`], [`TokenVersion`]);
 //! - the App Service managed-identity endpoint at `/msi/token` (plain HTTP is accepted on the
-//!   same port, as the real endpoint is plain HTTP);
+//!   same port, as the real endpoint is plain HTTP), with system- and user-assigned identities
+//!   ([`ManagedIdentity`]);
+//! - a Kubernetes service-account issuer at `/kubernetes` that writes projected tokens;
 //! - an admin API under `/_admin/` (loopback peers only) mirrored by [`Admin`].
 //!
 //! ```no_run
