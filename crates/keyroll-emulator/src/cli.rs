@@ -118,14 +118,19 @@ fn pair<'a>(flag: &str, text: &'a str, want: &str) -> Result<(&'a str, &'a str),
         .ok_or_else(|| bad(format!("--{flag} wants {want}, got {text:?}")))
 }
 
-/// Reads a certificate file: PEM (`-----BEGIN CERTIFICATE-----`) or DER.
+/// Reads a certificate file: DER, or PEM with a `CERTIFICATE` block (a key beside it is
+/// skipped: only the public certificate is registered).
 fn read_certificate(path: &str) -> Result<Vec<u8>, Error> {
     let bytes = std::fs::read(path)?;
-    if bytes.starts_with(b"-----") {
-        let p = pem::parse(&bytes).map_err(|e| bad(format!("{path}: {e}")))?;
-        return Ok(p.into_contents());
+    if !bytes.starts_with(b"-----") {
+        return Ok(bytes);
     }
-    Ok(bytes)
+    pem::parse_many(&bytes)
+        .map_err(|e| bad(format!("{path}: {e}")))?
+        .into_iter()
+        .find(|p| p.tag() == "CERTIFICATE")
+        .map(pem::Pem::into_contents)
+        .ok_or_else(|| bad(format!("{path}: no CERTIFICATE block")))
 }
 
 impl ServeArgs {
@@ -258,6 +263,22 @@ mod tests {
 
     #[test]
     fn registrations_from_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["app.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", key.serialize_pem(), cert.pem())).unwrap();
+        let flag = format!("cert-app={}", bundle.display());
+        let b = args(&["--client-certificate", &flag]).builder().unwrap();
+        assert_eq!(
+            b.apps[0].certificates,
+            [cert.der().to_vec()],
+            "the key is skipped"
+        );
+
         let b = args(&[
             "--client-secret",
             "c=s",
