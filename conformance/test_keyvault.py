@@ -6,7 +6,12 @@ import hashlib
 import uuid
 
 import pytest
-from azure.identity import CertificateCredential, ClientSecretCredential, ManagedIdentityCredential, WorkloadIdentityCredential
+from azure.identity import (
+    CertificateCredential,
+    ClientSecretCredential,
+    ManagedIdentityCredential,
+    WorkloadIdentityCredential,
+)
 from azure.keyvault.certificates import CertificateClient, CertificatePolicy
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.keys.crypto import CryptographyClient, SignatureAlgorithm
@@ -14,6 +19,7 @@ from azure.keyvault.secrets import SecretClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, utils
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 
 from conftest import CERT_APP, SECRET, SECRET_APP, WORKLOAD_APP
 
@@ -61,8 +67,6 @@ def test_keys_create_and_remote_sign(emulator, monkeypatch):
     assert result.key_id == rotated.id
     # Checked with the public key alone, by an independent library.
     public = rotated.key
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
-
     numbers = RSAPublicNumbers(int.from_bytes(public.e, "big"), int.from_bytes(public.n, "big"))
     numbers.public_key().verify(result.signature, digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
     assert crypto.verify(SignatureAlgorithm.rs256, digest, result.signature).is_valid
