@@ -6,7 +6,8 @@
 //!   reaches the vault with its own credential (a managed identity in Azure; a client secret here).
 //! - `EntraTokens` gets access tokens for `api://billing` and refreshes them ahead of expiry;
 //!   `IssueLayer` attaches them to every call.
-//! - `billing` validates them with `ValidateLayer` against Entra ID's keys (OIDC discovery).
+//! - `billing` is an API registered for v2 tokens (their `aud` is its application id); it
+//!   validates them with `ValidateLayer` against Entra ID's keys (OIDC discovery).
 //!
 //! ```sh
 //! cargo run --example entra_assertion
@@ -25,7 +26,7 @@ use keyroll_azure::{
     EntraTokens, KeyVaultClientAssertion, client_options_with_transport,
     credential_options_with_transport,
 };
-use keyroll_emulator::CertificateVersionOptions;
+use keyroll_emulator::{Api, CertificateVersionOptions, TokenVersion};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
 mod support;
@@ -34,12 +35,20 @@ const CERTIFICATE: &str = "orders-app";
 const CLIENT_ID: &str = "orders-app";
 const SCOPE: &str = "api://billing/.default";
 const AUDIENCE: &str = "api://billing";
+/// billing's application id: the `aud` of the v2 tokens Entra issues for it.
+const BILLING_APP_ID: &str = "6b1f4e3a-0000-4000-a000-00000000b111";
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // The emulator: Key Vault, Entra ID, and a credential for orders' own identity.
+    // The emulator: Key Vault, Entra ID with billing's API registration, and a credential for
+    // orders' own identity.
     let emu = keyroll_emulator::Emulator::builder()
         .client_secret("orders-identity", "identity-secret")
+        .api(
+            Api::new(AUDIENCE)
+                .app_id(BILLING_APP_ID)
+                .access_token_version(TokenVersion::V2),
+        )
         .start()
         .await?;
     let tenant = emu.tenant_id().to_owned();
@@ -90,12 +99,12 @@ async fn main() -> Result<(), BoxError> {
     )))?;
     let tokens = EntraTokens::new(credential, &[SCOPE]);
 
-    // billing: accepts Entra tokens for its audience, keys found through OIDC discovery.
+    // billing: accepts Entra v2 tokens for its application id, keys found through OIDC discovery.
     let entra_keys = JwksSource::discover(&emu.issuer(&tenant))?.with_client(emu.http_client());
     let validate = ValidateLayer::builder()
         .issuer(Issuer::new(
             KeyCache::builder(entra_keys).build(),
-            Validation::new(emu.issuer(&tenant), [AUDIENCE]),
+            Validation::new(emu.issuer(&tenant), [BILLING_APP_ID]),
         ))
         .realm("billing")
         .build();

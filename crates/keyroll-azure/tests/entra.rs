@@ -208,14 +208,15 @@ async fn long_lived_tokens_refresh_at_half_life_and_scopes_follow_the_audience()
     assert_eq!(credential.issued.load(Ordering::SeqCst), 4);
 }
 
-/// keyroll's validator over the emulator's Entra JWKS accepts `token` for `audience`.
+/// keyroll's validator over the emulator's Entra JWKS accepts `token` for `audience` (a Key
+/// Vault token: v1, issued by `https://sts.windows.net/{tenant}/`).
 async fn validator_accepts(emu: &EmulatorHandle, token: &str, audience: &str) -> StatusCode {
     let jwks = JwksSource::new(emu.jwks_url(emu.tenant_id()).as_str())
         .unwrap()
         .with_client(emu.http_client());
     let issuer = Issuer::new(
         KeyCache::builder(jwks).build(),
-        Validation::new(emu.issuer(emu.tenant_id()), [audience]),
+        Validation::new(emu.issuer_v1(emu.tenant_id()), [audience]),
     );
     common::status_through_validator(issuer, token).await
 }

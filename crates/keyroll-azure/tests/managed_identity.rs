@@ -62,7 +62,7 @@ async fn parent() {
         .env("KEYROLL_TEST_VAULT", emu.vault_url("miv").as_str())
         .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
         .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
-        .env("KEYROLL_TEST_ISSUER", emu.issuer(emu.tenant_id()))
+        .env("KEYROLL_TEST_ISSUER", emu.issuer_v1(emu.tenant_id()))
         .env("KEYROLL_TEST_MI_CLIENT", emu.managed_identity_client_id());
     let output = tokio::task::spawn_blocking(move || command.output())
         .await

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
 use clap::Args;
 use keyroll_azure::{
     CertificateKeyInfo, KeyVaultCertificates, KeyVaultClientAssertion, KeyVaultKeys,
@@ -163,13 +164,37 @@ pub(crate) struct KeyInfoArgs {
     json: bool,
 }
 
+/// The key id and thumbprints of a certificate's current version: one `GET` of the latest
+/// certificate with whatever credential reaches the vault (a managed identity needs neither a
+/// tenant nor a client id: no client assertion is made).
+async fn current_key_info(
+    connection: &Connection,
+    certificate: &str,
+) -> std::result::Result<CertificateKeyInfo, CliError> {
+    let (options, credential) = connection.connect()?;
+    let client = CertificateClient::new(
+        connection.vault()?,
+        credential,
+        Some(CertificateClientOptions {
+            client_options: options,
+            ..CertificateClientOptions::default()
+        }),
+    )?;
+    let bundle = client
+        .get_certificate(certificate, None)
+        .await?
+        .into_model()?;
+    let (Some(cer), Some(key_id)) = (bundle.cer, bundle.kid) else {
+        return Err(CliError::Usage(
+            "the vault answered a certificate without `cer` or `kid`",
+        ));
+    };
+    let (x5t, x5t_s256) = keyroll_core::certificate_thumbprints(&cer);
+    Ok(CertificateKeyInfo::new(key_id, x5t, x5t_s256))
+}
+
 pub(crate) async fn key_info(args: KeyInfoArgs) -> Result<()> {
-    let (options, credential) = args.connection.connect()?;
-    let assertion =
-        KeyVaultClientAssertion::builder(args.connection.vault()?, &args.certificate, credential)
-            .client_options(options)
-            .build()?;
-    let info = assertion.key_info().await?;
+    let info = current_key_info(&args.connection, &args.certificate).await?;
     if args.json {
         print_json(
             &serde_json::json!({"key_id": info.key_id, "x5t": info.x5t, "x5t#S256": info.x5t_s256}),

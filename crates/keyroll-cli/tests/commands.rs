@@ -5,10 +5,14 @@ use std::io::BufRead as _;
 use std::process::{Command, Output, Stdio};
 
 use base64::Engine as _;
-use keyroll_emulator::{CertificateVersionOptions, EmulatorHandle, KeySpec, KeyVersionOptions};
+use keyroll_emulator::{
+    Api, CertificateVersionOptions, EmulatorHandle, KeySpec, KeyVersionOptions, TokenVersion,
+};
 
 const CLIENT_ID: &str = "cli-app";
 const CLIENT_SECRET: &str = "cli-secret";
+/// The application id of the `api://billing` API (the `aud` of its v2 tokens).
+const BILLING_APP_ID: &str = "6b1f4e3a-0000-4000-a000-00000000b111";
 
 struct Fixture {
     emu: EmulatorHandle,
@@ -18,6 +22,11 @@ struct Fixture {
 async fn fixture() -> Fixture {
     let emu = keyroll_emulator::Emulator::builder()
         .client_secret(CLIENT_ID, CLIENT_SECRET)
+        .api(
+            Api::new("api://billing")
+                .app_id(BILLING_APP_ID)
+                .access_token_version(TokenVersion::V2),
+        )
         .start()
         .await
         .unwrap();
@@ -106,7 +115,8 @@ async fn token_from_a_vault_certificate_with_and_without_key_info() {
     assert_eq!(token["token_type"], "Bearer");
     let access_token = token["access_token"].as_str().unwrap().to_owned();
 
-    // The token verifies against the emulator's Entra keys (OIDC discovery).
+    // The token verifies against the emulator's Entra keys (OIDC discovery); a v2 token's
+    // audience is the API's application id.
     let issuer = f.emu.issuer(&tenant);
     let claims = f.json(&[
         "verify",
@@ -114,7 +124,7 @@ async fn token_from_a_vault_certificate_with_and_without_key_info() {
         "--issuer",
         &issuer,
         "--aud",
-        "api://billing",
+        BILLING_APP_ID,
     ]);
     assert_eq!(
         claims["appid"].as_str().or(claims["azp"].as_str()),
@@ -156,6 +166,57 @@ async fn token_from_a_vault_certificate_with_and_without_key_info() {
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_info_with_a_managed_identity_needs_no_tenant_or_client_id() {
+    let f = fixture().await;
+    let version = f
+        .emu
+        .admin()
+        .create_certificate_version("clivault", "mi-cert", CertificateVersionOptions::new())
+        .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_keyroll"))
+        .args([
+            "key-info",
+            "--vault",
+            &f.vault,
+            "--certificate",
+            "mi-cert",
+            "--json",
+        ])
+        .env_remove("AZURE_TENANT_ID")
+        .env_remove("AZURE_CLIENT_ID")
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("AZURE_FEDERATED_TOKEN_FILE")
+        .env_remove("KEYROLL_CREDENTIAL")
+        .env_remove("KEYROLL_VAULT_URL")
+        .env("IDENTITY_ENDPOINT", f.emu.identity_endpoint().as_str())
+        .env("IDENTITY_HEADER", f.emu.identity_header())
+        .env("KEYROLL_INSECURE_CA", f.emu.ca_path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        info["key_id"].as_str().unwrap().contains("/keys/mi-cert/"),
+        "{info}"
+    );
+    assert_eq!(info["x5t"].as_str(), version.x5t.as_deref());
+    assert!(info["key_id"].as_str().unwrap().ends_with(&version.version));
+    assert!(
+        f.emu.admin().counter("msi.token") >= 1,
+        "the managed identity reached the vault"
+    );
+    assert_eq!(
+        f.emu.admin().counter("entra.token"),
+        0,
+        "no client credentials flow"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,14 @@
 //! The server: one TCP port on 127.0.0.1 that speaks HTTPS (and plain HTTP, detected from the
-//! first byte, for the managed-identity endpoint), request dispatch to the vault, Entra,
-//! managed-identity and admin handlers, fault injection, counters and request logging.
+//! first byte, for the managed-identity endpoint), hands each request to the vault or the
+//! service router, logs it, and drops the connection for an injected outage.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyroll_emulator::Error> {
+//! let emu = keyroll_emulator::Emulator::builder().port(0).start().await?;
+//! println!("serving on 127.0.0.1:{}", emu.port());
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,38 +16,33 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt as _;
 
-use crate::admin::{FaultAction, Faults};
 use crate::clock::Clock;
-use crate::entra::Entra;
+use crate::faults::{DropConnection, Faults};
+use crate::identity::Identity;
+use crate::identity::directory::{App, Directory, FederatedCredential};
+use crate::identity::workload::KubernetesIssuer;
+use crate::limits::Limiter;
+use crate::router::Routers;
 use crate::store::Store;
 use crate::tls::TlsMaterial;
-use crate::vault::VaultRoute;
 use crate::{EmulatorBuilder, EmulatorHandle, Error};
-
-/// Largest request body accepted.
-const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// State shared by every connection of one emulator.
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) port: u16,
-    pub(crate) authority_url: url::Url,
-    pub(crate) tenant_id: String,
-    pub(crate) accept_any_token: bool,
     pub(crate) token_lifetime: i64,
     pub(crate) clock: Clock,
     pub(crate) store: Mutex<Store>,
     pub(crate) state_dir: Option<PathBuf>,
-    pub(crate) entra: Entra,
+    pub(crate) identity: Identity,
     pub(crate) faults: Faults,
+    pub(crate) limiter: Limiter,
     pub(crate) counters: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -48,31 +51,33 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl Shared {
-    /// Parses a URL this emulator built; falls back to the authority URL for a malformed one
-    /// (a vault name with characters a host cannot hold).
-    pub(crate) fn url(&self, s: &str) -> url::Url {
-        url::Url::parse(s).unwrap_or_else(|_| self.authority_url.clone())
-    }
+/// Whether a request came over TLS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scheme(pub(crate) bool);
 
+impl Scheme {
+    pub(crate) fn name(self) -> &'static str {
+        if self.0 { "https" } else { "http" }
+    }
+}
+
+/// The peer of a connection (the admin API answers loopback peers only).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl Shared {
     pub(crate) fn vault_resource(&self) -> String {
         format!("https://vault.localhost:{}", self.port)
     }
 
+    /// `https://localhost:{port}`: the Entra authority.
     pub(crate) fn authority(&self) -> String {
         format!("https://localhost:{}", self.port)
     }
 
-    pub(crate) fn issuer(&self, tenant: &str) -> String {
-        format!(
-            "{}/{}/v2.0",
-            self.authority(),
-            self.entra.tenant_for(tenant, &self.tenant_id)
-        )
-    }
-
-    pub(crate) fn token_endpoint(&self, tenant: &str) -> String {
-        format!("{}/{tenant}/oauth2/v2.0/token", self.authority())
+    /// The tenant every vault belongs to (the default tenant).
+    pub(crate) fn vault_tenant(&self) -> String {
+        self.identity.directory().default_tenant.clone()
     }
 
     /// Saves the store to the state directory, if there is one.
@@ -84,90 +89,10 @@ impl Shared {
         }
     }
 
-    fn count(&self, operation: &str) {
+    pub(crate) fn count(&self, operation: &str) {
         *lock(&self.counters)
             .entry(operation.to_string())
             .or_default() += 1;
-    }
-}
-
-/// A parsed request, body collected.
-#[derive(Debug)]
-pub(crate) struct Req {
-    pub(crate) method: Method,
-    pub(crate) path: String,
-    pub(crate) query: Vec<(String, String)>,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-    pub(crate) peer: SocketAddr,
-    pub(crate) tls: bool,
-}
-
-impl Req {
-    pub(crate) fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The `Host` header, lowercased (`name.vault.localhost:port`).
-    pub(crate) fn host(&self, port: u16) -> String {
-        self.header("host")
-            .map(str::to_ascii_lowercase)
-            .unwrap_or_else(|| format!("localhost:{port}"))
-    }
-
-    /// `https://{host}` (or `http://` for plain connections).
-    pub(crate) fn base_url(&self, port: u16) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.host(port))
-    }
-}
-
-/// The response type every handler returns.
-pub(crate) type Resp = http::Response<Full<Bytes>>;
-
-/// A JSON response.
-pub(crate) fn json_response(status: StatusCode, value: &Value) -> Resp {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
-
-/// A Key Vault shaped error: `{"error":{"code","message"}}`.
-pub(crate) fn error_response(status: StatusCode, code: &str, message: &str) -> Resp {
-    json_response(
-        status,
-        &serde_json::json!({"error": {"code": code, "message": message}}),
-    )
-}
-
-/// Which part of the emulator a request is for.
-enum Route {
-    Admin,
-    Vault(String, VaultRoute),
-    Entra(crate::entra::EntraRoute),
-    NotFound,
-}
-
-impl Route {
-    fn operation(&self) -> &'static str {
-        match self {
-            Route::Admin => "admin",
-            Route::Vault(_, r) => r.operation(),
-            Route::Entra(r) => r.operation(),
-            Route::NotFound => "unknown",
-        }
     }
 }
 
@@ -193,156 +118,56 @@ pub(crate) fn vault_from_host(host: &str) -> Option<String> {
     None
 }
 
-fn classify(req: &Req, port: u16) -> Route {
-    let segments: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
-    if segments.first() == Some(&"_admin") {
-        return Route::Admin;
-    }
-    let host = req.host(port);
-    let vault_host = host
-        .split(':')
-        .next()
-        .unwrap_or("")
-        .ends_with(".vault.localhost");
-    if vault_host
-        || matches!(
-            segments.first(),
-            Some(&("keys" | "certificates" | "secrets"))
-        )
-    {
-        if let (Some(vault), Some(route)) = (
-            vault_from_host(&host),
-            VaultRoute::parse(&req.method, &segments),
-        ) {
-            return Route::Vault(vault, route);
-        }
-        return Route::NotFound;
-    }
-    match crate::entra::EntraRoute::parse(&req.method, &segments) {
-        Some(r) => Route::Entra(r),
-        None => Route::NotFound,
-    }
-}
-
-/// Handles one request; `Err` closes the connection (an injected outage).
-async fn handle(shared: Arc<Shared>, req: Req) -> Result<Resp, FaultAction> {
-    let route = classify(&req, shared.port);
-    if let Route::Admin = route {
-        if !req.peer.ip().is_loopback() {
-            return Ok(error_response(
-                StatusCode::FORBIDDEN,
-                "Forbidden",
-                "The admin API answers loopback clients only.",
-            ));
-        }
-        return Ok(crate::admin::handle_http(&shared, &req));
-    }
-    let operation = route.operation();
-    let vault_name = match &route {
-        Route::Vault(v, _) => Some(v.as_str()),
-        _ => None,
-    };
-    if let Some(action) = shared.faults.take(operation, vault_name) {
-        match action {
-            FaultAction::Delay(d) => tokio::time::sleep(d).await,
-            FaultAction::Respond(resp) => {
-                shared.count(operation);
-                return Ok(resp);
-            }
-            FaultAction::Drop => {
-                shared.count(operation);
-                return Err(FaultAction::Drop);
-            }
-        }
-    }
-    let resp = match route {
-        Route::Vault(vault, vroute) => match crate::vault::authorize(&shared, &req) {
-            Err(challenge) => challenge,
-            Ok(()) => {
-                shared.count(operation);
-                crate::vault::handle(&shared, &req, &vault, vroute)
-            }
-        },
-        Route::Entra(eroute) => {
-            shared.count(operation);
-            crate::entra::handle(&shared, &req, eroute)
-        }
-        Route::NotFound | Route::Admin => error_response(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!("The requested resource {} was not found.", req.path),
-        ),
-    };
-    Ok(resp)
-}
-
-async fn serve_request(
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    tls: bool,
-    request: http::Request<Incoming>,
-) -> Result<Resp, std::io::Error> {
-    let start = Instant::now();
-    let (parts, body) = request.into_parts();
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            let resp = error_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "BadParameter",
-                "The request body is too large or could not be read.",
-            );
-            log(&method, &path, resp.status(), start);
-            return Ok(resp);
-        }
-    };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let req = Req {
-        method: parts.method,
-        path: parts.uri.path().to_string(),
-        query,
-        headers: parts.headers,
-        body,
-        peer,
-        tls,
-    };
-    match handle(shared, req).await {
-        Ok(resp) => {
-            log(&method, &path, resp.status(), start);
-            Ok(resp)
-        }
-        Err(_) => {
-            tracing::info!(%method, path = %path, status = "connection dropped (injected outage)", latency_ms = start.elapsed().as_millis() as u64, "request");
-            Err(std::io::Error::new(
-                std::io::ErrorKind::ConnectionAborted,
-                "injected outage",
-            ))
-        }
-    }
-}
-
-fn log(method: &Method, path: &str, status: StatusCode, start: Instant) {
+fn log(method: &http::Method, path: &str, status: &dyn std::fmt::Display, start: Instant) {
     tracing::info!(
         %method,
         path = %path,
-        status = status.as_u16(),
+        status = %status,
         latency_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
         "request"
     );
 }
 
+async fn serve_request(
+    routers: Routers,
+    peer: SocketAddr,
+    tls: bool,
+    mut request: http::Request<Incoming>,
+) -> Result<axum::response::Response, std::io::Error> {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_ascii_lowercase();
+    request.extensions_mut().insert(Scheme(tls));
+    request.extensions_mut().insert(Peer(peer));
+    let router = routers.pick(&host, &path);
+    let resp = match router.oneshot(request.map(axum::body::Body::new)).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    };
+    if resp.extensions().get::<DropConnection>().is_some() {
+        log(
+            &method,
+            &path,
+            &"connection dropped (injected outage)",
+            start,
+        );
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "injected outage",
+        ));
+    }
+    log(&method, &path, &resp.status().as_u16(), start);
+    Ok(resp)
+}
+
 async fn serve_connection(
-    shared: Arc<Shared>,
+    routers: Routers,
     tls: tokio_rustls::TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
@@ -353,8 +178,8 @@ async fn serve_connection(
         _ => return,
     };
     let service = |tls_flag: bool| {
-        let shared = shared.clone();
-        hyper::service::service_fn(move |req| serve_request(shared.clone(), peer, tls_flag, req))
+        let routers = routers.clone();
+        hyper::service::service_fn(move |req| serve_request(routers.clone(), peer, tls_flag, req))
     };
     let builder = hyper::server::conn::http1::Builder::new();
     if is_tls {
@@ -401,49 +226,86 @@ pub(crate) async fn start(b: EmulatorBuilder) -> Result<EmulatorHandle, Error> {
         .tenant_id
         .clone()
         .or_else(|| store.tenant_id.clone())
-        .unwrap_or_else(crate::entra::random_guid);
+        .unwrap_or_else(crate::identity::directory::random_guid);
     store.tenant_id = Some(tenant_id.clone());
     if store.entra_keys.is_empty() {
         store.entra_keys.push(crate::crypto::KeyMaterial::generate(
             crate::crypto::KeySpec::RSA_2048,
         )?);
     }
+    let kubernetes_key = match &store.kubernetes_key {
+        Some(k) => k.clone(),
+        None => {
+            let k = crate::crypto::KeyMaterial::generate(crate::crypto::KeySpec::RSA_2048)?;
+            store.kubernetes_key = Some(k.clone());
+            k
+        }
+    };
 
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, b.port))).await?;
     let port = listener.local_addr()?.port();
-    let entra = Entra::new(&b, &store.entra_keys)?;
+    let authority = format!("https://localhost:{port}");
+    let mut directory = Directory::new(tenant_id, &format!("https://vault.localhost:{port}"));
+    for t in &b.tenants {
+        directory.add_tenant(t)?;
+    }
+    for app in b.apps.iter().cloned() {
+        directory.add_app(app)?;
+    }
+    for (client_id, subject) in &b.workloads {
+        directory.add_app(
+            App::new(client_id).federated_credential(FederatedCredential::new(
+                format!("{authority}/{}", crate::identity::workload::ISSUER_PATH),
+                subject,
+            )),
+        )?;
+    }
+    for api in b.apis.iter().cloned() {
+        directory.add_api(api)?;
+    }
+    for mi in b.user_identities.iter().cloned() {
+        directory.add_user_identity(mi)?;
+    }
+    let identity = Identity::new(
+        directory,
+        b.identity_header
+            .clone()
+            .unwrap_or_else(crate::store::new_version),
+        &store.entra_keys,
+        KubernetesIssuer::new(&authority, &kubernetes_key)?,
+        b.permissive,
+    )?;
     let lifetime = b.token_lifetime.unwrap_or(Duration::from_secs(3599));
-    let authority_url = url::Url::parse(&format!("https://localhost:{port}/"))
-        .map_err(|e| Error::State(e.to_string()))?;
     let shared = Arc::new(Shared {
         port,
-        authority_url,
-        tenant_id,
-        accept_any_token: b.accept_any_token,
         token_lifetime: i64::try_from(lifetime.as_secs()).unwrap_or(3599).max(1),
         clock: Clock::default(),
         store: Mutex::new(store),
         state_dir,
-        entra,
+        identity,
         faults: Faults::default(),
+        limiter: Limiter::new(b.vault_limits.clone()),
         counters: Mutex::new(BTreeMap::new()),
     });
     shared.persist(&lock(&shared.store));
+    for (namespace, name, path) in &b.token_files {
+        crate::Admin::new(shared.clone()).write_service_account_token(path, namespace, name)?;
+    }
+    let routers = Routers::new(&shared);
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let loop_shared = shared.clone();
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = stop_rx.changed() => break,
                 accepted = listener.accept() => {
                     let Ok((stream, peer)) = accepted else { continue };
-                    let shared = loop_shared.clone();
+                    let routers = routers.clone();
                     let acceptor = acceptor.clone();
                     let mut conn_stop = stop_rx.clone();
                     tokio::spawn(async move {
                         tokio::select! {
-                            _ = serve_connection(shared, acceptor, stream, peer) => {}
+                            _ = serve_connection(routers, acceptor, stream, peer) => {}
                             _ = conn_stop.changed() => {}
                         }
                     });
@@ -453,8 +315,13 @@ pub(crate) async fn start(b: EmulatorBuilder) -> Result<EmulatorHandle, Error> {
     });
 
     let http_client = crate::tls::localhost_http_client(&tls_material.ca_pem)?;
+    let tenant_id = shared.vault_tenant();
+    let authority_url = url::Url::parse(&format!("{}/", shared.authority()))
+        .map_err(|e| Error::State(e.to_string()))?;
     Ok(EmulatorHandle {
         shared,
+        tenant_id,
+        authority_url,
         ca_pem: tls_material.ca_pem,
         ca_path,
         http_client,
@@ -462,73 +329,6 @@ pub(crate) async fn start(b: EmulatorBuilder) -> Result<EmulatorHandle, Error> {
         task: Some(task),
         _temp_dir: temp_dir,
     })
-}
-
-/// Command-line options of `keyroll-emulator` (and `keyroll emulator`).
-#[derive(Debug, Clone, Default, clap::Args)]
-#[non_exhaustive]
-pub struct ServeArgs {
-    /// TCP port on 127.0.0.1 (0 = ephemeral).
-    #[arg(long, default_value_t = 0, env = "KEYROLL_EMULATOR_PORT")]
-    pub port: u16,
-    /// Directory that keeps the CA, the Entra signing keys and the vaults across restarts.
-    #[arg(long, env = "KEYROLL_EMULATOR_STATE_DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Accept any bearer token at the vault.
-    #[arg(long)]
-    pub accept_any_token: bool,
-    /// Register an Entra confidential client: `CLIENT_ID=SECRET` (repeatable).
-    #[arg(long = "client-secret", value_name = "CLIENT_ID=SECRET")]
-    pub client_secrets: Vec<String>,
-    /// The managed-identity endpoint's `X-IDENTITY-HEADER` secret (random when absent).
-    #[arg(long, env = "KEYROLL_EMULATOR_IDENTITY_HEADER")]
-    pub identity_header: Option<String>,
-    /// The default tenant id (random when absent, kept in the state directory).
-    #[arg(long)]
-    pub tenant_id: Option<String>,
-}
-
-impl ServeArgs {
-    /// The builder these options describe.
-    pub fn builder(&self) -> Result<EmulatorBuilder, Error> {
-        let mut b = crate::Emulator::builder()
-            .port(self.port)
-            .accept_any_token(self.accept_any_token);
-        if let Some(dir) = &self.state_dir {
-            b = b.state_dir(dir);
-        }
-        for pair in &self.client_secrets {
-            let Some((id, secret)) = pair.split_once('=') else {
-                return Err(Error::Refused {
-                    code: "BadParameter".into(),
-                    message: format!("--client-secret wants CLIENT_ID=SECRET, got {pair:?}"),
-                });
-            };
-            b = b.client_secret(id, secret);
-        }
-        if let Some(h) = &self.identity_header {
-            b = b.managed_identity(h);
-        }
-        if let Some(t) = &self.tenant_id {
-            b = b.tenant_id(t);
-        }
-        Ok(b)
-    }
-}
-
-/// Starts the emulator, prints one line `READY {json}` on stdout (the facts of
-/// [`EmulatorHandle::ready_json`]) and serves until Ctrl-C.
-pub async fn run(args: ServeArgs) -> Result<(), Error> {
-    let emu = args.builder()?.start().await?;
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "READY {}", emu.ready_json())?;
-        out.flush()?;
-    }
-    tokio::signal::ctrl_c().await?;
-    emu.shutdown().await;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -30,52 +30,9 @@ impl Attributes {
         }
     }
 
-    /// The JSON form, with the recovery fields the service adds.
-    pub(crate) fn to_json(&self) -> Value {
-        let mut m = Map::new();
-        m.insert("enabled".into(), self.enabled.into());
-        if let Some(nbf) = self.nbf {
-            m.insert("nbf".into(), nbf.into());
-        }
-        if let Some(exp) = self.exp {
-            m.insert("exp".into(), exp.into());
-        }
-        m.insert("created".into(), self.created.into());
-        m.insert("updated".into(), self.updated.into());
-        m.insert("recoveryLevel".into(), "Recoverable+Purgeable".into());
-        m.insert("recoverableDays".into(), 90.into());
-        Value::Object(m)
-    }
-
     /// Enables or disables the object, as of `now`.
     pub(crate) fn set_enabled(&mut self, enabled: bool, now: i64) {
         self.enabled = enabled;
-        self.updated = now;
-    }
-
-    /// Applies `{"enabled","nbf","exp"}` from an update request.
-    pub(crate) fn apply(&mut self, patch: &Value, now: i64) {
-        if let Some(e) = patch.get("enabled").and_then(Value::as_bool) {
-            self.enabled = e;
-        }
-        match patch.get("nbf") {
-            Some(Value::Null) => self.nbf = None,
-            Some(v) => {
-                if let Some(n) = v.as_i64() {
-                    self.nbf = Some(n);
-                }
-            }
-            None => {}
-        }
-        match patch.get("exp") {
-            Some(Value::Null) => self.exp = None,
-            Some(v) => {
-                if let Some(n) = v.as_i64() {
-                    self.exp = Some(n);
-                }
-            }
-            None => {}
-        }
         self.updated = now;
     }
 }
@@ -141,8 +98,8 @@ pub(crate) struct Certificate {
     pub(crate) pending: Option<PendingOperation>,
 }
 
-/// One version of a secret.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One version of a secret. `Debug` prints no value.
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct SecretVersion {
     pub(crate) version: String,
     pub(crate) value: String,
@@ -151,6 +108,18 @@ pub(crate) struct SecretVersion {
     pub(crate) tags: Map<String, Value>,
     /// Backs a certificate (its key has the same name and version).
     pub(crate) managed: bool,
+}
+
+impl std::fmt::Debug for SecretVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretVersion")
+            .field("version", &self.version)
+            .field("value", &"<redacted>")
+            .field("content_type", &self.content_type)
+            .field("attributes", &self.attributes)
+            .field("managed", &self.managed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One vault's contents.
@@ -168,6 +137,9 @@ pub(crate) struct Store {
     pub(crate) vaults: BTreeMap<String, Vault>,
     /// The Entra signing keys, oldest first; the last one signs.
     pub(crate) entra_keys: Vec<KeyMaterial>,
+    /// The key of the emulated Kubernetes cluster's service-account issuer.
+    #[serde(default)]
+    pub(crate) kubernetes_key: Option<KeyMaterial>,
 }
 
 const STATE_FILE: &str = "state.json";
@@ -271,19 +243,5 @@ mod tests {
                 .public_jwk()
                 .unwrap()
         );
-    }
-
-    #[test]
-    fn attribute_patch_sets_and_clears() {
-        let mut a = Attributes::new(1);
-        a.apply(
-            &serde_json::json!({"enabled": false, "nbf": 5, "exp": 9}),
-            7,
-        );
-        assert!(!a.enabled);
-        assert_eq!((a.nbf, a.exp, a.updated), (Some(5), Some(9), 7));
-        a.apply(&serde_json::json!({"exp": null}), 8);
-        assert_eq!(a.exp, None);
-        assert_eq!(a.to_json()["recoveryLevel"], "Recoverable+Purgeable");
     }
 }

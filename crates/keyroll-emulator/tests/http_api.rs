@@ -1,6 +1,6 @@
 //! The wire as the service answers it, checked with a plain HTTP client: the 401 challenge,
 //! error shapes, api-versions, ids, faults and counters (Rust and admin HTTP API),
-//! `accept_any_token`, and the state directory across restarts.
+//! the permissive mode, and the state directory across restarts.
 #![allow(
     clippy::unwrap_used,
     clippy::field_reassign_with_default,
@@ -106,7 +106,14 @@ async fn challenge_errors_and_ids_as_the_service_answers() {
     assert_eq!(s, 404);
     assert!(b["error"]["code"].is_string() && b["error"]["message"].is_string());
 
-    // A token for another audience is refused with a challenge.
+    // An unregistered resource gets no token; a token for another registered API is refused
+    // by the vault with a challenge.
+    let unregistered = token_response(&emu, "https://graph.localhost/.default").await;
+    assert_eq!(unregistered["error"], "invalid_resource");
+    assert_eq!(unregistered["error_codes"][0], 500_011);
+    emu.admin()
+        .register_api(keyroll_emulator::Api::new("https://graph.localhost"))
+        .unwrap();
     let other = token_response(&emu, "https://graph.localhost/.default").await;
     let r = http
         .get(vault.join("keys?api-version=2025-07-01").unwrap())
@@ -151,6 +158,58 @@ async fn challenge_errors_and_ids_as_the_service_answers() {
     assert_eq!(listed["nextLink"], Value::Null);
     let (s, b) = get("keys/bad_name!/?api-version=2025-07-01").await;
     assert_eq!(s, 404, "{b}");
+
+    // Routes: "latest" with a trailing slash or an empty version, the pending operation, a
+    // secret by PUT; a method the emulator does not serve is refused in the service's shape.
+    let send = |method: reqwest::Method, path: &str, body: Option<Value>| {
+        let mut r = http
+            .request(method, vault.join(path).unwrap())
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let digest =
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [7u8; 48]);
+    let (s, b) = send(
+        reqwest::Method::POST,
+        "keys/wire-key//sign?api-version=2025-07-01",
+        Some(json!({"alg": "ES384", "value": digest})),
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["kid"], kid, "the latest version signed");
+    let (s, b) = get("keys/wire-key?api-version=2025-07-01").await;
+    assert_eq!((s, b["key"]["kid"].as_str()), (200, Some(kid)));
+    let (s, b) = get("certificates/nothing/pending?api-version=2025-07-01").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("PendingCertificateNotFound"))
+    );
+    let (s, _) = send(
+        reqwest::Method::PUT,
+        "secrets/wire-secret?api-version=2025-07-01",
+        Some(json!({"value": "v"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, b) = send(
+        reqwest::Method::DELETE,
+        "keys/wire-key?api-version=2025-07-01",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (405, Some("MethodNotAllowed"))
+    );
 
     // The same vault by IP is the `default` vault.
     let by_ip = format!("https://127.0.0.1:{port}/keys?api-version=2025-07-01");
@@ -290,7 +349,7 @@ async fn faults_and_counters_through_rust_and_http_admin() {
     emu.shutdown().await;
 }
 
-/// Key `k` of vault `keep`, fetched with a token only `accept_any_token` lets through.
+/// Key `k` of vault `keep`, fetched with a token only the permissive mode lets through.
 async fn get_kept_key(http: &reqwest::Client, emu: &EmulatorHandle) -> Value {
     let url = emu
         .vault_url("keep")
@@ -300,13 +359,13 @@ async fn get_kept_key(http: &reqwest::Client, emu: &EmulatorHandle) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn accept_any_token_and_state_directory_across_restarts() {
+async fn permissive_mode_and_state_directory_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     // Both instances keep their state in the same directory.
     let start = || {
         Emulator::builder()
             .state_dir(dir.path())
-            .accept_any_token(true)
+            .permissive(true)
             .start()
     };
     let emu = start().await.unwrap();

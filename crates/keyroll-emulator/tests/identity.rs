@@ -100,10 +100,16 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
     let scope = format!("{}/.default", emu.vault_resource());
     let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
     let claims = verify_against_jwks(&emu, token.token.secret()).await;
+    // Key Vault takes v1 tokens: sts.windows.net issuer, appid/appidacr ("1": a secret).
     assert_eq!(claims["aud"], emu.vault_resource());
-    assert_eq!(claims["iss"], emu.issuer(emu.tenant_id()));
+    assert_eq!(claims["iss"], emu.issuer_v1(emu.tenant_id()));
     assert_eq!(claims["appid"], common::CLIENT_ID);
+    assert_eq!(claims["appidacr"], "1");
+    assert_eq!(claims["ver"], "1.0");
+    assert!(claims.get("azp").is_none() && claims.get("azpacr").is_none());
     assert_eq!(claims["tid"], emu.tenant_id());
+    assert_eq!(claims["sub"], claims["oid"]);
+    assert!(claims["uti"].is_string());
 
     let discovery = common::send_json(
         emu.http_client()
@@ -161,18 +167,99 @@ async fn client_secret_tokens_verify_against_the_published_keys() {
             .starts_with("AADSTS7000215")
     );
     assert_eq!(body["error_codes"][0], 7_000_215);
+    assert_entra_error_shape(&body);
     // An unknown client.
     let unknown_client =
-        common::client_secret_token_request(&emu, "any-tenant", "ghost", "x", &scope);
+        common::client_secret_token_request(&emu, emu.tenant_id(), "ghost", "x", &scope);
     let resp = unknown_client.send().await.unwrap();
     assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized_client");
     assert!(
-        resp.json::<Value>().await.unwrap()["error_description"]
+        body["error_description"]
             .as_str()
             .unwrap()
             .starts_with("AADSTS700016")
     );
+    // An unknown tenant, an unregistered resource.
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        "any-tenant",
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        &scope,
+    ))
+    .await;
+    assert_eq!(
+        (status, body["error_codes"][0].as_i64()),
+        (400, Some(90_002))
+    );
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        "api://unregistered/.default",
+    ))
+    .await;
+    assert_eq!(
+        (status, body["error_codes"][0].as_i64()),
+        (400, Some(500_011))
+    );
+    assert_eq!(body["error"], "invalid_resource");
+    assert_entra_error_shape(&body);
     emu.shutdown().await;
+}
+
+/// Sends a request; the status and the JSON body.
+async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let resp = request.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// `GET /keys` in vault `v` with a bearer token.
+async fn list_keys_with(emu: &EmulatorHandle, token: &str) -> reqwest::Response {
+    emu.http_client()
+        .get(
+            emu.vault_url("v")
+                .join("keys?api-version=2025-07-01")
+                .unwrap(),
+        )
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Entra's error body: the code in three places, the ids, a `2024-01-01 12:00:00Z` timestamp.
+fn assert_entra_error_shape(body: &Value) {
+    let code = body["error_codes"][0].as_i64().unwrap();
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{body}"
+    );
+    assert!(
+        body["error_uri"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("error?code={code}"))
+    );
+    let ts = body["timestamp"].as_str().unwrap();
+    let shape: String = ts
+        .chars()
+        .map(|c| if c.is_ascii_digit() { 'd' } else { c })
+        .collect();
+    assert_eq!(
+        shape, "dddd-dd-dd dd:dd:ddZ",
+        "timestamp {ts:?} is not in Entra's form"
+    );
+    for id in ["trace_id", "correlation_id"] {
+        let v = body[id].as_str().unwrap();
+        assert_eq!(v.len(), 36, "{id}");
+        assert!(description.contains(v), "{id} in the description");
+    }
+    assert!(description.ends_with(&format!("Timestamp: {ts}")));
 }
 
 /// An RFC 7523 assertion whose signature is made by the vault (`sign` over the SHA-256 digest).
@@ -286,6 +373,10 @@ async fn client_assertion_signed_by_a_vault_certificate() {
         .unwrap();
     let claims = verify_against_jwks(&emu, token.token.secret()).await;
     assert_eq!(claims["appid"], "assertion-app");
+    assert_eq!(
+        claims["appidacr"], "2",
+        "a certificate authenticated the client"
+    );
 
     // The token opens the vault.
     let client = key_client(&emu, "idvault", assertion_cred);
@@ -297,19 +388,28 @@ async fn client_assertion_signed_by_a_vault_certificate() {
         .unwrap();
     assert_eq!(key.managed, Some(true));
 
-    // Replaying an assertion (same jti) is refused.
+    // An assertion may be presented again until it expires (MSAL reuses one for minutes),
+    // for the same or another scope, as Entra accepts it.
     let post =
         |a: String| post_assertion(&emu, emu.tenant_id(), "assertion-app", a, scope.as_str());
     assert_eq!(post(raw_assertion.clone()).await.0, 200);
     let (status, body) = post(raw_assertion.clone()).await;
-    assert_eq!(status, 401);
-    assert_eq!(body["error"], "invalid_client");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap()
-            .starts_with("AADSTS700023"),
-        "{body}"
+    assert_eq!(status, 200, "{body}");
+    emu.admin()
+        .register_api(keyroll_emulator::Api::new("api://second"))
+        .unwrap();
+    let (status, body) = post_assertion(
+        &emu,
+        emu.tenant_id(),
+        "assertion-app",
+        raw_assertion.clone(),
+        "api://second/.default",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        common::claims_of(body["access_token"].as_str().unwrap())["aud"],
+        "api://second"
     );
 
     // A tampered signature is refused.
@@ -352,7 +452,14 @@ async fn assertion_matching_and_claim_checks() {
     let emu = common::start().await;
     let good = local_cert();
     let other = local_cert();
-    emu.register_client_certificate("local-app", &good.der)
+    // The app lives in a second tenant, "contoso".
+    emu.admin().add_tenant("contoso").unwrap();
+    emu.admin()
+        .register_app(
+            keyroll_emulator::App::new("local-app")
+                .tenant("contoso")
+                .certificate(good.der.clone()),
+        )
         .unwrap();
     let endpoint = emu.token_endpoint("contoso").to_string();
     let scope = format!("{}/.default", emu.vault_resource());
@@ -432,8 +539,22 @@ async fn assertion_matching_and_claim_checks() {
     assert_eq!((s, code(&body)), (401, 700_021));
     let mut c = claims("h");
     c["exp"] = json!(now - 3600.0);
-    let (s, body) = post(make(&good, json!({"x5t": padded}), c)).await;
+    let expired = make(&good, json!({"x5t": padded}), c);
+    let (s, body) = post(expired.clone()).await;
     assert_eq!((s, code(&body)), (401, 700_024));
+    // Presented again, an expired assertion stays refused.
+    let (s, body) = post(expired).await;
+    assert_eq!((s, code(&body)), (401, 700_024));
+    // The app is not registered in the default tenant.
+    let (s, body) = post_assertion(
+        &emu,
+        emu.tenant_id(),
+        "local-app",
+        make(&good, json!({"x5t": padded}), claims("i")),
+        scope.as_str(),
+    )
+    .await;
+    assert_eq!((s, code(&body)), (400, 700_016));
     emu.shutdown().await;
 }
 
@@ -473,5 +594,212 @@ async fn managed_identity_credential_app_service() {
     let missing = token_request().send().await.unwrap();
     assert_eq!(missing.status(), 400);
 
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_apis_get_tokens_of_their_version_with_granted_roles() {
+    use keyroll_emulator::{Api, TokenVersion};
+    let emu = keyroll_emulator::Emulator::builder()
+        .client_secret(common::CLIENT_ID, common::CLIENT_SECRET)
+        .api(
+            Api::new("api://orders")
+                .app_id("11111111-2222-3333-4444-555555555555")
+                .access_token_version(TokenVersion::V2)
+                .app_role("Orders.Read")
+                .app_role("Orders.Write")
+                .grant(common::CLIENT_ID, "Orders.Read"),
+        )
+        .api(Api::new("api://billing"))
+        .start()
+        .await
+        .unwrap();
+    let token = |scope: &'static str| {
+        let emu = &emu;
+        async move {
+            let (status, body) = send(common::client_secret_token_request(
+                emu,
+                emu.tenant_id(),
+                common::CLIENT_ID,
+                common::CLIENT_SECRET,
+                scope,
+            ))
+            .await;
+            assert_eq!(status, 200, "{body}");
+            verify_against_jwks(emu, body["access_token"].as_str().unwrap()).await
+        }
+    };
+    // v2: the API's application id as audience, the v2 issuer, azp/azpacr, the granted roles.
+    let v2 = token("api://orders/.default").await;
+    assert_eq!(v2["aud"], "11111111-2222-3333-4444-555555555555");
+    assert_eq!(v2["iss"], emu.issuer(emu.tenant_id()));
+    assert_eq!(
+        (v2["azp"].as_str(), v2["azpacr"].as_str()),
+        (Some(common::CLIENT_ID), Some("1"))
+    );
+    assert_eq!(v2["ver"], "2.0");
+    assert_eq!(v2["roles"], json!(["Orders.Read"]));
+    assert!(v2.get("appid").is_none() && v2.get("appidacr").is_none());
+    // The application id names the API too.
+    let by_app_id = token("11111111-2222-3333-4444-555555555555/.default").await;
+    assert_eq!(by_app_id["aud"], v2["aud"]);
+    // v1: the resource as requested, the sts.windows.net issuer, no roles granted.
+    let v1 = token("api://billing/.default").await;
+    assert_eq!(v1["aud"], "api://billing");
+    assert_eq!(v1["iss"], emu.issuer_v1(emu.tenant_id()));
+    assert_eq!(v1["ver"], "1.0");
+    assert!(v1.get("roles").is_none());
+    // v1 discovery names the v1 issuer.
+    let discovery = common::send_json(emu.http_client().get(format!(
+        "{}{}/.well-known/openid-configuration",
+        emu.authority_host(),
+        emu.tenant_id()
+    )))
+    .await;
+    assert_eq!(discovery["issuer"], emu.issuer_v1(emu.tenant_id()));
+    // A v2 token for another API does not open a vault.
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        "api://orders/.default",
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let r = list_keys_with(&emu, body["access_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 401);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_from_another_tenant_is_refused_at_the_vault() {
+    let emu = keyroll_emulator::Emulator::builder()
+        .client_secret(common::CLIENT_ID, common::CLIENT_SECRET)
+        .add_tenant("fabrikam")
+        .app(
+            keyroll_emulator::App::new("fabrikam-app")
+                .tenant("fabrikam")
+                .secret("f-secret"),
+        )
+        .start()
+        .await
+        .unwrap();
+    let scope = format!("{}/.default", emu.vault_resource());
+    // Key Vault is known in every tenant: fabrikam's app gets a token for it.
+    let (status, body) = send(common::client_secret_token_request(
+        &emu,
+        "fabrikam",
+        "fabrikam-app",
+        "f-secret",
+        &scope,
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(common::claims_of(token)["tid"], "fabrikam");
+    // The vault belongs to the default tenant: AKV10032, with a challenge naming its tenant.
+    let r = list_keys_with(&emu, token).await;
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains(emu.tenant_id()), "{challenge}");
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("AKV10032: Invalid issuer."),
+        "{message}"
+    );
+    assert!(
+        message.contains("https://sts.windows.net/fabrikam/"),
+        "{message}"
+    );
+    // The same request with the default tenant's token passes.
+    let (_, body) = send(common::client_secret_token_request(
+        &emu,
+        emu.tenant_id(),
+        common::CLIENT_ID,
+        common::CLIENT_SECRET,
+        &scope,
+    ))
+    .await;
+    let r = list_keys_with(&emu, body["access_token"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 200);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_identities_are_selected_by_any_of_their_ids() {
+    let orders = keyroll_emulator::ManagedIdentity::user_assigned("orders");
+    let emu = keyroll_emulator::Emulator::builder()
+        .user_assigned_identity(orders.clone())
+        .start()
+        .await
+        .unwrap();
+    let http = emu.http_client();
+    let resource = emu.vault_resource();
+    let request = |selector: Option<(&str, &str)>, resource: &str| {
+        let mut q = vec![("api-version", "2019-08-01"), ("resource", resource)];
+        if let Some(s) = selector {
+            q.push(s);
+        }
+        http.get(emu.identity_endpoint())
+            .query(&q)
+            .header("X-IDENTITY-HEADER", emu.identity_header())
+    };
+    for selector in [
+        ("client_id", orders.client_id.as_str()),
+        ("object_id", orders.object_id.as_str()),
+        ("principal_id", orders.object_id.as_str()),
+        ("mi_res_id", orders.resource_id.as_str()),
+        ("msi_res_id", orders.resource_id.as_str()),
+    ] {
+        let (status, body) = send(request(Some(selector), &resource)).await;
+        assert_eq!(status, 200, "{selector:?}: {body}");
+        assert_eq!(body["client_id"], orders.client_id.as_str());
+        let claims = verify_against_jwks(&emu, body["access_token"].as_str().unwrap()).await;
+        assert_eq!(claims["appid"], orders.client_id.as_str(), "{selector:?}");
+        assert_eq!(claims["oid"], orders.object_id.as_str(), "{selector:?}");
+        assert_eq!(
+            claims["xms_mirid"],
+            orders.resource_id.as_str(),
+            "{selector:?}"
+        );
+    }
+    let (_, system) = send(request(None, &resource)).await;
+    assert_eq!(
+        system["client_id"],
+        emu.managed_identity_client_id().as_str()
+    );
+    // Not assigned: App Service's 400, by each kind of id.
+    for selector in [
+        ("client_id", "9f4c0a43-0000-4000-a000-000000000000"),
+        ("object_id", orders.client_id.as_str()),
+        (
+            "mi_res_id",
+            "/subscriptions/x/resourcegroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/nobody",
+        ),
+    ] {
+        let (status, body) = send(request(Some(selector), &resource)).await;
+        assert_eq!(status, 400, "{selector:?}");
+        assert_eq!(body["statusCode"], 400);
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("No User Assigned or Delegated Managed Identity found"),
+            "{body}"
+        );
+        assert_eq!(body["correlationId"].as_str().unwrap().len(), 36);
+    }
+    // An unregistered resource.
+    let (status, body) = send(request(None, "api://unregistered")).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"].as_str().unwrap().contains("AADSTS500011"),
+        "{body}"
+    );
     emu.shutdown().await;
 }

@@ -3,6 +3,11 @@
 //! setting it in-process needs `unsafe` (forbidden here), so this test runs itself twice: as the
 //! parent it starts the emulator and re-runs its own binary with that environment; as the child
 //! it uses the credential. A plain `main` (`harness = false`), so both halves always run.
+//!
+//! The child uses the system-assigned identity, then a user-assigned one selected by its client
+//! id and by its object id (the Rust credential refuses a resource id for App Service; the
+//! Python suite and `identity.rs` select by resource id), then an identity that is not
+//! assigned (App Service's 400).
 #![allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 
 mod common;
@@ -11,9 +16,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
-use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions};
+use azure_identity::{ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId};
 use azure_security_keyvault_keys::models::SignatureAlgorithm;
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use keyroll_emulator::ManagedIdentity;
 
 const CHILD_ENV: &str = "KEYROLL_EMULATOR_MI_CHILD";
 const CHILD_DONE: &str = "managed identity child: ok";
@@ -35,7 +41,14 @@ fn main() -> ExitCode {
 }
 
 async fn parent() {
-    let emu = common::start().await;
+    let orders = ManagedIdentity::user_assigned("orders");
+    let emu = keyroll_emulator::Emulator::builder()
+        .client_secret(common::CLIENT_ID, common::CLIENT_SECRET)
+        .user_assigned_identity(orders.clone())
+        .start()
+        .await
+        .unwrap();
+    let system = emu.system_assigned_identity();
     let mut command = std::process::Command::new(std::env::current_exe().unwrap());
     command
         .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
@@ -46,7 +59,11 @@ async fn parent() {
             "KEYROLL_EMULATOR_TEST_VAULT",
             emu.vault_url("mivault").as_str(),
         )
-        .env("KEYROLL_EMULATOR_TEST_RESOURCE", emu.vault_resource());
+        .env("KEYROLL_EMULATOR_TEST_RESOURCE", emu.vault_resource())
+        .env("KEYROLL_EMULATOR_TEST_SYSTEM", &system.client_id)
+        .env("KEYROLL_EMULATOR_TEST_UA_CLIENT", &orders.client_id)
+        .env("KEYROLL_EMULATOR_TEST_UA_OBJECT", &orders.object_id)
+        .env("KEYROLL_EMULATOR_TEST_UA_RESOURCE", &orders.resource_id);
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
         .unwrap()
@@ -80,8 +97,56 @@ async fn child() {
     let cred = ManagedIdentityCredential::new(Some(opts)).unwrap();
     let scope = format!("{resource}/.default");
     let token = cred.get_token(&[scope.as_str()], None).await.unwrap();
-    assert_eq!(common::claims_of(token.token.secret())["aud"], resource);
+    let claims = common::claims_of(token.token.secret());
+    assert_eq!(claims["aud"], resource);
+    assert_eq!(
+        claims["appid"],
+        std::env::var("KEYROLL_EMULATOR_TEST_SYSTEM").unwrap()
+    );
+    assert_eq!(claims["ver"], "1.0");
     assert!(token.expires_on > azure_core::time::OffsetDateTime::now_utc());
+
+    // A user-assigned identity, selected by its client id or its object id, gets its own token.
+    let var = |n: &str| std::env::var(n).unwrap();
+    let (ua_client, ua_object, ua_resource) = (
+        var("KEYROLL_EMULATOR_TEST_UA_CLIENT"),
+        var("KEYROLL_EMULATOR_TEST_UA_OBJECT"),
+        var("KEYROLL_EMULATOR_TEST_UA_RESOURCE"),
+    );
+    let user_assigned = |id: UserAssignedId| {
+        let mut opts = ManagedIdentityCredentialOptions::default();
+        opts.client_options = client_options.clone();
+        opts.user_assigned_id = Some(id);
+        ManagedIdentityCredential::new(Some(opts)).unwrap()
+    };
+    for id in [
+        UserAssignedId::ClientId(ua_client.clone()),
+        UserAssignedId::ObjectId(ua_object.clone()),
+    ] {
+        let what = format!("{id:?}");
+        let token = user_assigned(id)
+            .get_token(&[scope.as_str()], None)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let claims = common::claims_of(token.token.secret());
+        assert_eq!(claims["appid"], ua_client.as_str(), "{what}");
+        assert_eq!(claims["oid"], ua_object.as_str(), "{what}");
+        assert_eq!(claims["xms_mirid"], ua_resource.as_str(), "{what}");
+    }
+    // An identity that is not assigned to the site: App Service's 400, which the credential
+    // recognises as such.
+    let error = user_assigned(UserAssignedId::ClientId(
+        "00000000-0000-0000-0000-00000000dead".into(),
+    ))
+    .get_token(&[scope.as_str()], None)
+    .await
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("The requested identity has not been assigned to this resource"),
+        "{error}"
+    );
 
     let mut k = KeyClientOptions::default();
     k.client_options = client_options;

@@ -1,0 +1,127 @@
+//! Workload identity from the environment, end to end: the emulator plays the Kubernetes
+//! cluster (it writes the projected service-account token) and Entra ID (an app with a
+//! federated credential for that service account); `credential_from_env` picks workload
+//! identity from `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+//! `AZURE_AUTHORITY_HOST`, `EntraTokens` gets a Key Vault token the validator accepts against
+//! the emulator's JWKS, and the token opens the vault. The variables are read from the process
+//! environment, and setting them in-process needs `unsafe` (forbidden here), so this test runs
+//! itself twice: as the parent it starts the emulator and re-runs its own binary with that
+//! environment; as the child it does the work. A plain `main` (`harness = false`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::ExitCode;
+
+use http::StatusCode;
+use keyroll_azure::{
+    EntraTokens, KeyVaultKeys, client_options_with_transport, credential_from_env,
+};
+use keyroll_core::jwt::{Issuer, Validation};
+use keyroll_core::{JwksSource, KeyCache};
+use keyroll_emulator::{Curve, KeySpec, KeyVersionOptions};
+
+const CHILD: &str = "KEYROLL_AZURE_WI_CHILD";
+const CHILD_DONE: &str = "workload identity child: ok";
+const CLIENT_ID: &str = "aks-workload";
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os(CHILD).is_some() {
+        runtime.block_on(child());
+        println!("{CHILD_DONE}");
+    } else {
+        runtime.block_on(parent());
+        println!("workload_identity: 1 passed, 0 failed");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn parent() {
+    let token_file =
+        std::env::temp_dir().join(format!("keyroll-azure-wi-token-{}", std::process::id()));
+    let emu = keyroll_emulator::Emulator::builder()
+        .workload_identity(CLIENT_ID, "system:serviceaccount:payments:api")
+        .service_account_token_file("payments", "api", &token_file)
+        .start()
+        .await
+        .unwrap();
+    emu.admin()
+        .create_key_version(
+            "wiv",
+            "signing",
+            KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
+        )
+        .unwrap();
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("IDENTITY_ENDPOINT")
+        .env_remove("MSI_ENDPOINT")
+        .env_remove("KEYROLL_CREDENTIAL")
+        .env("AZURE_FEDERATED_TOKEN_FILE", &token_file)
+        .env("AZURE_CLIENT_ID", CLIENT_ID)
+        .env("AZURE_TENANT_ID", emu.tenant_id())
+        .env("AZURE_AUTHORITY_HOST", emu.authority_host().as_str())
+        .env(CHILD, "1")
+        .env("KEYROLL_TEST_CA", emu.ca_path())
+        .env("KEYROLL_TEST_VAULT", emu.vault_url("wiv").as_str())
+        .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
+        .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
+        .env("KEYROLL_TEST_ISSUER", emu.issuer_v1(emu.tenant_id()));
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(CHILD_DONE),
+        "the workload-identity child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        emu.admin().counter("entra.token") >= 1,
+        "the child exchanged its token"
+    );
+    assert!(
+        emu.admin().counter("keys.versions") >= 1,
+        "the child listed the key"
+    );
+    emu.shutdown().await;
+    std::fs::remove_file(&token_file).unwrap();
+}
+
+async fn child() {
+    let var = |name: &str| std::env::var(name).unwrap();
+    let ca = std::fs::read_to_string(var("KEYROLL_TEST_CA")).unwrap();
+    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    // credential_from_env picks workload identity from AZURE_FEDERATED_TOKEN_FILE.
+    let credential =
+        credential_from_env(Some(client_options_with_transport(http.clone()))).unwrap();
+    let resource = var("KEYROLL_TEST_RESOURCE");
+    let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
+    let token = tokens.access_token(&resource).await.unwrap();
+    let claims = common::jwt_part(token.secret(), 1);
+    assert_eq!(claims["appid"], CLIENT_ID);
+    assert_eq!(claims["appidacr"], "2");
+    let jwks = JwksSource::new(&var("KEYROLL_TEST_JWKS"))
+        .unwrap()
+        .with_client(http.clone());
+    let issuer = Issuer::new(
+        KeyCache::builder(jwks).build(),
+        Validation::new(var("KEYROLL_TEST_ISSUER"), [resource.as_str()]),
+    );
+    assert_eq!(
+        common::status_through_validator(issuer, token.secret()).await,
+        StatusCode::OK
+    );
+    let keys = KeyVaultKeys::builder(&var("KEYROLL_TEST_VAULT"), "signing", credential)
+        .client_options(client_options_with_transport(http))
+        .build()
+        .unwrap();
+    assert_eq!(keys.versions().await.unwrap().len(), 1);
+}
