@@ -413,3 +413,52 @@ async fn errors_name_vault_item_operation_and_status() {
     assert!(http.unwrap_err().to_string().contains("https"));
     emu.shutdown().await;
 }
+
+/// The request costs the fleet simulation (`keyroll-fleet`) models, measured: a cold load is
+/// the list (one page per 25 versions) plus one get per enabled version; a refresh lists
+/// only; a new version adds its one get. Counted by the vault itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_load_costs_the_pages_and_a_get_per_version_and_a_refresh_only_the_pages() {
+    let emu = common::start().await;
+    let admin = emu.admin();
+    let t0 = common::t0(&emu);
+    for n in 0..30 {
+        admin
+            .create_certificate_version(
+                "fleet",
+                "sts",
+                CertificateVersionOptions::new().created(t0 as i64 + n),
+            )
+            .unwrap();
+    }
+    admin.reset_counters();
+    let cache = KeyCache::builder(common::certificates(&emu, "fleet", "sts")).build();
+    assert_eq!(cache.refresh_now().await.unwrap().versions().len(), 30);
+    let pages = admin.counter("certificates.versions");
+    assert_eq!(
+        (pages, admin.counter("certificates.get")),
+        (2, 30),
+        "{:?}",
+        admin.counters()
+    );
+    cache.refresh_now().await.unwrap();
+    assert_eq!(admin.counter("certificates.versions"), 2 * pages);
+    assert_eq!(admin.counter("certificates.get"), 30, "known versions are kept");
+    admin
+        .create_certificate_version(
+            "fleet",
+            "sts",
+            CertificateVersionOptions::new().created(t0 as i64 + 60),
+        )
+        .unwrap();
+    admin.reset_counters();
+    assert_eq!(cache.refresh_now().await.unwrap().versions().len(), 31);
+    assert_eq!(
+        admin.counters().into_iter().collect::<Vec<_>>(),
+        [
+            ("certificates.get".to_owned(), 1),
+            ("certificates.versions".to_owned(), 2)
+        ]
+    );
+    emu.shutdown().await;
+}
