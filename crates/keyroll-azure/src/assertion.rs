@@ -72,6 +72,27 @@ impl CertificateKeyInfo {
             x5t_s256: x5t_s256.into(),
         }
     }
+
+    /// The current version's key info: one `GET` of the latest certificate.
+    pub(crate) async fn current(
+        vault: &Vault,
+        certificate_name: &str,
+    ) -> Result<CertificateKeyInfo, AzureError> {
+        let item = format!("certificates/{certificate_name}");
+        let bundle = vault.get_certificate(certificate_name, None).await?;
+        let cer = bundle
+            .cer
+            .ok_or_else(|| vault.invalid(&item, "no `cer` in the certificate"))?;
+        let key_id = bundle
+            .kid
+            .ok_or_else(|| vault.invalid(&item, "no `kid` in the certificate"))?;
+        let (x5t, x5t_s256) = keyroll_core::certificate_thumbprints(&cer);
+        Ok(CertificateKeyInfo {
+            key_id,
+            x5t,
+            x5t_s256,
+        })
+    }
 }
 
 /// Builds a [`KeyVaultClientAssertion`].
@@ -309,23 +330,7 @@ impl KeyVaultClientAssertion {
         {
             return Ok(info);
         }
-        let item = format!("certificates/{}", inner.certificate_name);
-        let bundle = inner
-            .vault
-            .get_certificate(&inner.certificate_name, None)
-            .await?;
-        let cer = bundle
-            .cer
-            .ok_or_else(|| inner.vault.invalid(&item, "no `cer` in the certificate"))?;
-        let key_id = bundle
-            .kid
-            .ok_or_else(|| inner.vault.invalid(&item, "no `kid` in the certificate"))?;
-        let (x5t, x5t_s256) = keyroll_core::certificate_thumbprints(&cer);
-        let info = CertificateKeyInfo {
-            key_id,
-            x5t,
-            x5t_s256,
-        };
+        let info = CertificateKeyInfo::current(&inner.vault, &inner.certificate_name).await?;
         *lock(&inner.key_info) = Some((info.clone(), tokio::time::Instant::now()));
         Ok(info)
     }

@@ -42,6 +42,7 @@ use keyroll_core::{
 };
 use zeroize::Zeroizing;
 
+use crate::CertificateKeyInfo;
 use crate::error::AzureError;
 use crate::lock;
 use crate::requests::VaultMetrics;
@@ -204,6 +205,13 @@ impl KeyVaultCertificates {
     /// The vault request counters (lists, gets, secret reads, signs, retries).
     pub fn metrics(&self) -> VaultMetrics {
         self.inner.vault.metrics()
+    }
+
+    /// The key id and thumbprints of the certificate's current version (one `GET` of the
+    /// latest certificate), as a [`KeyVaultClientAssertion`](crate::KeyVaultClientAssertion)
+    /// may be given them at build to skip its own lookup.
+    pub async fn current_key_info(&self) -> Result<CertificateKeyInfo, AzureError> {
+        CertificateKeyInfo::current(&self.inner.vault, &self.inner.certificate_name).await
     }
 
     async fn facts(&self, version: &str) -> Result<CertificateFacts, AzureError> {

@@ -443,7 +443,11 @@ async fn a_cold_load_costs_the_pages_and_a_get_per_version_and_a_refresh_only_th
     );
     cache.refresh_now().await.unwrap();
     assert_eq!(admin.counter("certificates.versions"), 2 * pages);
-    assert_eq!(admin.counter("certificates.get"), 30, "known versions are kept");
+    assert_eq!(
+        admin.counter("certificates.get"),
+        30,
+        "known versions are kept"
+    );
     admin
         .create_certificate_version(
             "fleet",

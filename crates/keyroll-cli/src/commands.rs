@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
 use clap::Args;
 use keyroll_azure::{
     CertificateKeyInfo, KeyVaultCertificates, KeyVaultClientAssertion, KeyVaultKeys,
@@ -172,25 +171,10 @@ async fn current_key_info(
     certificate: &str,
 ) -> std::result::Result<CertificateKeyInfo, CliError> {
     let (options, credential) = connection.connect()?;
-    let client = CertificateClient::new(
-        connection.vault()?,
-        credential,
-        Some(CertificateClientOptions {
-            client_options: options,
-            ..CertificateClientOptions::default()
-        }),
-    )?;
-    let bundle = client
-        .get_certificate(certificate, None)
-        .await?
-        .into_model()?;
-    let (Some(cer), Some(key_id)) = (bundle.cer, bundle.kid) else {
-        return Err(CliError::Usage(
-            "the vault answered a certificate without `cer` or `kid`",
-        ));
-    };
-    let (x5t, x5t_s256) = keyroll_core::certificate_thumbprints(&cer);
-    Ok(CertificateKeyInfo::new(key_id, x5t, x5t_s256))
+    let source = KeyVaultCertificates::builder(connection.vault()?, certificate, credential)
+        .client_options(options)
+        .build()?;
+    Ok(source.current_key_info().await?)
 }
 
 pub(crate) async fn key_info(args: KeyInfoArgs) -> Result<()> {
