@@ -10,7 +10,9 @@
 //!   found the source down, until the next good refresh: the background refresh is already
 //!   asking the source at its refresh rate, and is the probe that tells when it is back.
 //!   Without a running background refresh, this hold ends one refresh interval after the
-//!   failed refresh.
+//!   failed refresh. The first failed sign after a good refresh refreshes at once (coalesced
+//!   with any running load) to learn which it is: the vault down (signs then wait for its
+//!   return), or a blip (the hold is lifted).
 //!
 //! A held sign's error says when to try again (its `retry_after`). A throttled (429) or
 //! refused (4xx) answer holds nothing: the caller's own backoff and the source's
@@ -25,7 +27,7 @@ use crate::Algorithm;
 use crate::clock::later;
 use crate::error::SourceError;
 use crate::lock;
-use crate::refresh::Background;
+use crate::refresh::{Background, Need};
 use crate::source::{BoxFuture, Signer};
 
 /// How long after the cache's next refresh attempt a held sign is worth trying again (the
@@ -72,9 +74,17 @@ impl Signer for HeldSigner {
                 return Err(held);
             }
             let signed = self.inner.sign(signing_input).await;
-            if let Some(cache) = &cache {
+            if let Some(cache) = cache {
                 match &signed {
-                    Err(error) if source_is_down(error) => cache.hold_signing(error),
+                    Err(error) if source_is_down(error) => {
+                        let first = cache.hold_signing(error) == 1;
+                        if first && self.inner.is_remote() && cache.slot.last_error().is_none() {
+                            // Is the vault down, or only this sign? One refresh tells: if it
+                            // fails, signs wait for the next good one (as above); if it
+                            // answers, the hold is lifted at once.
+                            let _ = super::KeyCache { inner: cache }.load(Need::Now).await;
+                        }
+                    }
                     Err(_) => {}
                     Ok(_) => *lock(&cache.held) = None,
                 }
@@ -90,7 +100,8 @@ fn source_is_down(error: &SourceError) -> bool {
 }
 
 impl Inner {
-    fn hold_signing(&self, error: &SourceError) {
+    /// Holds signs after `error`; the number of failed signs in a row.
+    fn hold_signing(&self, error: &SourceError) -> u32 {
         let generation = self.slot.value().as_ref().map_or(0, |set| set.generation());
         let mut held = lock(&self.held);
         let failures = held
@@ -105,6 +116,7 @@ impl Inner {
             error: Arc::new(error.without_cause()),
         });
         tracing::warn!(source = %self.loading.source_name, error = %error, wait_ms = wait.as_millis() as u64, "sign failed; signs wait");
+        failures
     }
 
     /// The error a sign gets while held, with when to try again; `None`: sign.
@@ -127,18 +139,23 @@ impl Inner {
     }
 
     /// Until when signs are held at `now`, and by what: failed signs since the last good
-    /// refresh, or (for a remote signer) the last refresh having found the source down.
+    /// refresh, or (for a remote signer) the last refresh having found the source down;
+    /// whichever holds longer.
     fn held_until(&self, remote: bool, now: SystemTime) -> Option<(SystemTime, Arc<SourceError>)> {
         let generation = self.slot.value().as_ref().map_or(0, |set| set.generation());
-        if let Some(hold) = lock(&self.held).as_ref()
-            && hold.generation == generation
-            && now < hold.until
-        {
-            return Some((hold.until, Arc::clone(&hold.error)));
+        let by_sign = lock(&self.held)
+            .as_ref()
+            .filter(|hold| hold.generation == generation && now < hold.until)
+            .map(|hold| (hold.until, Arc::clone(&hold.error)));
+        let by_refresh = remote.then(|| self.held_by_refresh(now)).flatten();
+        match (by_sign, by_refresh) {
+            (Some(sign), Some(refresh)) => Some(if sign.0 >= refresh.0 { sign } else { refresh }),
+            (sign, refresh) => sign.or(refresh),
         }
-        if !remote {
-            return None;
-        }
+    }
+
+    /// Until when the last refresh, having found the source down, holds remote signs.
+    fn held_by_refresh(&self, now: SystemTime) -> Option<(SystemTime, Arc<SourceError>)> {
         let failed = self
             .slot
             .last_error()
