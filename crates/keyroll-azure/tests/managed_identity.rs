@@ -20,23 +20,8 @@ use keyroll_core::jwt::{Issuer, Validation};
 use keyroll_core::{JwksSource, KeyCache};
 use keyroll_emulator::{Curve, KeySpec, KeyVersionOptions};
 
-const CHILD: &str = "KEYROLL_AZURE_MI_CHILD";
-const CHILD_DONE: &str = "managed identity child: ok";
-
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    if std::env::var_os(CHILD).is_some() {
-        runtime.block_on(child());
-        println!("{CHILD_DONE}");
-    } else {
-        runtime.block_on(parent());
-        println!("managed_identity: 1 passed, 0 failed");
-    }
-    ExitCode::SUCCESS
+    common::parent_or_child("managed_identity", parent, child)
 }
 
 async fn parent() {
@@ -48,8 +33,7 @@ async fn parent() {
             KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
         )
         .unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut command = std::process::Command::new(exe);
+    let mut command = common::child_command();
     command
         .env_remove("AZURE_CLIENT_ID")
         .env_remove("AZURE_CLIENT_SECRET")
@@ -57,23 +41,13 @@ async fn parent() {
         .env_remove("KEYROLL_CREDENTIAL")
         .env("IDENTITY_ENDPOINT", emu.identity_endpoint().as_str())
         .env("IDENTITY_HEADER", emu.identity_header())
-        .env(CHILD, "1")
         .env("KEYROLL_TEST_CA", emu.ca_path())
         .env("KEYROLL_TEST_VAULT", emu.vault_url("miv").as_str())
         .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
         .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
         .env("KEYROLL_TEST_ISSUER", emu.issuer_v1(emu.tenant_id()))
         .env("KEYROLL_TEST_MI_CLIENT", emu.managed_identity_client_id());
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains(CHILD_DONE),
-        "the managed-identity child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::run_child(command, "managed-identity").await;
     assert!(emu.admin().counter("msi.token") >= 1);
     assert!(
         emu.admin().counter("keys.versions") >= 1,

@@ -21,24 +21,10 @@ use keyroll_core::jwt::{Issuer, Validation};
 use keyroll_core::{JwksSource, KeyCache};
 use keyroll_emulator::{Curve, KeySpec, KeyVersionOptions};
 
-const CHILD: &str = "KEYROLL_AZURE_WI_CHILD";
-const CHILD_DONE: &str = "workload identity child: ok";
 const CLIENT_ID: &str = "aks-workload";
 
 fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    if std::env::var_os(CHILD).is_some() {
-        runtime.block_on(child());
-        println!("{CHILD_DONE}");
-    } else {
-        runtime.block_on(parent());
-        println!("workload_identity: 1 passed, 0 failed");
-    }
-    ExitCode::SUCCESS
+    common::parent_or_child("workload_identity", parent, child)
 }
 
 async fn parent() {
@@ -57,7 +43,7 @@ async fn parent() {
             KeyVersionOptions::new(KeySpec::Ec(Curve::P256)),
         )
         .unwrap();
-    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    let mut command = common::child_command();
     command
         .env_remove("AZURE_CLIENT_SECRET")
         .env_remove("IDENTITY_ENDPOINT")
@@ -67,22 +53,12 @@ async fn parent() {
         .env("AZURE_CLIENT_ID", CLIENT_ID)
         .env("AZURE_TENANT_ID", emu.tenant_id())
         .env("AZURE_AUTHORITY_HOST", emu.authority_host().as_str())
-        .env(CHILD, "1")
         .env("KEYROLL_TEST_CA", emu.ca_path())
         .env("KEYROLL_TEST_VAULT", emu.vault_url("wiv").as_str())
         .env("KEYROLL_TEST_RESOURCE", emu.vault_resource())
         .env("KEYROLL_TEST_JWKS", emu.jwks_url(emu.tenant_id()).as_str())
         .env("KEYROLL_TEST_ISSUER", emu.issuer_v1(emu.tenant_id()));
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success() && stdout.contains(CHILD_DONE),
-        "the workload-identity child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::run_child(command, "workload-identity").await;
     assert!(
         emu.admin().counter("entra.token") >= 1,
         "the child exchanged its token"

@@ -21,6 +21,58 @@ use keyroll_emulator::{CertificateVersionOptions, EmulatorHandle};
 use keyroll_tower::validate::ValidateLayer;
 use tower::{ServiceBuilder, ServiceExt as _};
 
+/// Set in the child process of a test that needs an environment of its own.
+const CHILD: &str = "KEYROLL_AZURE_TEST_CHILD";
+const CHILD_DONE: &str = "test child: ok";
+
+/// The `main` of a test whose credential comes from the environment (`credential_from_env`
+/// reads it, and tests share one): `parent` starts this binary again through [`run_child`]
+/// with the environment it wants, and there `child` runs.
+pub fn parent_or_child<P, C>(
+    name: &str,
+    parent: fn() -> P,
+    child: fn() -> C,
+) -> std::process::ExitCode
+where
+    P: std::future::Future<Output = ()>,
+    C: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if std::env::var_os(CHILD).is_some() {
+        runtime.block_on(child());
+        println!("{CHILD_DONE}");
+    } else {
+        runtime.block_on(parent());
+        println!("{name}: 1 passed, 0 failed");
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+/// A command that runs this test binary again as the child of [`parent_or_child`].
+pub fn child_command() -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command.env(CHILD, "1");
+    command
+}
+
+/// Runs the child of [`parent_or_child`] and asserts that it passed.
+pub async fn run_child(mut command: std::process::Command, what: &str) {
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains(CHILD_DONE),
+        "the {what} child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 pub const CLIENT_ID: &str = "keyroll-tests";
 pub const CLIENT_SECRET: &str = "keyroll-tests-secret";
 
