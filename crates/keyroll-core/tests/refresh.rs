@@ -516,23 +516,28 @@ async fn settings_that_would_overflow_mean_never_not_a_panic() {
     assert_eq!(tokens.metrics().audiences, 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn while_the_vault_is_down_token_caches_ask_it_nothing() {
+fn flaky_vault() -> (Arc<FlakyRing>, KeyCache) {
     let clock = TokioClock::default();
-    let hour = 60 * MINUTE;
     let ring = LocalKeyRing::builder(Algorithm::ES256)
         .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
     let vault = Arc::new(FlakyRing::new(ring));
     let keys = KeyCache::builder_arc(Arc::clone(&vault) as Arc<dyn KeySource>)
-        .clock(Arc::new(clock.clone()))
+        .clock(Arc::new(clock))
         .build();
+    (vault, keys)
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_vault_is_down_token_caches_ask_it_nothing() {
+    let hour = 60 * MINUTE;
+    let (vault, keys) = flaky_vault();
     let tokens = TokenCache::builder(SelfSigned::new(
         keys.clone(),
         TokenTemplate::new("svc").lifetime(hour),
     ))
-    .clock(Arc::new(clock.clone()))
+    .clock(Arc::new(TokioClock::default()))
     .build();
     tokens.get("peer").await.unwrap();
     assert_eq!(vault.signs(), 1);
@@ -573,19 +578,6 @@ async fn while_the_vault_is_down_token_caches_ask_it_nothing() {
         back.elapsed()
     );
     assert_eq!(vault.signs(), 2);
-}
-
-fn flaky_vault() -> (Arc<FlakyRing>, KeyCache) {
-    let clock = TokioClock::default();
-    let ring = LocalKeyRing::builder(Algorithm::ES256)
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let vault = Arc::new(FlakyRing::new(ring));
-    let keys = KeyCache::builder_arc(Arc::clone(&vault) as Arc<dyn KeySource>)
-        .clock(Arc::new(clock))
-        .build();
-    (vault, keys)
 }
 
 #[tokio::test(start_paused = true)]
