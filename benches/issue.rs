@@ -12,7 +12,7 @@
 //! - `IssueLayer, two audiences alternating`: each call to another host than the one before
 //!   (each service remembers its last token for a few audiences);
 //! - `IssueLayer, six audiences round-robin`: more hosts than a service remembers, so every
-//!   call looks its audience up in the shared (moka) token cache.
+//!   call looks its audience up in the shared token cache (a lock-free map snapshot).
 //!
 //! The target: `IssueLayer` at most 2× `SetRequestHeader`. `SWEEPS` and `SLICE_MS` tune the
 //! run (defaults 40 × 25 ms; about 5 s per case).
@@ -146,7 +146,7 @@ fn main() {
             flip = !flip;
             one(&mut alternating, if flip { &uri } else { &other })
         }),
-        Case::new("TokenCache::cached alone (moka lookup)", || {
+        Case::new("TokenCache::cached alone (map lookup)", || {
             cache.cached("https://host1.internal").is_some()
         }),
         Case::new("IssueLayer, six audiences round-robin", || {
