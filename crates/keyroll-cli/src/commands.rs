@@ -291,6 +291,10 @@ pub(crate) struct VerifyArgs {
     /// Require this issuer (default: --issuer, else whatever the token says).
     #[arg(long)]
     iss: Option<String>,
+    /// Refuse tokens longer than this, in bytes: by default the limit services apply
+    /// (`ValidateLayer`, `Verifier`), so a token this command accepts, they accept too.
+    #[arg(long, default_value_t = keyroll_core::jwt::DEFAULT_MAX_TOKEN_LEN)]
+    max_token_len: usize,
 }
 
 pub(crate) async fn verify(args: VerifyArgs) -> Result<()> {
@@ -309,7 +313,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<()> {
             vault_source(&args.connection, &item)?
         }
     };
-    let claimed_issuer = UntrustedToken::parse(&args.token, 64 * 1024)
+    let claimed_issuer = UntrustedToken::parse(&args.token, args.max_token_len)
         .map_err(VerifyError::from)?
         .claims
         .iss
@@ -326,7 +330,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<()> {
     if args.aud.is_none() {
         validation = validation.any_audience();
     }
-    let verifier = Verifier::new([Issuer::new(keys, validation)]).max_token_len(64 * 1024);
+    let verifier = Verifier::new([Issuer::new(keys, validation)]).max_token_len(args.max_token_len);
     let verified = verifier.verify(&args.token).await?;
     let claims: serde_json::Value = verified.deserialize()?;
     print_json(&claims)?;

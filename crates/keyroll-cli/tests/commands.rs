@@ -267,6 +267,34 @@ async fn mint_verify_and_jwks_with_keys_and_certificates() {
         assert_eq!(keys[0]["kid"], minted["kid"]);
     }
 
+    // One default size limit with the services (8 KiB): a larger token is refused as they
+    // would refuse it, unless the limit is raised.
+    let padding = format!("pad={}", "x".repeat(9 * 1024));
+    let large = f.ok(&[
+        "mint", "--vault", &f.vault, "--key", "signing", "--aud", "billing", "--claim", &padding,
+    ]);
+    let refused = f.keyroll(&[
+        "verify",
+        large.trim(),
+        "--vault",
+        &f.vault,
+        "--key",
+        "signing",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("too large"));
+    let raised = f.json(&[
+        "verify",
+        large.trim(),
+        "--vault",
+        &f.vault,
+        "--key",
+        "signing",
+        "--max-token-len",
+        "65536",
+    ]);
+    assert_eq!(raised["aud"], "billing");
+
     // Verify against a JWKS URL: the emulator's Entra keys do not know a vault-signed token.
     let minted = f.ok(&[
         "mint", "--vault", &f.vault, "--key", "signing", "--aud", "billing",

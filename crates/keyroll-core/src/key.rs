@@ -88,7 +88,9 @@ impl VerifyingKey {
                 (KeyType::Ec(curve), Material::Point(point))
             }
             "OKP" if jwk.crv.as_deref() == Some("Ed25519") => {
-                (KeyType::Ed25519, Material::Point(member("x", &jwk.x)?))
+                let x = member("x", &jwk.x)?;
+                check_ed25519_point(&x)?;
+                (KeyType::Ed25519, Material::Point(x))
             }
             "oct" => return Err(KeyError::new("symmetric keys are never accepted")),
             other => return Err(KeyError::new(format!("unsupported key type `{other}`"))),
@@ -166,6 +168,32 @@ pub enum SignatureError {
     Invalid,
 }
 
+/// The bit length of a big-endian modulus (leading zero bytes and bits not counted).
+fn modulus_bits(n: &[u8]) -> usize {
+    let zeros = n.iter().take_while(|&&b| b == 0).count();
+    let significant = &n[zeros..];
+    match significant.first() {
+        Some(first) => significant.len() * 8 - first.leading_zeros() as usize,
+        None => 0,
+    }
+}
+
+/// Refuses an Ed25519 public key that is not a curve point, or is one of small order (the
+/// identity among them): with such a key `A`, a signature `R = identity, S = 0` (or a few
+/// like it) verifies for every message under the cofactorless equation.
+fn check_ed25519_point(x: &[u8]) -> Result<(), KeyError> {
+    let bytes: [u8; 32] = x
+        .try_into()
+        .map_err(|_| KeyError::new("an Ed25519 key is 32 bytes"))?;
+    match curve25519_dalek::edwards::CompressedEdwardsY(bytes).decompress() {
+        None => Err(KeyError::new("the Ed25519 key is not a curve point")),
+        Some(point) if point.is_small_order() => Err(KeyError::new(
+            "the Ed25519 key is a point of small order (it would verify forged signatures)",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 enum Material {
     Rsa { n: Vec<u8>, e: Vec<u8> },
     Point(Vec<u8>),
@@ -186,11 +214,11 @@ impl Material {
                     Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
                     _ => &signature::RSA_PSS_2048_8192_SHA512,
                 };
-                let bits = n.iter().skip_while(|&&b| b == 0).count() * 8;
+                let bits = modulus_bits(n);
                 if bits < 2048 {
-                    return Err(KeyError::new(
-                        "RSA keys shorter than 2048 bits are not accepted",
-                    ));
+                    return Err(KeyError::new(format!(
+                        "RSA keys shorter than 2048 bits are not accepted (this one has {bits})"
+                    )));
                 }
                 RsaPublicKeyComponents {
                     n: n.as_slice(),

@@ -162,3 +162,85 @@ async fn urls_must_be_https_off_loopback_and_bodies_are_bounded() {
         .unwrap_err();
     assert!(error.to_string().contains("another issuer"), "{error}");
 }
+
+/// This machine's address on its outbound interface (not loopback), if it has one: a host
+/// that serves plain http here yet breaks the https rule.
+fn outbound_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    socket.connect("192.0.2.1:9").ok()?; // TEST-NET-1: nothing is sent
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn redirects_keep_the_https_rule() {
+    // The keys behind the redirect, on plain http off loopback.
+    let target = Arc::new(Server::default());
+    *target.body.lock().unwrap() = serde_json::json!({"keys": [jwk_json("k")]}).to_string();
+    let app = axum::Router::new()
+        .route("/keys", get(jwks))
+        .with_state(Arc::clone(&target));
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let host = outbound_address().map_or_else(|| "keys.example".to_owned(), |ip| ip.to_string());
+    let off_loopback = format!("http://{host}:{port}/keys");
+
+    let to = off_loopback.clone();
+    let redirecting = axum::Router::new().route(
+        "/keys",
+        get(move || {
+            let to = to.clone();
+            async move { axum::response::Redirect::temporary(&to) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, redirecting).await.unwrap() });
+    let url = format!("http://{address}/keys");
+
+    // The default client refuses the redirect before following it.
+    let error = JwksSource::new(&url).unwrap().load().await.unwrap_err();
+    let chain = format!("{error} {:?}", std::error::Error::source(&error));
+    assert!(chain.contains("breaks the https rule"), "{chain}");
+    assert_eq!(target.requests.load(Ordering::SeqCst), 0);
+
+    // A client of the user's own, following every redirect: the keys that answer from the
+    // plain-http URL are refused all the same.
+    if outbound_address().is_some() {
+        let error = JwksSource::new(&url)
+            .unwrap()
+            .with_client(reqwest::Client::new())
+            .load()
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("redirected to `{off_loopback}`")),
+            "{error}"
+        );
+        assert_eq!(target.requests.load(Ordering::SeqCst), 1);
+    }
+    // A redirect that keeps the rule (here loopback to loopback) is followed.
+    let server = Arc::new(Server::default());
+    *server.body.lock().unwrap() = serde_json::json!({"keys": [jwk_json("k")]}).to_string();
+    let base = serve(Arc::clone(&server)).await;
+    let keys = format!("{base}/keys");
+    let moved = axum::Router::new().route(
+        "/moved",
+        get(move || {
+            let keys = keys.clone();
+            async move { axum::response::Redirect::permanent(&keys) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, moved).await.unwrap() });
+    let loaded = JwksSource::new(&format!("http://{address}/moved"))
+        .unwrap()
+        .load()
+        .await
+        .unwrap();
+    assert_eq!(loaded.versions.len(), 1);
+}

@@ -575,3 +575,149 @@ async fn checks_before_the_signature_cost_no_key_lookup() {
     assert_eq!(fixture.keys.metrics().kid_misses, 0);
     assert_eq!(fixture.source.loads(), 1);
 }
+
+// --- Hardening: keys that must never be admitted, headers read to the letter ------------------
+
+/// An Ed25519 key of small order (the identity first) lets `R = identity, S = 0` verify any
+/// message: such keys are refused when parsed, a JWKS skips them with the reason, and a token
+/// "signed" that way names a key nobody has.
+#[tokio::test]
+async fn small_order_ed25519_keys_are_refused_and_their_forgeries_fail() {
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    // The identity; a point of order 2 (y = -1); 0 (order 4); and one not on the curve.
+    let mut minus_one = [0xff; 32];
+    minus_one[0] = 0xec;
+    minus_one[31] = 0x7f;
+    let mut not_a_point = [0u8; 32];
+    not_a_point[0] = 2;
+    for (name, x) in [
+        ("identity", identity),
+        ("order 2", minus_one),
+        ("order 4", [0u8; 32]),
+        ("not a point", not_a_point),
+    ] {
+        let jwk = keyroll_core::Jwk::ed25519(&x);
+        let error = keyroll_core::VerifyingKey::from_jwk(&jwk).unwrap_err();
+        assert!(
+            error.to_string().contains("small order")
+                || error.to_string().contains("not a curve point"),
+            "{name}: {error}"
+        );
+    }
+    let good = LocalKey::generate(Algorithm::EdDSA).unwrap();
+    let set = json!({"keys": [
+        {"kty": "OKP", "crv": "Ed25519", "kid": "forged", "x": b64(&identity)},
+        serde_json::to_value(good.public_jwk()).unwrap(),
+    ]});
+    let parsed = keyroll_core::JwkSet::parse_lenient(set.to_string().as_bytes()).unwrap();
+    assert_eq!(parsed.keys.len(), 1);
+    assert_eq!(parsed.skipped.len(), 1);
+    assert!(parsed.skipped[0].1.to_string().contains("small order"));
+
+    let fixture = Fixture::new();
+    let mut signature = [0u8; 64];
+    signature[0] = 1; // R = the identity, S = 0
+    let forged = unsigned(&header("EdDSA", "forged"), &fixture.claims(), &signature);
+    let answer = fixture.bearer(&forged).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}
+
+/// RSA keys are measured in bits: a 2047-bit modulus (256 bytes) is not a 2048-bit key.
+#[test]
+fn a_2047_bit_rsa_key_is_refused_with_its_size() {
+    let key = LocalKey::generate(Algorithm::RS256).unwrap();
+    let jwk = serde_json::to_value(key.public_jwk()).unwrap();
+    let n = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        jwk["n"].as_str().unwrap(),
+    )
+    .unwrap();
+    // Shifted right by one bit: 256 bytes, the top one below 0x80.
+    let mut short = vec![0u8; n.len()];
+    let mut carry = 0u8;
+    for (out, byte) in short.iter_mut().zip(&n) {
+        *out = (byte >> 1) | carry;
+        carry = byte << 7;
+    }
+    let e = [1u8, 0, 1];
+    let error =
+        keyroll_core::VerifyingKey::from_jwk(&keyroll_core::Jwk::rsa(&short, &e)).unwrap_err();
+    assert!(error.to_string().contains("this one has 2047"), "{error}");
+    let set = json!({"keys": [serde_json::to_value(keyroll_core::Jwk::rsa(&short, &e)).unwrap()]});
+    let parsed = keyroll_core::JwkSet::parse_lenient(set.to_string().as_bytes()).unwrap();
+    assert!(parsed.keys.is_empty());
+    assert!(parsed.skipped[0].1.to_string().contains("2048 bits"));
+    // The full key is admitted.
+    keyroll_core::VerifyingKey::from_jwk(&keyroll_core::Jwk::rsa(&n, &e)).unwrap();
+}
+
+/// `crit`, when present, is a non-empty array of names (RFC 7515 §4.1.11): `null`, `[]` or
+/// any other value is a malformed header, not an absent one, even validly signed.
+#[tokio::test]
+async fn crit_null_or_empty_is_malformed_not_absent() {
+    let fixture = Fixture::new();
+    let ec = fixture.source.key("ec");
+    for crit in [json!(null), json!([]), json!("exp"), json!({})] {
+        let mut header = header("ES256", "ec");
+        header["crit"] = crit.clone();
+        let token = sign(&ec, &header, &fixture.claims());
+        let answer = fixture.bearer(&token).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{crit}");
+        assert_eq!(
+            answer.challenge().unwrap(),
+            invalid("`crit` must be a non-empty array of header names"),
+            "{crit}"
+        );
+    }
+    let mut header = header("ES256", "ec");
+    header["crit"] = json!(["exp"]);
+    let answer = fixture.bearer(&sign(&ec, &header, &fixture.claims())).await;
+    assert_eq!(
+        answer.challenge().unwrap(),
+        invalid("the token has critical header extensions")
+    );
+}
+
+/// Keys of different types may share a kid (RFC 7517 §4.5): the header's algorithm picks the
+/// one that verifies, whichever the set lists first; a token of a third type is refused.
+#[tokio::test]
+async fn a_kid_shared_by_an_rsa_and_an_ec_key_verifies_tokens_of_both() {
+    let fixture = Fixture::new();
+    let rsa = Arc::new(LocalKey::generate(Algorithm::RS256).unwrap());
+    let ec = Arc::new(LocalKey::generate(Algorithm::ES256).unwrap());
+    fixture.source.add_key("shared", Arc::clone(&rsa), |v| v);
+    fixture.source.add_key("shared", Arc::clone(&ec), |v| v);
+    for (key, alg) in [(&rsa, "RS256"), (&ec, "ES256")] {
+        let token = sign(key, &header(alg, "shared"), &fixture.claims());
+        let answer = fixture.bearer(&token).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "{alg}: {:?}",
+            answer.challenge()
+        );
+    }
+    let ed = LocalKey::generate(Algorithm::EdDSA).unwrap();
+    let answer = fixture
+        .bearer(&sign(&ed, &header("EdDSA", "shared"), &fixture.claims()))
+        .await;
+    assert_eq!(answer.challenge().unwrap(), invalid(MISMATCH));
+    // The EC key disabled: its tokens stop, the RSA key's keep working.
+    fixture.source.edit("shared", |v| {
+        if v.jwk.kty == "EC" {
+            v.with_enabled(false)
+        } else {
+            v
+        }
+    });
+    fixture.keys.refresh_now().await.unwrap();
+    let answer = fixture
+        .bearer(&sign(&ec, &header("ES256", "shared"), &fixture.claims()))
+        .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = fixture
+        .bearer(&sign(&rsa, &header("RS256", "shared"), &fixture.claims()))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+}

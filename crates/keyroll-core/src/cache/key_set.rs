@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use rustc_hash::FxBuildHasher;
 
+use crate::Algorithm;
 use crate::key::KeyVersion;
 use crate::policy::RotationPolicy;
 use crate::refresh::Expiring;
@@ -126,6 +127,38 @@ impl KeySet {
             KeyRef::X5t(x5t) => self.by_x5t.get(x5t.trim_end_matches('=')),
         };
         match found {
+            Some(version) if policy.validates(version, now) => {
+                KeyLookup::Valid(Arc::clone(version))
+            }
+            Some(version) => KeyLookup::NotValid(Arc::clone(version)),
+            None => KeyLookup::Unknown,
+        }
+    }
+
+    /// Looks up the newest version with this id whose key verifies `algorithm`, and
+    /// classifies it. RFC 7517 lets keys of different types share a kid (an RSA and an EC key
+    /// named alike): [`lookup`](Self::lookup) finds the newest of them, this one the one the
+    /// token's algorithm needs. A scan, for the rare token whose first match does not fit.
+    pub fn lookup_for_algorithm(
+        &self,
+        key: KeyRef<'_>,
+        algorithm: Algorithm,
+        policy: &RotationPolicy,
+        now: SystemTime,
+    ) -> KeyLookup {
+        let named = |version: &&Arc<KeyVersion>| match key {
+            KeyRef::Kid(kid) => version.kid == kid,
+            KeyRef::X5t(x5t) => version
+                .x5t
+                .as_deref()
+                .is_some_and(|own| own.trim_end_matches('=') == x5t.trim_end_matches('=')),
+        };
+        match self
+            .versions
+            .iter()
+            .filter(named)
+            .find(|version| version.allows(algorithm))
+        {
             Some(version) if policy.validates(version, now) => {
                 KeyLookup::Valid(Arc::clone(version))
             }

@@ -80,7 +80,6 @@ use tokio::runtime::Handle;
 pub use self::config::KeyCacheConfig;
 use self::key_set::Schedule;
 pub use self::key_set::{KeyLookup, KeyRef, KeySet};
-use crate::Backoff;
 use crate::clock::{Clock, Sleep, later};
 use crate::error::SourceError;
 use crate::key::KeyVersion;
@@ -91,6 +90,7 @@ use crate::refresh::{
     Tick, Time,
 };
 use crate::source::{BoxFuture, KeySource, Signer};
+use crate::{Algorithm, Backoff};
 
 /// A shared, refresh-coordinated view of one [`KeySource`]. Cheap to clone: clones share
 /// everything. The background refresh starts with the first async use and stops when the
@@ -470,6 +470,20 @@ impl KeyCache {
 
     fn age(&self, set: &KeySet, now: SystemTime) -> Duration {
         now.duration_since(set.loaded_at()).unwrap_or_default()
+    }
+
+    /// The newest version with this id whose key verifies `algorithm`, from the current
+    /// snapshot (no load): for keys of different types that share an id. `None`: nothing is
+    /// loaded. See [`KeySet::lookup_for_algorithm`].
+    pub fn lookup_for_algorithm_at(
+        &self,
+        key: KeyRef<'_>,
+        algorithm: Algorithm,
+        now: SystemTime,
+    ) -> Option<KeyLookup> {
+        let snapshot = self.inner.slot.value();
+        let set = snapshot.as_deref()?;
+        Some(set.lookup_for_algorithm(key, algorithm, &self.config().policy, now))
     }
 
     /// Finds a version by kid or `x5t`. On a miss, refreshes once (coalesced with any load

@@ -32,5 +32,6 @@ pub use self::claims::{Audience, RegisteredClaims};
 pub use self::mint::{JwtHeader, MintError, MintedToken, TokenTemplate, encode, random_id};
 pub use self::token::UntrustedToken;
 pub use self::verify::{
-    InvalidReason, InvalidToken, Issuer, Validation, VerifiedToken, Verifier, VerifyError,
+    DEFAULT_MAX_TOKEN_LEN, InvalidReason, InvalidToken, Issuer, Validation, VerifiedToken,
+    Verifier, VerifyError,
 };

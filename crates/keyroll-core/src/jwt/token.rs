@@ -130,9 +130,9 @@ pub(crate) fn parse_header(json: &[u8]) -> Result<Header<'_>, InvalidToken> {
     let malformed = || invalid(InvalidReason::Malformed("the header is not a JSON object"));
     let json = std::str::from_utf8(json).map_err(|_| malformed())?;
     let (mut alg, mut kid, mut x5t, mut typ) = (None, None, None, None);
-    // Present (and not null) means the issuer requires extensions we do not implement (RFC
-    // 7515 §4.1.11).
-    let mut critical = None;
+    // Present means the issuer requires extensions we do not implement (RFC 7515 §4.1.11):
+    // the number of names it lists, which must be a non-empty array of them.
+    let mut critical: Option<usize> = None;
     Reader::object(json, |key, reader| {
         match key.as_bytes() {
             b"alg" => {
@@ -153,10 +153,13 @@ pub(crate) fn parse_header(json: &[u8]) -> Result<Header<'_>, InvalidToken> {
             }
             b"crit" => {
                 unset(&critical)?;
-                critical = Some(!reader.null()?);
-                if critical == Some(true) {
+                let mut names = 0;
+                if reader.at_array() {
+                    reader.strings(|_| names += 1)?;
+                } else {
                     reader.skip_value()?;
                 }
+                critical = Some(names);
             }
             _ => reader.skip_value()?,
         }
@@ -167,8 +170,14 @@ pub(crate) fn parse_header(json: &[u8]) -> Result<Header<'_>, InvalidToken> {
         None => return Err(invalid(InvalidReason::Malformed("the header has no alg"))),
         Some(name) => Algorithm::named(name).ok_or(invalid(InvalidReason::UnsupportedAlgorithm))?,
     };
-    if critical == Some(true) {
-        return Err(invalid(InvalidReason::CriticalHeader));
+    match critical {
+        None => {}
+        Some(0) => {
+            return Err(invalid(InvalidReason::Malformed(
+                "`crit` must be a non-empty array of header names",
+            )));
+        }
+        Some(_) => return Err(invalid(InvalidReason::CriticalHeader)),
     }
     Ok(Header {
         algorithm,
@@ -275,10 +284,18 @@ mod tests {
             header(r#"{"alg":"ES256","crit":["exp"]}"#),
             Err(InvalidReason::CriticalHeader)
         );
-        assert_eq!(
-            header(r#"{"alg":"ES256","crit":null}"#),
-            Ok(Algorithm::ES256)
-        );
+        // `crit`, when present, is a non-empty array of names (RFC 7515 §4.1.11): null, an
+        // empty array or another value is not taken as absent.
+        for crit in ["null", "[]", "\"exp\"", "{}", "1"] {
+            assert_eq!(
+                header(&format!(r#"{{"alg":"ES256","crit":{crit}}}"#)),
+                Err(InvalidReason::Malformed(
+                    "`crit` must be a non-empty array of header names"
+                )),
+                "{crit}"
+            );
+        }
+        assert_eq!(header(r#"{"alg":"ES256","crit":[1]}"#), malformed);
         // A broken `crit` value breaks the header, not just the extension check.
         assert_eq!(header(r#"{"alg":"ES256","crit":[1,}"#), malformed);
         assert_eq!(

@@ -337,6 +337,11 @@ impl VerifiedToken {
 
 /// Verifies tokens for a set of issuers, choosing the issuer by the token's unverified `iss`.
 ///
+/// The largest token a [`Verifier`] (and the tower `ValidateLayer`, and `keyroll verify`)
+/// accepts unless told otherwise: 8 KiB, well above real tokens (Entra ID's with many groups
+/// stay under 4 KiB) and below what a header may carry.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
 /// Every check that needs no signature (size, structure, algorithm, issuer, type, times,
 /// audience, required claims, key lookup) runs first, so a token failing one of them costs no
 /// signature verification; `jku`, `x5u` and `jwk` headers are never read.
@@ -359,12 +364,12 @@ impl Verifier {
         issuers.dedup_by(|later, kept| later.name == kept.name);
         Verifier {
             issuers: issuers.into(),
-            max_token_len: 8 * 1024,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
             headers: Arc::default(),
         }
     }
 
-    /// Sets the largest token accepted, in bytes (default 8 KiB).
+    /// Sets the largest token accepted, in bytes (default [`DEFAULT_MAX_TOKEN_LEN`], 8 KiB).
     pub fn max_token_len(mut self, max: usize) -> Self {
         self.max_token_len = max;
         self
@@ -515,9 +520,21 @@ impl Verifier {
             }
             _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
         };
-        if !version.allows(header.algorithm) {
-            return Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into());
-        }
+        let version = if version.allows(header.algorithm) {
+            version
+        } else {
+            // Another key may share the id (RFC 7517 allows it): the one of the token's type.
+            match issuer
+                .keys
+                .lookup_for_algorithm_at(key_ref, header.algorithm, now)
+            {
+                Some(KeyLookup::Valid(version)) => version,
+                Some(KeyLookup::NotValid(_)) => {
+                    return Err(InvalidToken::new(InvalidReason::KeyNotValid).into());
+                }
+                _ => return Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into()),
+            }
+        };
         // 1 KiB holds an RSA-8192 signature; anything longer cannot verify and is decoded
         // onto the heap only to be refused.
         let mut signature_buffer = buffer::<1024>();

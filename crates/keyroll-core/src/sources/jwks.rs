@@ -73,16 +73,45 @@ impl JwksSource {
             client: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
                 .timeout(Duration::from_secs(30))
+                .redirect(redirect_policy())
                 .build()
                 .unwrap_or_default(),
             previous: Mutex::new(None),
         }
     }
 
-    /// Uses this HTTP client (a custom CA, a resolver, timeouts, a proxy).
+    /// Uses this HTTP client (a custom CA, a resolver, timeouts, a proxy). Whatever its
+    /// redirect policy, a response that arrives from a URL breaking the https rule (after a
+    /// redirect) is refused; [`JwksSource::redirect_policy`] gives the one the default client
+    /// uses, which refuses such a redirect before following it.
     pub fn with_client(mut self, client: reqwest::Client) -> Self {
         self.client = client;
         self
+    }
+
+    /// The redirect policy of the default client: redirects keep the https rule (plain
+    /// `http` only on loopback), at most 5.
+    pub fn redirect_policy() -> reqwest::redirect::Policy {
+        redirect_policy()
+    }
+
+    /// Refuses a response that a redirect brought from a URL breaking the https rule.
+    fn check_final_url(
+        &self,
+        response: &reqwest::Response,
+        operation: &str,
+    ) -> Result<(), SourceError> {
+        if allowed(response.url()) {
+            Ok(())
+        } else {
+            Err(self.error(
+                operation,
+                format!(
+                    "redirected to `{}`, which breaks the https rule (http only on loopback)",
+                    response.url()
+                ),
+            ))
+        }
     }
 
     fn error(&self, operation: &str, message: impl Into<String>) -> SourceError {
@@ -104,6 +133,7 @@ impl JwksSource {
             .send()
             .await
             .map_err(|e| self.error("discovery", "request failed").with_cause(e))?;
+        self.check_final_url(&response, "discovery")?;
         let status = response.status();
         if !status.is_success() {
             return Err(self
@@ -168,6 +198,7 @@ impl JwksSource {
             .send()
             .await
             .map_err(|e| self.error("fetch JWKS", "request failed").with_cause(e))?;
+        self.check_final_url(&response, "fetch JWKS")?;
         let status = response.status();
         let max_age = response
             .headers()
@@ -225,6 +256,17 @@ const MAX_BODY: usize = 1024 * 1024;
 /// An `https` URL, or an `http` one on a loopback host (tests, sidecars, local development).
 fn parse_url(text: &str) -> Result<Url, KeyError> {
     let url = Url::parse(text).map_err(|e| KeyError::new(format!("invalid URL `{text}`: {e}")))?;
+    if allowed(&url) {
+        Ok(url)
+    } else {
+        Err(KeyError::new(format!(
+            "`{text}` must be an https URL (http only on loopback)"
+        )))
+    }
+}
+
+/// The https rule: `https`, or `http` on a loopback host.
+fn allowed(url: &Url) -> bool {
     let loopback = match url.host() {
         Some(url::Host::Domain(name)) => name == "localhost" || name.ends_with(".localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
@@ -232,12 +274,28 @@ fn parse_url(text: &str) -> Result<Url, KeyError> {
         None => false,
     };
     match url.scheme() {
-        "https" => Ok(url),
-        "http" if loopback => Ok(url),
-        _ => Err(KeyError::new(format!(
-            "`{text}` must be an https URL (http only on loopback)"
-        ))),
+        "https" => true,
+        "http" => loopback,
+        _ => false,
     }
+}
+
+/// Redirects keep the https rule (and stop after 5), so a JWKS or discovery URL cannot hand
+/// the keys' download to plain http.
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if !allowed(attempt.url()) {
+            let refused = format!(
+                "a redirect to `{}` breaks the https rule (http only on loopback)",
+                attempt.url()
+            );
+            attempt.error(refused)
+        } else if attempt.previous().len() >= 5 {
+            attempt.error("more than 5 redirects")
+        } else {
+            attempt.follow()
+        }
+    })
 }
 
 fn parse_max_age(cache_control: &str) -> Option<Duration> {

@@ -67,7 +67,7 @@ impl ValidateLayer {
         ValidateLayerBuilder {
             issuers: Vec::new(),
             realm: DEFAULT_REALM.to_owned(),
-            max_token_len: 8 * 1024,
+            max_token_len: keyroll_core::jwt::DEFAULT_MAX_TOKEN_LEN,
             header: None,
             cookie: None,
             cache: None,
