@@ -709,3 +709,35 @@ fn base64_url(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_signature_that_does_not_verify_never_leaves() {
+    let (vault, keys) = flaky_vault();
+    let tokens = TokenCache::builder(SelfSigned::new(keys.clone(), TokenTemplate::new("svc")))
+        .clock(Arc::new(TokioClock::default()))
+        .build();
+    for (mode, bad) in [(1, 1), (2, 2)] {
+        // The vault answers garbage, then signs with a key that is not the listed version's.
+        vault.sign_wrongly.store(mode, Ordering::SeqCst);
+        let error = TokenTemplate::new("svc")
+            .mint(&keys, "peer")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, keyroll_core::jwt::MintError::SelfVerification { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("does not verify"), "{error}");
+        assert_eq!(keys.metrics().bad_signatures, bad);
+    }
+    // Through the token cache: an error, never the token.
+    let error = tokens.get("peer").await.unwrap_err();
+    assert!(error.to_string().contains("does not verify"), "{error}");
+    assert_eq!(keys.metrics().bad_signatures, 3);
+    // A right signature is checked once and handed out.
+    vault.sign_wrongly.store(0, Ordering::SeqCst);
+    let minted = TokenTemplate::new("svc").mint(&keys, "peer").await.unwrap();
+    let verifier = Verifier::new([Issuer::new(keys.clone(), Validation::new("svc", ["peer"]))]);
+    verifier.verify(&minted.token).await.unwrap();
+    assert_eq!(keys.metrics().bad_signatures, 3);
+}

@@ -147,6 +147,7 @@ struct Counters {
     kid_misses: AtomicU64,
     kid_refreshes: AtomicU64,
     negative_hits: AtomicU64,
+    bad_signatures: AtomicU64,
 }
 
 /// Counters and state of a [`KeyCache`], for metrics and health endpoints.
@@ -173,6 +174,9 @@ pub struct CacheMetrics {
     pub background_running: bool,
     /// How often the background task was started (more than once: a runtime went away).
     pub background_starts: u64,
+    /// Remote signatures that did not verify with the listed version's public key (a wrong
+    /// signature, or a key that is not the listed one): refused before any token left.
+    pub bad_signatures: u64,
 }
 
 /// Why the cache could not give keys or a signer.
@@ -665,6 +669,14 @@ impl KeyCache {
             .map_err(|failure| self.unavailable("refresh failed".to_owned(), failure.error()))
     }
 
+    /// Counts a remote signature that did not verify (see [`CacheMetrics::bad_signatures`]).
+    pub(crate) fn count_bad_signature(&self) {
+        self.inner
+            .counters
+            .bad_signatures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counters and state.
     pub fn metrics(&self) -> CacheMetrics {
         let counters = &self.inner.counters;
@@ -682,6 +694,7 @@ impl KeyCache {
             consecutive_failures: self.inner.slot.failures(),
             background_running: background.is_some_and(Background::is_running),
             background_starts: background.map_or(0, Background::starts),
+            bad_signatures: counters.bad_signatures.load(Ordering::Relaxed),
         }
     }
 

@@ -137,6 +137,16 @@ pub enum MintError {
     /// The signer failed.
     #[error(transparent)]
     Sign(#[from] SourceError),
+    /// A remote signer answered with a signature that the listed version's public key does
+    /// not verify (a wrong signature, or a key that is not the listed one): the token was
+    /// not handed out.
+    #[error("the signature of key `{kid}` does not verify with its published key: {source}")]
+    SelfVerification {
+        /// The version that was asked to sign.
+        kid: String,
+        /// What the check found.
+        source: crate::key::SignatureError,
+    },
 }
 
 impl TokenTemplate {
@@ -209,6 +219,9 @@ impl TokenTemplate {
         let mut header = JwtHeader::for_version(&active.version, self.include_x5t);
         header.typ = Some(self.typ.clone());
         let token = encode(active.signer.as_ref(), &header, &claims).await?;
+        if active.signer.is_remote() {
+            self_verify(keys, &active.version, &token)?;
+        }
         Ok(MintedToken {
             token,
             issued_at: crate::clock::from_unix_seconds(issued),
@@ -216,6 +229,28 @@ impl TokenTemplate {
             kid: active.version.kid.clone(),
         })
     }
+}
+
+/// Checks a remotely signed token with the version's published key, once per sign (so about
+/// once per audience per lifetime): what a vault signs wrongly never reaches a peer.
+fn self_verify(keys: &KeyCache, version: &KeyVersion, token: &str) -> Result<(), MintError> {
+    let refused = |source| {
+        keys.count_bad_signature();
+        tracing::error!(kid = %version.kid, %source, "a remote signature does not verify with its published key; the token is dropped");
+        MintError::SelfVerification {
+            kid: version.kid.clone(),
+            source,
+        }
+    };
+    let (input, signature) = token
+        .rsplit_once('.')
+        .ok_or_else(|| refused(crate::key::SignatureError::Invalid))?;
+    let signature = crate::jwk::b64url_decode(signature)
+        .map_err(|_| refused(crate::key::SignatureError::Invalid))?;
+    version
+        .verifying_key()
+        .verify(version.signing_algorithm(), input.as_bytes(), &signature)
+        .map_err(refused)
 }
 
 /// A random 128-bit id, base64url (for `jti`).

@@ -157,6 +157,7 @@ impl From<MintError> for TokenError {
         let (retry_after, throttled) = match &error {
             MintError::Keys(keys) => (keys.retry_after(), false),
             MintError::Sign(sign) => (sign.retry_after(), sign.status() == Some(429)),
+            MintError::SelfVerification { .. } => (None, false),
         };
         let mut converted = TokenError::new(format!("could not mint a token: {error}"));
         converted.retry_after = retry_after;

@@ -220,6 +220,8 @@ pub struct FlakyRing {
     pub sign_failing: Arc<AtomicBool>,
     /// The status a failing sign answers with (503 unless set).
     pub sign_status: Arc<AtomicU16>,
+    /// 0: signs right; 1: answers garbage; 2: signs with a key that is not the listed one.
+    pub sign_wrongly: Arc<AtomicU16>,
 }
 
 impl FlakyRing {
@@ -231,6 +233,7 @@ impl FlakyRing {
             load_failing: AtomicBool::new(false),
             sign_failing: Arc::new(AtomicBool::new(false)),
             sign_status: Arc::new(AtomicU16::new(503)),
+            sign_wrongly: Arc::new(AtomicU16::new(0)),
         }
     }
 
@@ -270,6 +273,11 @@ impl KeySource for FlakyRing {
                 signs: Arc::clone(&self.signs),
                 failing: Arc::clone(&self.sign_failing),
                 status: Arc::clone(&self.sign_status),
+                wrongly: Arc::clone(&self.sign_wrongly),
+                other: Arc::new(
+                    keyroll_core::LocalKey::generate(version.signing_algorithm())
+                        .map_err(|e| SourceError::new("flaky ring", "sign", e.to_string()))?,
+                ),
             }) as Arc<dyn Signer>)
         })
     }
@@ -281,6 +289,8 @@ struct FlakySigner {
     signs: Arc<AtomicUsize>,
     failing: Arc<AtomicBool>,
     status: Arc<AtomicU16>,
+    wrongly: Arc<AtomicU16>,
+    other: Arc<keyroll_core::LocalKey>,
 }
 
 impl Signer for FlakySigner {
@@ -303,6 +313,15 @@ impl Signer for FlakySigner {
                 )
             });
         }
-        self.inner.sign(signing_input)
+        match self.wrongly.load(Ordering::SeqCst) {
+            1 => Box::pin(async { Ok(vec![7u8; 64]) }),
+            2 => {
+                let signed = self.other.sign_now(signing_input);
+                Box::pin(async move {
+                    signed.map_err(|e| SourceError::new("flaky ring", "sign", e.to_string()))
+                })
+            }
+            _ => self.inner.sign(signing_input),
+        }
     }
 }
