@@ -39,7 +39,7 @@ pub use algorithm::{ALL_ALGORITHMS, Algorithm, Curve, KeyType, UnsupportedAlgori
 pub use backoff::Backoff;
 pub use cache::{
     ActiveSigner, CacheMetrics, KeyCache, KeyCacheBuilder, KeyCacheConfig, KeyCacheError,
-    KeyLookup, KeyRef, KeySet,
+    KeyLookup, KeyRef, KeySet, SignedBy,
 };
 pub use clock::{
     Clock, ManualClock, Sleep, SystemClock, TokioClock, TokioSleep, from_unix_seconds, unix_seconds,

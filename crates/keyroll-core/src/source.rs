@@ -19,7 +19,7 @@ use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use crate::algorithm::Algorithm;
 use crate::error::SourceError;
@@ -82,6 +82,15 @@ pub trait KeySource: Send + Sync + Debug {
             ))
         })
     }
+
+    /// Told by the key cache after `version` signed a token that expires at `expires`
+    /// (default: nothing). A source that retires versions itself ([`LocalKeyRing`]) keeps
+    /// each until its last token expired.
+    ///
+    /// [`LocalKeyRing`]: crate::LocalKeyRing
+    fn signed(&self, version: &KeyVersion, expires: SystemTime) {
+        let _ = (version, expires);
+    }
 }
 
 /// Something that signs a JWS signing input (`base64url(header).base64url(payload)`).
@@ -116,5 +125,8 @@ impl<T: KeySource + ?Sized> KeySource for Arc<T> {
         version: &'a KeyVersion,
     ) -> BoxFuture<'a, Result<Arc<dyn Signer>, SourceError>> {
         (**self).signer(version)
+    }
+    fn signed(&self, version: &KeyVersion, expires: SystemTime) {
+        (**self).signed(version, expires);
     }
 }

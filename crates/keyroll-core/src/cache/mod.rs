@@ -67,6 +67,7 @@
 
 mod config;
 mod key_set;
+mod ledger;
 mod signing;
 
 use std::collections::HashMap;
@@ -80,6 +81,7 @@ use tokio::runtime::Handle;
 pub use self::config::KeyCacheConfig;
 use self::key_set::Schedule;
 pub use self::key_set::{KeyLookup, KeyRef, KeySet};
+pub use self::ledger::SignedBy;
 use crate::clock::{Clock, Sleep, later};
 use crate::error::SourceError;
 use crate::key::KeyVersion;
@@ -120,6 +122,7 @@ struct Loading {
     source_name: String,
     config: KeyCacheConfig,
     clock: Arc<dyn Clock>,
+    ledger: ledger::Ledger,
 }
 
 /// See [`KeyCache::classify_miss`].
@@ -177,6 +180,11 @@ pub struct CacheMetrics {
     /// Remote signatures that did not verify with the listed version's public key (a wrong
     /// signature, or a key that is not the listed one): refused before any token left.
     pub bad_signatures: u64,
+    /// Versions that stopped validating (disabled, expired or removed at the source) while
+    /// tokens they signed here were alive.
+    pub versions_retired_early: u64,
+    /// Live tokens those versions had signed: peers refuse them from then on.
+    pub tokens_orphaned: u64,
 }
 
 /// Why the cache could not give keys or a signer.
@@ -303,6 +311,7 @@ impl KeyCacheBuilder {
             source_name: source_name.clone(),
             config,
             clock: self.time.clock,
+            ledger: ledger::Ledger::default(),
         });
         let for_loads = Arc::clone(&loading);
         let loader: Box<Loader<KeySet, SourceError>> = Box::new(move |previous| {
@@ -669,6 +678,30 @@ impl KeyCache {
             .map_err(|failure| self.unavailable("refresh failed".to_owned(), failure.error()))
     }
 
+    /// Notes a token that `kid` signed (see [`signed_by`](Self::signed_by)), and tells the
+    /// source ([`KeySource::signed`]).
+    pub(crate) fn record_signed(
+        &self,
+        version: &KeyVersion,
+        issued: SystemTime,
+        expires: SystemTime,
+    ) {
+        self.inner
+            .loading
+            .ledger
+            .record(&version.kid, issued, expires);
+        self.inner.loading.source.signed(version, expires);
+    }
+
+    /// What version `kid` signed in this process (through
+    /// [`TokenTemplate::mint`](crate::jwt::TokenTemplate::mint)): when last, the longest
+    /// lifetime, the latest expiry. It must keep validating until that expiry plus leeway: a
+    /// refresh that finds it disabled, expired or gone earlier logs a warning and counts it
+    /// ([`CacheMetrics::versions_retired_early`], [`CacheMetrics::tokens_orphaned`]).
+    pub fn signed_by(&self, kid: &str) -> Option<SignedBy> {
+        self.inner.loading.ledger.signed_by(kid)
+    }
+
     /// Counts a remote signature that did not verify (see [`CacheMetrics::bad_signatures`]).
     pub(crate) fn count_bad_signature(&self) {
         self.inner
@@ -683,6 +716,7 @@ impl KeyCache {
         let engine = &self.inner.engine;
         let snapshot = self.snapshot();
         let background = self.inner.background.as_ref();
+        let ledger = &self.inner.loading.ledger;
         CacheMetrics {
             loads: engine.loads.load(Ordering::Relaxed),
             load_failures: engine.failures.load(Ordering::Relaxed),
@@ -695,6 +729,8 @@ impl KeyCache {
             background_running: background.is_some_and(Background::is_running),
             background_starts: background.map_or(0, Background::starts),
             bad_signatures: counters.bad_signatures.load(Ordering::Relaxed),
+            versions_retired_early: ledger.retired_early.load(Ordering::Relaxed),
+            tokens_orphaned: ledger.orphaned_tokens.load(Ordering::Relaxed),
         }
     }
 
@@ -799,6 +835,11 @@ impl Loading {
             previous.as_ref().map_or(1, |p| p.generation() + 1),
             self.schedule(now, loaded.max_age, previous.is_none()),
         );
+        if let Some(previous) = &previous {
+            let policy = &self.config.policy;
+            self.ledger
+                .check_retired(&self.source_name, previous, &set, policy, now);
+        }
         if previous.is_none_or(|p| !p.same_content(&set)) {
             tracing::info!(
                 source = %self.source_name,

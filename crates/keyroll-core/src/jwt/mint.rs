@@ -222,6 +222,11 @@ impl TokenTemplate {
         if active.signer.is_remote() {
             self_verify(keys, &active.version, &token)?;
         }
+        keys.record_signed(
+            &active.version,
+            crate::clock::from_unix_seconds(issued),
+            crate::clock::from_unix_seconds(exp),
+        );
         Ok(MintedToken {
             token,
             issued_at: crate::clock::from_unix_seconds(issued),

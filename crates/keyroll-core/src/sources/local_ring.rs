@@ -47,8 +47,10 @@ use crate::source::{BoxFuture, KeySource, LoadedKeys, Signer};
 /// (0700) directory and reloaded on start, so restarts keep the ring. Several processes should
 /// not share one directory for writing.
 ///
-/// `retain` × `rotate_every` must exceed propagation plus the longest token lifetime, so a
-/// token never outlives the key that verifies it.
+/// A version beyond `retain` is pruned only once the last token it signed through a key cache
+/// in this process has expired (plus 60 s of leeway): the key cache tells the ring of each
+/// token it mints ([`KeySource::signed`]). Across restarts the ring does not know, so keep
+/// `retain` × `rotate_every` above propagation plus the longest token lifetime.
 ///
 /// [`load`]: KeySource::load
 #[derive(Debug)]
@@ -59,7 +61,12 @@ pub struct LocalKeyRing {
     directory: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     keys: Mutex<Vec<(KeyVersion, Arc<LocalKey>)>>,
+    /// Per kid, the latest `exp` of a token it signed.
+    signed_until: Mutex<std::collections::HashMap<String, SystemTime>>,
 }
+
+/// Clock skew allowed to a token past its `exp` by validators: a version is kept that long more.
+const RETENTION_LEEWAY: Duration = Duration::from_secs(60);
 
 /// Builds a [`LocalKeyRing`].
 #[derive(Debug)]
@@ -106,6 +113,7 @@ impl LocalKeyRingBuilder {
             directory: self.directory,
             clock: self.clock,
             keys: Mutex::new(Vec::new()),
+            signed_until: Mutex::default(),
         };
         if let Some(directory) = &ring.directory {
             let loaded =
@@ -168,11 +176,28 @@ impl LocalKeyRing {
         }
         keys.push((version, Arc::new(key)));
         keys.sort_by(|a, b| b.0.age_order(&a.0));
-        for (old, _) in keys.drain(self.retain.min(keys.len())..) {
+        let signed_until = crate::lock(&self.signed_until).clone();
+        let has_live_tokens = |version: &KeyVersion| {
+            signed_until
+                .get(&version.kid)
+                .is_some_and(|until| now < *until + RETENTION_LEEWAY)
+        };
+        let mut index = 0;
+        let mut pruned = Vec::new();
+        keys.retain(|(version, _)| {
+            index += 1;
+            let keep = index <= self.retain || has_live_tokens(version);
+            if !keep {
+                pruned.push(version.kid.clone());
+            }
+            keep
+        });
+        crate::lock(&self.signed_until).retain(|kid, _| !pruned.contains(kid));
+        for old in pruned {
             if let Some(directory) = &self.directory {
                 // A file that cannot be removed is only an orphan: it is re-pruned on next start.
-                if let Err(error) = fs::remove_file(directory.join(format!("{}.json", old.kid))) {
-                    tracing::warn!(kid = %old.kid, %error, "could not remove a retired key file");
+                if let Err(error) = fs::remove_file(directory.join(format!("{old}.json"))) {
+                    tracing::warn!(kid = %old, %error, "could not remove a retired key file");
                 }
             }
         }
@@ -282,6 +307,12 @@ impl KeySource for LocalKeyRing {
             ))
         })();
         Box::pin(std::future::ready(result))
+    }
+
+    fn signed(&self, version: &KeyVersion, expires: SystemTime) {
+        let mut signed_until = crate::lock(&self.signed_until);
+        let until = signed_until.entry(version.kid.clone()).or_insert(expires);
+        *until = (*until).max(expires);
     }
 
     fn signer<'a>(

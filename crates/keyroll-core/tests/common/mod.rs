@@ -27,6 +27,8 @@ pub struct Failing {
 #[derive(Debug, Default)]
 pub struct CountingSource {
     pub versions: Mutex<Vec<KeyVersion>>,
+    /// The private keys of the versions [`add`](Self::add) made, which sign.
+    pub keys: Mutex<std::collections::HashMap<String, Arc<LocalKey>>>,
     pub loads: AtomicUsize,
     pub failing: AtomicBool,
     pub failure: Mutex<Failing>,
@@ -51,11 +53,21 @@ impl CountingSource {
 
     /// Adds an ES256 version created now.
     pub fn add(&self, kid: &str, clock: &dyn Clock) {
-        let jwk = LocalKey::generate(Algorithm::ES256).unwrap().public_jwk();
+        let key = Arc::new(LocalKey::generate(Algorithm::ES256).unwrap());
         self.versions
             .lock()
             .unwrap()
-            .push(KeyVersion::new(kid, jwk, clock.now()).unwrap());
+            .push(KeyVersion::new(kid, key.public_jwk(), clock.now()).unwrap());
+        self.keys.lock().unwrap().insert(kid.to_owned(), key);
+    }
+
+    /// Disables version `kid` at the source.
+    pub fn disable(&self, kid: &str) {
+        for version in self.versions.lock().unwrap().iter_mut() {
+            if version.kid == kid {
+                version.enabled = false;
+            }
+        }
     }
 
     pub fn loads(&self) -> usize {
@@ -123,11 +135,15 @@ impl KeySource for CountingSource {
         version: &'a KeyVersion,
     ) -> BoxFuture<'a, Result<Arc<dyn Signer>, SourceError>> {
         Box::pin(async move {
-            Err(SourceError::new(
-                self.name(),
-                "sign",
-                format!("{} only publishes", version.kid),
-            ))
+            let key = self.keys.lock().unwrap().get(&version.kid).cloned();
+            key.map(|key| Arc::new(key) as Arc<dyn Signer>)
+                .ok_or_else(|| {
+                    SourceError::new(
+                        self.name(),
+                        "sign",
+                        format!("{} only publishes", version.kid),
+                    )
+                })
         })
     }
 }
