@@ -176,6 +176,13 @@ impl LocalKeyRing {
         }
         keys.push((version, Arc::new(key)));
         keys.sort_by(|a, b| b.0.age_order(&a.0));
+        self.prune(keys, now);
+        tracing::info!(kid = %kid, algorithm = %self.algorithm, "local key ring rotated");
+        Ok(kid)
+    }
+
+    /// Drops the versions beyond `retain` whose last token (if any) has expired, plus leeway.
+    fn prune(&self, keys: &mut Vec<(KeyVersion, Arc<LocalKey>)>, now: SystemTime) {
         let signed_until = crate::lock(&self.signed_until).clone();
         let has_live_tokens = |version: &KeyVersion| {
             signed_until
@@ -201,8 +208,6 @@ impl LocalKeyRing {
                 }
             }
         }
-        tracing::info!(kid = %kid, algorithm = %self.algorithm, "local key ring rotated");
-        Ok(kid)
     }
 }
 
@@ -301,6 +306,8 @@ impl KeySource for LocalKeyRing {
             });
             if due {
                 self.add_version(&mut keys, now)?;
+            } else {
+                self.prune(&mut keys, now);
             }
             Ok(LoadedKeys::new(
                 keys.iter().map(|(version, _)| version.clone()).collect(),
