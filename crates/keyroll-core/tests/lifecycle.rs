@@ -94,3 +94,81 @@ async fn the_local_ring_keeps_a_version_until_its_last_token_expired() {
     assert!(set.versions().iter().all(|v| v.kid != first.kid));
     assert_eq!(set.versions().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_version_is_neither_attached_nor_accepted_once_revoke_returns() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use keyroll_core::token::{SelfSigned, TokenCache};
+
+    let ring = Arc::new(LocalKeyRing::in_memory(Algorithm::ES256).unwrap());
+    let keys = KeyCache::builder_arc(Arc::clone(&ring) as Arc<dyn KeySource>)
+        .config(
+            KeyCacheConfig::default().policy(RotationPolicy::default().propagation(Duration::ZERO)),
+        )
+        .build();
+    keys.ready().await.unwrap();
+    ring.rotate_now().unwrap();
+    let set = keys.refresh_now().await.unwrap();
+    assert_eq!(set.versions().len(), 2);
+    let doomed = keys.active_signer().await.unwrap().version.kid.clone();
+    let tokens = TokenCache::new(SelfSigned::new(keys.clone(), TokenTemplate::new("svc")));
+    let verifier = Arc::new(Verifier::new([Issuer::new(
+        keys.clone(),
+        Validation::new("svc", ["a", "b", "c"]),
+    )]));
+    let before = tokens.get("a").await.unwrap();
+    let before = before.header_value().to_str().unwrap()[7..].to_owned();
+    verifier.verify(&before).await.unwrap();
+
+    let revoked = Arc::new(AtomicBool::new(false));
+    let checked_after = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for worker in 0..4 {
+        let (tokens, verifier, revoked, checked_after, doomed) = (
+            tokens.clone(),
+            Arc::clone(&verifier),
+            Arc::clone(&revoked),
+            Arc::clone(&checked_after),
+            doomed.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            for round in 0..2_000 {
+                let after = revoked.load(Ordering::SeqCst);
+                let audience = ["a", "b", "c"][(worker + round) % 3];
+                let token = tokens.get(audience).await.unwrap();
+                let token = token.header_value().to_str().unwrap()[7..].to_owned();
+                let verified = verifier.verify(&token).await;
+                if after {
+                    // Asked for after revoke returned: never the revoked version, always good.
+                    let verified = verified.unwrap();
+                    assert_ne!(verified.kid(), doomed);
+                    checked_after.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let set = keys.revoke(&doomed).await.unwrap();
+    revoked.store(true, Ordering::SeqCst);
+    assert!(keys.is_revoked(&doomed));
+    // Not published, not accepted, never the signer.
+    let now = keys.now();
+    let policy = RotationPolicy::default().propagation(Duration::ZERO);
+    assert!(
+        set.validation_set(&policy, now)
+            .iter()
+            .all(|v| v.kid != doomed)
+    );
+    assert!(verifier.verify(&before).await.is_err());
+    assert_ne!(keys.active_signer().await.unwrap().version.kid, doomed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(checked_after.load(Ordering::SeqCst) > 0);
+    // A later refresh (the ring still lists it enabled) keeps it revoked.
+    let set = keys.refresh_now().await.unwrap();
+    assert!(set.versions().iter().any(|v| v.kid == doomed && !v.enabled));
+    assert!(verifier.verify(&before).await.is_err());
+}

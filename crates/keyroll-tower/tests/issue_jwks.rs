@@ -313,3 +313,27 @@ async fn a_peer_jwks_consumer_follows_a_rotation() {
     // The old token still verifies: the old version is still published.
     verifier.verify(first.secret()).await.unwrap();
 }
+
+#[tokio::test]
+async fn a_revoked_version_leaves_the_published_set_at_once() {
+    let (_clock, ring, keys) = in_memory_ring();
+    let jwks = JwksService::new(keys.clone());
+    keys.ready().await.unwrap();
+    ring.rotate_now().unwrap();
+    keys.refresh_now().await.unwrap();
+    let (_, body) = call(&jwks, get("/.well-known/jwks.json")).await;
+    let published: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(published["keys"].as_array().unwrap().len(), 2);
+    let doomed = published["keys"][0]["kid"].as_str().unwrap().to_owned();
+    keys.revoke(&doomed).await.unwrap();
+    let (_, body) = call(&jwks, get("/.well-known/jwks.json")).await;
+    let published: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let kids: Vec<&str> = published["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|key| key["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids.len(), 1);
+    assert!(!kids.contains(&doomed.as_str()));
+}

@@ -96,6 +96,28 @@ impl KeySet {
         }
     }
 
+    /// This set with the versions named in `revoked` disabled, as the next generation.
+    pub(crate) fn with_revoked(&self, revoked: &[Arc<str>]) -> KeySet {
+        let versions = self
+            .versions
+            .iter()
+            .map(|version| {
+                let mut version = KeyVersion::clone(version);
+                if revoked.iter().any(|kid| **kid == *version.kid) {
+                    version.enabled = false;
+                }
+                version
+            })
+            .collect();
+        KeySet::new(
+            versions,
+            self.loaded_at,
+            self.max_age,
+            self.generation + 1,
+            self.schedule,
+        )
+    }
+
     pub(crate) fn schedule(&self) -> &Schedule {
         &self.schedule
     }

@@ -76,6 +76,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 
 pub use self::config::KeyCacheConfig;
@@ -123,6 +124,8 @@ struct Loading {
     config: KeyCacheConfig,
     clock: Arc<dyn Clock>,
     ledger: ledger::Ledger,
+    /// Kids revoked here ([`KeyCache::revoke`]): disabled in every set, whatever the source says.
+    revoked: ArcSwap<Vec<Arc<str>>>,
 }
 
 /// See [`KeyCache::classify_miss`].
@@ -312,6 +315,7 @@ impl KeyCacheBuilder {
             config,
             clock: self.time.clock,
             ledger: ledger::Ledger::default(),
+            revoked: ArcSwap::default(),
         });
         let for_loads = Arc::clone(&loading);
         let loader: Box<Loader<KeySet, SourceError>> = Box::new(move |previous| {
@@ -702,6 +706,55 @@ impl KeyCache {
         self.inner.loading.ledger.signed_by(kid)
     }
 
+    /// Revokes version `kid` here, at once: when this returns, the validator refuses its tokens
+    /// (as from a disabled version), the published JWKS leaves it out, it never signs again,
+    /// and token caches over this key cache ([`SelfSigned`](crate::token::SelfSigned)) drop
+    /// the tokens it signed before attaching any. It stays revoked whatever later refreshes
+    /// say (disable it in the vault too: `keyroll revoke`). Returns the set now served.
+    pub async fn revoke(&self, kid: &str) -> Result<Arc<KeySet>, KeyCacheError> {
+        let loading = &self.inner.loading;
+        loading.revoked.rcu(|revoked| {
+            let mut revoked = Vec::clone(revoked);
+            if !revoked.iter().any(|known| **known == *kid) {
+                revoked.push(Arc::from(kid));
+            }
+            revoked
+        });
+        // A load that started before the revocation may publish a set without it: let it
+        // finish, then mark the current set.
+        if let Some(running) = self.inner.slot.flight() {
+            let _ = running.await;
+        }
+        let revoked = loading.revoked.load_full();
+        let set =
+            loop {
+                let current = self.keys().await?;
+                if current.versions().iter().all(|version| {
+                    !version.enabled || revoked.iter().all(|kid| **kid != *version.kid)
+                }) {
+                    break current;
+                }
+                let marked = Arc::new(current.with_revoked(&revoked));
+                if self.inner.slot.replace(&current, Arc::clone(&marked)) {
+                    self.inner.engine.changes.fetch_add(1, Ordering::AcqRel);
+                    break marked;
+                }
+            };
+        lock(&self.inner.signers).by_kid.remove(kid);
+        tracing::warn!(source = %loading.source_name, kid, "key version revoked");
+        Ok(set)
+    }
+
+    /// Whether version `kid` was [revoked](Self::revoke) here.
+    pub fn is_revoked(&self, kid: &str) -> bool {
+        self.inner
+            .loading
+            .revoked
+            .load()
+            .iter()
+            .any(|revoked| **revoked == *kid)
+    }
+
     /// Counts a remote signature that did not verify (see [`CacheMetrics::bad_signatures`]).
     pub(crate) fn count_bad_signature(&self) {
         self.inner
@@ -818,7 +871,13 @@ impl Tick for Inner {
 
 impl Loading {
     async fn load(&self, previous: Option<Arc<KeySet>>) -> Result<KeySet, SourceError> {
-        let loaded = self.source.load().await?;
+        let mut loaded = self.source.load().await?;
+        let revoked = self.revoked.load();
+        for version in &mut loaded.versions {
+            if revoked.iter().any(|kid| **kid == *version.kid) {
+                version.enabled = false;
+            }
+        }
         if loaded.versions.is_empty() && previous.as_ref().is_some_and(|p| !p.versions().is_empty())
         {
             return Err(SourceError::new(

@@ -198,6 +198,15 @@ impl TokenTemplate {
         keys: &KeyCache,
         audience: &str,
     ) -> Result<MintedToken, crate::jwt::mint::MintError> {
+        let minted = self.mint_once(keys, audience).await?;
+        if !keys.is_revoked(&minted.kid) {
+            return Ok(minted);
+        }
+        // Its version was revoked while it signed: the cache no longer signs with it.
+        self.mint_once(keys, audience).await
+    }
+
+    async fn mint_once(&self, keys: &KeyCache, audience: &str) -> Result<MintedToken, MintError> {
         let active = keys.active_signer().await?;
         let now = keys.now();
         let issued = unix_seconds(now);

@@ -157,6 +157,12 @@ where
         self.value.load_full()
     }
 
+    /// Replaces `current` with `with` if it is still the current value; whether it was.
+    pub(crate) fn replace(&self, current: &Arc<V>, with: Arc<V>) -> bool {
+        let previous = self.value.compare_and_swap(current, Some(with));
+        previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, current))
+    }
+
     /// Drops `value` if it is still the current one: the next caller loads anew.
     pub(crate) fn discard(&self, value: &Arc<V>) -> bool {
         let previous = self.value.compare_and_swap(value, None::<Arc<V>>);

@@ -49,6 +49,8 @@ pub struct CachedToken {
     refresh_at: SystemTime,
     /// Set once its refresh-ahead was asked for, so each token asks once.
     refreshing: AtomicBool,
+    /// The key version that signed it, if its source said.
+    key_id: Option<Arc<str>>,
     /// The cache it belongs to, for a downstream `401` to drop it.
     owner: Option<Weak<dyn Reject>>,
 }
@@ -92,6 +94,7 @@ impl CachedToken {
         let mut header = HeaderValue::try_from(format!("Bearer {}", token.secret()))
             .map_err(|_| TokenError::new("the token is not a valid HTTP header value"))?;
         header.set_sensitive(true);
+        let key_id = token.key_id().map(Arc::from);
         Ok(CachedToken {
             audience,
             header,
@@ -100,6 +103,7 @@ impl CachedToken {
             usable_until,
             refresh_at,
             refreshing: AtomicBool::new(false),
+            key_id,
             owner: None,
         })
     }
@@ -419,7 +423,7 @@ impl<T: TokenSource> TokenCache<T> {
         let now = self.inner.engine.clock.now();
         let slots = self.inner.slots.load();
         let token = slots.get(audience)?.value_full()?;
-        (now < token.usable_until).then_some(token)
+        (now < token.usable_until && !self.inner.drop_if_revoked(&token)).then_some(token)
     }
 
     /// Drops the cached token for `audience`; the next caller fetches a new one.
@@ -477,7 +481,7 @@ impl<T: TokenSource> TokenCache<T> {
     /// [`fetch`](Self::fetch), which starts it).
     pub fn admit(&self, token: &Arc<CachedToken>) -> bool {
         let now = self.inner.engine.clock.now();
-        if now >= token.usable_until {
+        if now >= token.usable_until || self.inner.drop_if_revoked(token) {
             return false;
         }
         if now < token.refresh_at || token.refreshing.load(Ordering::Relaxed) {
@@ -503,6 +507,7 @@ impl<T: TokenSource> TokenCache<T> {
             let slot = inner.slot(&audience);
             if let Some(token) = slot.value_full()
                 && inner.engine.clock.now() < token.usable_until
+                && !inner.drop_if_revoked(&token)
             {
                 if running && inner.engine.clock.now() >= token.refresh_at {
                     inner.request_refresh(&token);
@@ -510,8 +515,23 @@ impl<T: TokenSource> TokenCache<T> {
                 return Ok(token);
             }
             let loader = inner.loader(&audience);
-            match slot.load(&inner.engine, Need::Urgent, &loader).await {
-                Ok(token) => Ok(token),
+            let mut loaded = slot.load(&inner.engine, Need::Urgent, &loader).await;
+            // Signed by a version revoked while it was fetched: dropped, fetched again (the
+            // key cache no longer signs with it).
+            if let Ok(token) = &loaded
+                && inner.drop_if_revoked(token)
+            {
+                loaded = slot.load(&inner.engine, Need::Urgent, &loader).await;
+            }
+            match loaded {
+                Ok(token) if !inner.drop_if_revoked(&token) => Ok(token),
+                Ok(_) => Err(TokenUnavailable {
+                    audience,
+                    error: Arc::new(TokenError::new(
+                        "every token fetched was signed by a revoked key version",
+                    )),
+                    retry_after: None,
+                }),
                 Err(failure) => {
                     if matches!(failure, Failure::Waiting { .. }) {
                         inner
@@ -643,6 +663,24 @@ impl<T> Inner<T> {
 }
 
 impl<T: TokenSource> Inner<T> {
+    /// Whether `token` was signed by a version its source revoked; if so it is dropped from
+    /// its slot, so that no path hands it out again.
+    fn drop_if_revoked(&self, token: &Arc<CachedToken>) -> bool {
+        let Some(key_id) = &token.key_id else {
+            return false;
+        };
+        if !self.fetching.source.is_revoked(key_id) {
+            return false;
+        }
+        let slots = self.slots.load();
+        if let Some(slot) = slots.get(&*token.audience)
+            && self.discard(slot, token)
+        {
+            tracing::info!(audience = %token.audience, kid = %key_id, "token signed by a revoked key version dropped");
+        }
+        true
+    }
+
     fn loader(
         self: &Arc<Self>,
         audience: &Arc<str>,

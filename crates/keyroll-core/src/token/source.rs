@@ -34,6 +34,7 @@ pub struct Token {
     secret: String,
     expires_at: SystemTime,
     refresh_at: Option<SystemTime>,
+    key_id: Option<String>,
 }
 
 impl Token {
@@ -43,6 +44,7 @@ impl Token {
             secret: secret.into(),
             expires_at,
             refresh_at: None,
+            key_id: None,
         }
     }
 
@@ -56,6 +58,18 @@ impl Token {
     pub fn with_refresh_at(mut self, refresh_at: SystemTime) -> Self {
         self.refresh_at = Some(refresh_at);
         self
+    }
+
+    /// Names the key version that signed it, so that a [revoked](TokenSource::is_revoked)
+    /// version's tokens are dropped from the cache at once.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// The key version that signed it, if the source said.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
     }
 
     /// The secret value (without the `Bearer ` prefix).
@@ -174,6 +188,15 @@ impl From<MintError> for TokenError {
 pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
     /// A token for `audience`.
     fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>>;
+
+    /// Whether tokens signed by key version `key_id` ([`Token::key_id`]) must no longer be
+    /// attached (default `false`): the token cache asks before it hands out such a token,
+    /// and drops it. [`SelfSigned`](super::SelfSigned) answers from its key cache's
+    /// [revocations](crate::KeyCache::revoke).
+    fn is_revoked(&self, key_id: &str) -> bool {
+        let _ = key_id;
+        false
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {

@@ -72,8 +72,12 @@ impl TokenSource for SelfSigned {
     fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
         Box::pin(async move {
             let minted = self.template.mint(&self.keys, audience).await?;
-            Ok(Token::new(minted.token, minted.expires_at))
+            Ok(Token::new(minted.token, minted.expires_at).with_key_id(minted.kid))
         })
+    }
+
+    fn is_revoked(&self, key_id: &str) -> bool {
+        self.keys.is_revoked(key_id)
     }
 }
 
