@@ -261,6 +261,16 @@ impl KeyVaultCertificates {
         Ok(facts)
     }
 
+    /// Disables one version in the vault, and with it its key (`keyroll revoke` does this
+    /// after [`KeyCache::revoke`](keyroll_core::KeyCache::revoke) has stopped it here): one
+    /// `PATCH`.
+    pub async fn disable_version(&self, version: &str) -> Result<(), AzureError> {
+        self.inner
+            .vault
+            .disable_certificate_version(&self.inner.certificate_name, version)
+            .await
+    }
+
     /// Lists the versions, as [`KeySource::load`] does, with the Azure error.
     pub async fn versions(&self) -> Result<Vec<KeyVersion>, AzureError> {
         let inner = &self.inner;

@@ -167,6 +167,15 @@ impl KeyVaultKeys {
         self.inner.vault.metrics()
     }
 
+    /// Disables one version in the vault (`keyroll revoke` does this after
+    /// [`KeyCache::revoke`](keyroll_core::KeyCache::revoke) has stopped it here): one `PATCH`.
+    pub async fn disable_version(&self, version: &str) -> Result<(), AzureError> {
+        self.inner
+            .vault
+            .disable_key_version(&self.inner.key_name, version)
+            .await
+    }
+
     /// Lists the versions, as [`KeySource::load`] does, with the Azure error.
     pub async fn versions(&self) -> Result<Vec<KeyVersion>, AzureError> {
         let inner = &self.inner;

@@ -31,6 +31,8 @@ pub struct VaultMetrics {
     pub secret_gets: u64,
     /// `POST …/sign` requests.
     pub signs: u64,
+    /// `PATCH` of a version's attributes (disabling it: `disable_version`).
+    pub updates: u64,
     /// 429 answers.
     pub throttled: u64,
     /// 408 and 5xx answers, and requests cut off without an answer.
@@ -45,6 +47,7 @@ pub(crate) struct Counters {
     gets: AtomicU64,
     secret_gets: AtomicU64,
     signs: AtomicU64,
+    updates: AtomicU64,
     throttled: AtomicU64,
     server_errors: AtomicU64,
     failures: AtomicU64,
@@ -57,6 +60,7 @@ pub(crate) enum Op {
     Get,
     GetSecret,
     Sign,
+    Update,
 }
 
 impl Op {
@@ -66,6 +70,7 @@ impl Op {
             Op::Get => "get",
             Op::GetSecret => "get secret",
             Op::Sign => "sign",
+            Op::Update => "update",
         }
     }
 }
@@ -78,6 +83,7 @@ impl Counters {
             gets: get(&self.gets),
             secret_gets: get(&self.secret_gets),
             signs: get(&self.signs),
+            updates: get(&self.updates),
             throttled: get(&self.throttled),
             server_errors: get(&self.server_errors),
             failures: get(&self.failures),
@@ -90,6 +96,7 @@ impl Counters {
             Op::Get => &self.gets,
             Op::GetSecret => &self.secret_gets,
             Op::Sign => &self.signs,
+            Op::Update => &self.updates,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }

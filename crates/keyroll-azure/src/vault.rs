@@ -7,14 +7,17 @@ use std::time::SystemTime;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, RetryOptions};
 use azure_security_keyvault_certificates::models::{
-    Certificate, CertificateClientGetCertificateOptions,
-    CertificateClientListCertificatePropertiesVersionsOptions, CertificateProperties,
+    Certificate, CertificateAttributes, CertificateClientGetCertificateOptions,
+    CertificateClientListCertificatePropertiesVersionsOptions,
+    CertificateClientUpdateCertificatePropertiesOptions, CertificateProperties,
+    UpdateCertificatePropertiesParameters,
 };
 use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
 use azure_security_keyvault_keys::models::{
-    CurveName, JsonWebKey, Key, KeyClientGetKeyOptions, KeyClientListKeyPropertiesVersionsOptions,
-    KeyClientSignOptions, KeyProperties, KeyType as VaultKeyType, SignParameters,
-    SignatureAlgorithm,
+    CurveName, JsonWebKey, Key, KeyAttributes, KeyClientGetKeyOptions,
+    KeyClientListKeyPropertiesVersionsOptions, KeyClientSignOptions,
+    KeyClientUpdateKeyPropertiesOptions, KeyProperties, KeyType as VaultKeyType, SignParameters,
+    SignatureAlgorithm, UpdateKeyPropertiesParameters,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
 use azure_security_keyvault_secrets::models::{ContentType, SecretClientGetSecretOptions};
@@ -239,6 +242,66 @@ impl Vault {
                 )?
                 .try_collect()
                 .await
+        })
+        .await
+    }
+
+    /// Disables one key version (`enabled: false`).
+    pub(crate) async fn disable_key_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<(), AzureError> {
+        let item = format!("keys/{name}/{version}");
+        let parameters = UpdateKeyPropertiesParameters {
+            key_attributes: Some(KeyAttributes {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        requests::send(&self.counters, self.target(&item, Op::Update), async move {
+            self.keys
+                .update_key_properties(
+                    name,
+                    parameters.try_into()?,
+                    Some(KeyClientUpdateKeyPropertiesOptions {
+                        key_version: Some(version.to_owned()),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map(drop)
+        })
+        .await
+    }
+
+    /// Disables one certificate version (and with it its key version).
+    pub(crate) async fn disable_certificate_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<(), AzureError> {
+        let item = format!("certificates/{name}/{version}");
+        let parameters = UpdateCertificatePropertiesParameters {
+            certificate_attributes: Some(CertificateAttributes {
+                enabled: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        requests::send(&self.counters, self.target(&item, Op::Update), async move {
+            self.certificates
+                .update_certificate_properties(
+                    name,
+                    parameters.try_into()?,
+                    Some(CertificateClientUpdateCertificatePropertiesOptions {
+                        certificate_version: Some(version.to_owned()),
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map(drop)
         })
         .await
     }

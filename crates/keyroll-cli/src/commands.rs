@@ -362,3 +362,53 @@ pub(crate) async fn jwks(args: JwksArgs) -> Result<()> {
     print_json(&serde_json::to_value(set)?)?;
     Ok(())
 }
+
+/// `keyroll revoke`.
+#[derive(Debug, Args)]
+pub(crate) struct RevokeArgs {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    item: VaultItem,
+    /// The version to disable: its kid (as in tokens' headers) or its vault version id.
+    version: String,
+}
+
+/// Disables one version in the vault. Services stop validating it at their next refresh
+/// (`KeyCache::revoke` stops it in a process at once).
+pub(crate) async fn revoke(args: RevokeArgs) -> Result<()> {
+    let vault = args.connection.vault()?;
+    let (options, credential) = args.connection.connect()?;
+    let named = |versions: Vec<keyroll_core::KeyVersion>| {
+        versions
+            .into_iter()
+            .find(|v| v.kid == args.version || v.version == args.version)
+            .ok_or(CliError::Usage("no version of that kid or id"))
+    };
+    let revoked = match (&args.item.key, &args.item.certificate) {
+        (Some(key), _) => {
+            let source = KeyVaultKeys::builder(vault, key, credential)
+                .client_options(options)
+                .build()?;
+            let version = named(source.versions().await?)?;
+            source.disable_version(&version.version).await?;
+            version
+        }
+        (None, Some(certificate)) => {
+            let source = KeyVaultCertificates::builder(vault, certificate, credential)
+                .client_options(options)
+                .build()?;
+            let version = named(source.versions().await?)?;
+            source.disable_version(&version.version).await?;
+            version
+        }
+        (None, None) => {
+            return Err(CliError::Usage("--key NAME or --certificate NAME is required").into());
+        }
+    };
+    print_json(&serde_json::json!({
+        "disabled": {"kid": revoked.kid, "version": revoked.version},
+        "was_enabled": revoked.enabled,
+    }))?;
+    Ok(())
+}

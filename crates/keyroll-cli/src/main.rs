@@ -31,6 +31,9 @@ enum Command {
     Verify(commands::VerifyArgs),
     /// Print the validation key set of a vault key or certificate as JWKS.
     Jwks(commands::JwksArgs),
+    /// Disable one version of a vault key or certificate (by kid or version id): emergency
+    /// revocation; validators drop it at their next refresh.
+    Revoke(commands::RevokeArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
             Command::Mint(args) => commands::mint(args).await,
             Command::Verify(args) => commands::verify(args).await,
             Command::Jwks(args) => commands::jwks(args).await,
+            Command::Revoke(args) => commands::revoke(args).await,
         }
     });
     match result {

@@ -345,3 +345,40 @@ fn emulator_command_prints_ready_json() {
     assert!(json.is_object(), "{json}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_disables_a_version_in_the_vault_by_kid_or_version() {
+    let f = fixture().await;
+    for _ in 0..2 {
+        f.emu
+            .admin()
+            .create_key_version(
+                "clivault",
+                "revoked",
+                KeyVersionOptions::new(KeySpec::RSA_2048),
+            )
+            .unwrap();
+        f.certificate("revoked-cert");
+    }
+    for item in [["--key", "revoked"], ["--certificate", "revoked-cert"]] {
+        let jwks = f.json(&["jwks", "--vault", &f.vault, item[0], item[1]]);
+        let kids: Vec<String> = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(kids.len(), 2);
+        let revoked = f.json(&["revoke", "--vault", &f.vault, item[0], item[1], &kids[0]]);
+        assert_eq!(revoked["disabled"]["kid"], kids[0].as_str());
+        assert_eq!(revoked["was_enabled"], true);
+        let jwks = f.json(&["jwks", "--vault", &f.vault, item[0], item[1]]);
+        let left = jwks["keys"].as_array().unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0]["kid"], kids[1].as_str());
+        // An unknown kid or version id is an error that says so.
+        let unknown = f.keyroll(&["revoke", "--vault", &f.vault, item[0], item[1], "nope"]);
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no version"));
+    }
+}
