@@ -38,6 +38,25 @@ async fn raw(RawClaims(claims): RawClaims) -> String {
     claims["iss"].as_str().unwrap().to_owned()
 }
 
+#[derive(serde::Deserialize)]
+struct Wide {
+    big: u128,
+    nested: Vec<i128>,
+}
+
+async fn wide(Claims(wide): Claims<Wide>) -> String {
+    format!("{} {}", wide.big, wide.nested[0])
+}
+
+async fn raw_reason(claims: VerifiedClaims) -> String {
+    match claims.raw() {
+        Ok(_) => "accepted".to_owned(),
+        Err(rejection) => std::error::Error::source(&rejection)
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    }
+}
+
 async fn floats(RawClaims(claims): RawClaims) -> String {
     claims["f"].to_string()
 }
@@ -60,6 +79,8 @@ fn router(fixture: &Fixture) -> Router {
         .route("/me", get(me))
         .route("/raw", get(raw))
         .route("/floats", get(floats))
+        .route("/wide", get(wide))
+        .route("/raw-reason", get(raw_reason))
         .route("/strict", get(strict))
         .route("/write", get(in_handler))
         .route("/optional", get(optional))
@@ -294,4 +315,52 @@ async fn float_claims_reach_handlers_exactly() {
         let bits = |values: &[f64]| values.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&received), bits(&sent));
     }
+}
+
+/// An integer beyond 64 bits is never handed over rounded: `RawClaims` refuses it with a
+/// reason (a `serde_json::Value` cannot hold it), a typed field takes it exactly.
+#[cfg(not(feature = "exact-numbers"))]
+#[tokio::test]
+async fn wide_integer_claims_are_exact_or_refused_never_rounded() {
+    let fixture = Fixture::new();
+    let router = router(&fixture);
+    let big = "123456789012345678901234567890";
+    let payload = |claims: &serde_json::Value| {
+        // serde_json::Value cannot carry the literal: splice it into the JSON text.
+        claims
+            .to_string()
+            .replace("\"BIG\"", big)
+            .replace("\"NEG\"", "-170141183460469231731687303715884105727")
+    };
+    let mut claims = fixture.claims();
+    claims["tenant"] = "contoso".into();
+    claims["big"] = "BIG".into();
+    claims["nested"] = serde_json::json!(["NEG"]);
+    let ec = fixture.source.key("ec");
+    let input = format!(
+        "{}.{}",
+        b64(header("ES256", "ec").to_string().as_bytes()),
+        b64(payload(&claims).as_bytes())
+    );
+    let token = format!("{input}.{}", b64(&ec.sign_now(input.as_bytes()).unwrap()));
+    let answer = get_path(&router, "/raw", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        answer.challenge().unwrap(),
+        invalid("the token's claims do not have the expected form")
+    );
+    // The handler (or its log) learns why, naming the claim.
+    let answer = get_path(&router, "/raw-reason", Some(&token)).await;
+    let reason = String::from_utf8_lossy(&answer.body);
+    assert!(
+        reason.contains("claim `big` holds an integer beyond 64 bits"),
+        "{reason}"
+    );
+    // Typed, it is exact.
+    let answer = get_path(&router, "/wide", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body,
+        format!("{big} -170141183460469231731687303715884105727")
+    );
 }

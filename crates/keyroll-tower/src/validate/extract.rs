@@ -83,8 +83,23 @@ impl VerifiedClaims {
         })
     }
 
-    /// The claims as a JSON object.
+    /// The claims as a JSON object, with every number as the token wrote it: floats parsed
+    /// correctly rounded; an integer beyond 64 bits, which a `serde_json::Value` would round,
+    /// is refused (401) unless the `exact-numbers` feature keeps it exact
+    /// (`serde_json/arbitrary_precision`). [`deserialize`](Self::deserialize) into a type with
+    /// an `u128` (or a string type) field takes such a claim as it is.
     pub fn raw(&self) -> Result<serde_json::Map<String, serde_json::Value>, ClaimsRejection> {
+        #[cfg(not(feature = "exact-numbers"))]
+        if let Some(name) = wide_integer_claim(self.payload()) {
+            return Err(ClaimsRejection {
+                reason: ClaimsRejectionReason::InvalidClaims,
+                realm: Some(Arc::clone(&self.inner.realm)),
+                scope: None,
+                source: Some(<serde_json::Error as serde::de::Error>::custom(format!(
+                    "claim `{name}` holds an integer beyond 64 bits, which a JSON value would round: deserialize the claims into a type of your own, or enable keyroll-tower's `exact-numbers` feature"
+                ))),
+            });
+        }
         self.deserialize()
     }
 
@@ -275,4 +290,33 @@ impl<S: Send + Sync> FromRequestParts<S> for RawClaims {
         let claims = VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)?;
         claims.raw().map(RawClaims)
     }
+}
+
+/// The first top-level claim whose value holds (at any depth) an integer literal outside
+/// the 64-bit range.
+#[cfg(not(feature = "exact-numbers"))]
+fn wide_integer_claim(payload: &[u8]) -> Option<String> {
+    use serde_json::value::RawValue;
+    fn wide(raw: &RawValue) -> bool {
+        let text = raw.get().trim();
+        match text.as_bytes().first() {
+            Some(b'{') => {
+                serde_json::from_str::<std::collections::HashMap<String, &RawValue>>(text)
+                    .is_ok_and(|members| members.values().any(|v| wide(v)))
+            }
+            Some(b'[') => serde_json::from_str::<Vec<&RawValue>>(text)
+                .is_ok_and(|items| items.iter().any(|v| wide(v))),
+            Some(b'-' | b'0'..=b'9') => {
+                let integer = !text.contains(['.', 'e', 'E']);
+                integer && text.parse::<i64>().is_err() && text.parse::<u64>().is_err()
+            }
+            _ => false,
+        }
+    }
+    let claims: std::collections::BTreeMap<String, &RawValue> =
+        serde_json::from_slice(payload).ok()?;
+    claims
+        .into_iter()
+        .find(|(_, value)| wide(value))
+        .map(|(name, _)| name)
 }
