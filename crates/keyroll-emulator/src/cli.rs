@@ -215,25 +215,47 @@ impl ServeArgs {
     }
 }
 
-/// Waits for SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn stop_signal() -> Result<(), Error> {
+/// SIGINT (Ctrl-C) and, on Unix, SIGTERM, listened for from its creation on: a signal that
+/// arrives after `READY` is printed (a script that starts and stops the emulator at once)
+/// always finds the handlers in place.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> Result<StopSignal, Error> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignal {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+
+    async fn received(mut self) -> Result<(), Error> {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }
 
 /// Starts the emulator, prints one line `READY {json}` on stdout (the facts of
 /// [`crate::EmulatorHandle::ready_json`]) and serves until SIGINT or SIGTERM; then stops and
 /// removes its temporary state directory.
 pub async fn run(args: ServeArgs) -> Result<(), Error> {
+    let stop = StopSignal::install()?;
     let emu = args.builder()?.start().await?;
     {
         use std::io::Write as _;
@@ -241,7 +263,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         writeln!(out, "READY {}", emu.ready_json())?;
         out.flush()?;
     }
-    stop_signal().await?;
+    stop.received().await?;
     emu.shutdown().await;
     Ok(())
 }
