@@ -741,3 +741,14 @@ async fn a_remote_signature_that_does_not_verify_never_leaves() {
     verifier.verify(&minted.token).await.unwrap();
     assert_eq!(keys.metrics().bad_signatures, 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn refresh_now_on_a_cold_cache_is_the_one_cold_load() {
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &TokioClock::default());
+    let keys = cache_over(&source, KeyCacheConfig::default());
+    keys.refresh_now().await.unwrap();
+    settle().await;
+    assert_eq!(source.loads(), 1, "the background task found the set fresh");
+    assert!(keys.metrics().background_running);
+}

@@ -673,13 +673,22 @@ impl KeyCache {
     /// Reloads from the source now, whatever a failure's backoff says. A load already running
     /// is awaited first, so the result reflects the source as it is after this call started.
     pub async fn refresh_now(&self) -> Result<Arc<KeySet>, KeyCacheError> {
-        self.ensure_background();
+        // Cold, the background task starts after this load (it would load at once too).
+        let cold = self.inner.slot.value().is_none();
+        if !cold {
+            self.ensure_background();
+        }
         if let Some(running) = self.inner.slot.flight() {
             let _ = running.await;
         }
-        self.load(Need::Now)
+        let loaded = self
+            .load(Need::Now)
             .await
-            .map_err(|failure| self.unavailable("refresh failed".to_owned(), failure.error()))
+            .map_err(|failure| self.unavailable("refresh failed".to_owned(), failure.error()));
+        if cold {
+            self.ensure_background();
+        }
+        loaded
     }
 
     /// Notes a token that `kid` signed (see [`signed_by`](Self::signed_by)), and tells the
