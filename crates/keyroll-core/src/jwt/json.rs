@@ -17,7 +17,7 @@ pub(crate) struct SyntaxError;
 pub(crate) type Result<T> = std::result::Result<T, SyntaxError>;
 
 /// How many containers may be open at once, the top-level object included.
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// `0x01` in every byte of a word, for the eight-bytes-at-a-time scans.
 const ONES: u64 = u64::MAX / 255;
@@ -125,6 +125,18 @@ impl<'a> Reader<'a> {
         } else {
             Err(SyntaxError)
         }
+    }
+
+    /// Where the reader is: the fuzz targets read a value twice, in two ways.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves the reader back to `position` (one it was at).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn rewind(&mut self, position: usize) {
+        self.pos = position;
     }
 
     fn bytes(&self) -> &'a [u8] {
