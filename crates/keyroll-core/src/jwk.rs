@@ -154,19 +154,22 @@ impl JwkSet {
         struct Document {
             keys: Vec<serde_json::Value>,
         }
+        // serde's derive also reads a struct from an array, by position: only objects are
+        // JWK sets and JWKs (RFC 7517).
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err(KeyError::new("not a JWK set: not a JSON object"));
+        }
         let document: Document = serde_json::from_slice(body)
             .map_err(|e| KeyError::new(format!("not a JWK set: {e}")))?;
         let mut keys = Vec::with_capacity(document.keys.len());
         let mut skipped = Vec::new();
         for (index, value) in document.keys.into_iter().enumerate() {
-            let parsed = serde_json::from_value::<Jwk>(value)
-                .map_err(|e| KeyError::new(format!("malformed JWK: {e}")))
-                .and_then(|jwk| {
-                    if jwk.is_not_for_signatures() {
-                        return Err(KeyError::new("key is not for signatures"));
-                    }
-                    VerifyingKey::from_jwk(&jwk).map(|key| (jwk, key))
-                });
+            let parsed = jwk_from_value(value).and_then(|jwk| {
+                if jwk.is_not_for_signatures() {
+                    return Err(KeyError::new("key is not for signatures"));
+                }
+                VerifyingKey::from_jwk(&jwk).map(|key| (jwk, key))
+            });
             match parsed {
                 Ok(key) => keys.push(key),
                 Err(error) => skipped.push((index, error)),
@@ -174,6 +177,14 @@ impl JwkSet {
         }
         Ok(LenientJwkSet { keys, skipped })
     }
+}
+
+/// A JWK from a JSON value that must be an object (serde's derive would also read an array).
+pub(crate) fn jwk_from_value(value: serde_json::Value) -> Result<Jwk, KeyError> {
+    if !value.is_object() {
+        return Err(KeyError::new("malformed JWK: not a JSON object"));
+    }
+    serde_json::from_value::<Jwk>(value).map_err(|e| KeyError::new(format!("malformed JWK: {e}")))
 }
 
 pub(crate) fn b64url(bytes: &[u8]) -> String {
@@ -225,9 +236,28 @@ mod tests {
     fn not_a_set_is_an_error() {
         assert!(JwkSet::parse_lenient(b"[]").is_err());
         assert!(JwkSet::parse_lenient(b"{\"keys\":{}}").is_err());
+        // Found by the jwks fuzz target: serde reads a struct from an array by position, so
+        // `[[]]` passed as a set with no keys.
+        assert!(JwkSet::parse_lenient(b"[[]\r]\r").is_err());
+        assert!(JwkSet::parse_lenient(b" [[{\"kty\":\"EC\"}]]").is_err());
         assert_eq!(
             JwkSet::parse_lenient(b"{\"keys\":[]}").unwrap().keys.len(),
             0
         );
+    }
+
+    #[test]
+    fn a_key_given_as_an_array_is_skipped() {
+        // The doc example's first key, by position (kty, kid, alg, use, key_ops, n, e, crv, x, y).
+        let body = br#"{"keys":[["EC","a",null,null,null,null,null,"P-256",
+            "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"]]}"#;
+        let parsed = JwkSet::parse_lenient(body).unwrap();
+        assert!(parsed.keys.is_empty());
+        assert_eq!(parsed.skipped.len(), 1);
+        let object = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"a",
+            "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+        assert_eq!(JwkSet::parse_lenient(object).unwrap().keys.len(), 1);
     }
 }

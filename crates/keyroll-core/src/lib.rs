@@ -33,6 +33,11 @@ mod source;
 pub mod sources;
 pub mod token;
 
+/// The crate-private token reader, for the cargo-fuzz targets in `fuzz/` (feature `fuzzing`).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use jwt::fuzz as __fuzz;
+
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use algorithm::{ALL_ALGORITHMS, Algorithm, Curve, KeyType, UnsupportedAlgorithm};

@@ -205,10 +205,13 @@ fn scopes<'a>(reader: &mut Reader<'a>) -> Result<Cow<'a, str>, SyntaxError> {
         return reader.string();
     }
     let mut joined = String::new();
+    let mut first = true;
     reader.strings(|scope| {
-        if !joined.is_empty() {
+        // Every scope after the first is preceded by a space, the first empty one too.
+        if !first {
             joined.push(' ');
         }
+        first = false;
         joined.push_str(&scope);
     })?;
     Ok(Cow::Owned(joined))
@@ -365,6 +368,9 @@ mod tests {
             r#"{"iss":"https://a.example","sub":"s","aud":"b","exp":1700000000,"nbf":1,"iat":2,"jti":"j"}"#,
             r#"{"aud":["a","b"],"scope":"x y","roles":["r"],"scp":["p","q"]}"#,
             r#"{"aud":[],"roles":null,"scope":[]}"#,
+            // Found by the verify_structured fuzz target: a leading empty scope lost its space.
+            r#"{"scope":["","\n"],"scp":["",""]}"#,
+            r#"{"scope":["","a",""]}"#,
             r#"{"iss":"a\/b\u00e9","sub":"\"quoted\""}"#,
             r#"{"\u0069ss":"escaped key"}"#,
             r#"{"iss":"a","iss":"b"}"#,

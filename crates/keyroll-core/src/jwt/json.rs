@@ -17,7 +17,7 @@ pub(crate) struct SyntaxError;
 pub(crate) type Result<T> = std::result::Result<T, SyntaxError>;
 
 /// How many containers may be open at once, the top-level object included.
-const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// `0x01` in every byte of a word, for the eight-bytes-at-a-time scans.
 const ONES: u64 = u64::MAX / 255;
@@ -125,6 +125,18 @@ impl<'a> Reader<'a> {
         } else {
             Err(SyntaxError)
         }
+    }
+
+    /// Where the reader is: the fuzz targets read a value twice, in two ways.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves the reader back to `position` (one it was at).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn rewind(&mut self, position: usize) {
+        self.pos = position;
     }
 
     fn bytes(&self) -> &'a [u8] {
@@ -323,7 +335,9 @@ impl<'a> Reader<'a> {
             };
         }
         let text = self.number()?;
-        let value: f64 = text.parse().map_err(|_| SyntaxError)?;
+        // Read as `serde_json` reads it (not always the correctly rounded value), so that the
+        // date checked is the date a handler deserializes.
+        let value: f64 = serde_json::from_str(text).map_err(|_| SyntaxError)?;
         #[allow(clippy::cast_precision_loss)]
         if !value.is_finite() || !(0.0..=MAX as f64).contains(&value) {
             return Err(SyntaxError);
@@ -535,6 +549,12 @@ mod tests {
         assert_eq!(date("1.7e9"), Ok(1_700_000_000));
         assert_eq!(date("-0"), Ok(0));
         assert_eq!(date("1000000000000"), Ok(1_000_000_000_000));
+        // Found by the json_reader fuzz target: serde_json reads this one ULP above the
+        // correctly rounded value (which is below 10⁷); the reader must read what it reads.
+        let serde: f64 = serde_json::from_str("9999999.999999999").unwrap();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let expected = serde as u64;
+        assert_eq!(date("9999999.999999999"), Ok(expected));
         for bad in [
             "1000000000001",
             "-1",

@@ -22,6 +22,9 @@
 //! ```
 
 mod claims;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 mod header_cache;
 mod json;
 mod mint;

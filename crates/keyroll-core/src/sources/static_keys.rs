@@ -30,7 +30,7 @@ use x509_parser::x509::SubjectPublicKeyInfo;
 use crate::algorithm::Algorithm;
 use crate::clock::from_unix_seconds;
 use crate::error::{KeyError, SourceError};
-use crate::jwk::{Jwk, JwkSet, b64url};
+use crate::jwk::{Jwk, b64url, jwk_from_value};
 use crate::key::{KeyVersion, VerifyingKey};
 use crate::local_key::LocalKey;
 use crate::source::{BoxFuture, KeySource, LoadedKeys, Signer};
@@ -90,14 +90,18 @@ impl StaticKeys {
 
     /// Adds a JWK or a JWK Set (JSON). Keys without a kid get their thumbprint.
     pub fn with_jwk_json(mut self, json: &[u8]) -> Result<Self, KeyError> {
-        let value: serde_json::Value =
+        let mut value: serde_json::Value =
             serde_json::from_slice(json).map_err(|e| KeyError::new(format!("not JSON: {e}")))?;
-        let jwks: Vec<Jwk> = if value.get("keys").is_some() {
-            serde_json::from_value::<JwkSet>(value).map(|set| set.keys)
-        } else {
-            serde_json::from_value::<Jwk>(value).map(|jwk| vec![jwk])
-        }
-        .map_err(|e| KeyError::new(format!("not a JWK: {e}")))?;
+        let not_a_jwk = |e: KeyError| KeyError::new(format!("not a JWK: {e}"));
+        let jwks: Vec<Jwk> = match value.get_mut("keys").map(serde_json::Value::take) {
+            Some(serde_json::Value::Array(keys)) => keys
+                .into_iter()
+                .map(jwk_from_value)
+                .collect::<Result<_, _>>()
+                .map_err(not_a_jwk)?,
+            Some(_) => return Err(KeyError::new("not a JWK Set: `keys` is not an array")),
+            None => vec![jwk_from_value(value).map_err(not_a_jwk)?],
+        };
         for jwk in jwks {
             let key = VerifyingKey::from_jwk(&jwk)?;
             self.versions.push(KeyVersion::published(jwk, key));
@@ -217,6 +221,38 @@ impl KeySource for StaticKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jwk_json_must_be_objects() {
+        let key = r#"{"kty":"OKP","crv":"Ed25519","kid":"peer","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        assert_eq!(
+            StaticKeys::new()
+                .with_jwk_json(key.as_bytes())
+                .unwrap()
+                .versions
+                .len(),
+            1
+        );
+        let set = format!(r#"{{"keys":[{key},{key}]}}"#);
+        assert_eq!(
+            StaticKeys::new()
+                .with_jwk_json(set.as_bytes())
+                .unwrap()
+                .versions
+                .len(),
+            2
+        );
+        // serde reads a struct from an array by position: neither a JWK nor a set's key may be one.
+        let positional = r#"["OKP","peer",null,null,null,null,null,"Ed25519","11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"]"#;
+        assert!(
+            StaticKeys::new()
+                .with_jwk_json(positional.as_bytes())
+                .is_err()
+        );
+        let set = format!(r#"{{"keys":[{positional}]}}"#);
+        assert!(StaticKeys::new().with_jwk_json(set.as_bytes()).is_err());
+        assert!(StaticKeys::new().with_jwk_json(br#"{"keys":{}}"#).is_err());
+    }
 
     #[test]
     fn certificate_gives_thumbprints_and_public_key() {
