@@ -166,16 +166,22 @@ pub fn header(text: &str) -> Result<Header, InvalidReason> {
     if members.too_deep() || read.iter().any(|name| members.count(name) > 1) {
         return Err(malformed);
     }
-    let (mut alg, mut kid, mut x5t, mut typ, mut critical) = (None, None, None, None, false);
+    // `crit`: how many names it lists (RFC 7515 §4.1.11: a non-empty array of them).
+    let (mut alg, mut kid, mut x5t, mut typ, mut critical) = (None, None, None, None, None);
     for (key, raw) in &members.0 {
         let field = match key.as_str() {
             "alg" => &mut alg,
             "kid" => &mut kid,
             "x5t" => &mut x5t,
             "typ" => &mut typ,
-            // `crit: null` counts as absent (keyroll's current rule).
+            // An array must hold strings (else the header is malformed); any other value is
+            // a `crit` of no names.
             "crit" => {
-                critical = raw.get() != "null";
+                critical = Some(if raw.get().trim_start().starts_with('[') {
+                    strings(raw).ok_or(malformed)?.len()
+                } else {
+                    0
+                });
                 continue;
             }
             _ => continue,
@@ -187,8 +193,14 @@ pub fn header(text: &str) -> Result<Header, InvalidReason> {
         .into_iter()
         .find(|known| known.as_str() == alg)
         .ok_or(InvalidReason::UnsupportedAlgorithm)?;
-    if critical {
-        return Err(InvalidReason::CriticalHeader);
+    match critical {
+        None => {}
+        Some(0) => {
+            return Err(InvalidReason::Malformed(
+                "`crit` must be a non-empty array of header names",
+            ));
+        }
+        Some(_) => return Err(InvalidReason::CriticalHeader),
     }
     Ok(Header {
         algorithm,
