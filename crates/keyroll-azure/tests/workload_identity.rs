@@ -13,12 +13,6 @@ mod common;
 
 use std::process::ExitCode;
 
-use http::StatusCode;
-use keyroll_azure::{
-    EntraTokens, KeyVaultKeys, client_options_with_transport, credential_from_env,
-};
-use keyroll_core::jwt::{Issuer, Validation};
-use keyroll_core::{JwksSource, KeyCache};
 use keyroll_emulator::{Curve, KeySpec, KeyVersionOptions};
 
 const CLIENT_ID: &str = "aks-workload";
@@ -72,32 +66,10 @@ async fn parent() {
 }
 
 async fn child() {
-    let var = |name: &str| std::env::var(name).unwrap();
-    let ca = std::fs::read_to_string(var("KEYROLL_TEST_CA")).unwrap();
-    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
-    // credential_from_env picks workload identity from AZURE_FEDERATED_TOKEN_FILE.
-    let credential =
-        credential_from_env(Some(client_options_with_transport(http.clone()))).unwrap();
-    let resource = var("KEYROLL_TEST_RESOURCE");
-    let tokens = EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
-    let token = tokens.access_token(&resource).await.unwrap();
+    // credential_from_env picks workload identity from AZURE_FEDERATED_TOKEN_FILE; the
+    // validator accepts its token, which opens the vault.
+    let token = common::child_token_validates_and_opens_the_vault().await;
     let claims = common::jwt_part(token.secret(), 1);
     assert_eq!(claims["appid"], CLIENT_ID);
     assert_eq!(claims["appidacr"], "2");
-    let jwks = JwksSource::new(&var("KEYROLL_TEST_JWKS"))
-        .unwrap()
-        .with_client(http.clone());
-    let issuer = Issuer::new(
-        KeyCache::builder(jwks).build(),
-        Validation::new(var("KEYROLL_TEST_ISSUER"), [resource.as_str()]),
-    );
-    assert_eq!(
-        common::status_through_validator(issuer, token.secret()).await,
-        StatusCode::OK
-    );
-    let keys = KeyVaultKeys::builder(&var("KEYROLL_TEST_VAULT"), "signing", credential)
-        .client_options(client_options_with_transport(http))
-        .build()
-        .unwrap();
-    assert_eq!(keys.versions().await.unwrap().len(), 1);
 }

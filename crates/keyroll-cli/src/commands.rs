@@ -53,29 +53,65 @@ pub(crate) struct VaultItem {
     certificate: Option<String>,
 }
 
+/// The vault key or certificate that `item` names.
+enum VaultSource {
+    Keys(KeyVaultKeys),
+    Certificates(KeyVaultCertificates),
+}
+
+impl VaultSource {
+    fn open(connection: &Connection, item: &VaultItem) -> std::result::Result<Self, CliError> {
+        let vault = connection.vault()?;
+        let (options, credential) = connection.connect()?;
+        Ok(match (&item.key, &item.certificate) {
+            (Some(key), _) => VaultSource::Keys(
+                KeyVaultKeys::builder(vault, key, credential)
+                    .client_options(options)
+                    .build()?,
+            ),
+            (None, Some(certificate)) => VaultSource::Certificates(
+                KeyVaultCertificates::builder(vault, certificate, credential)
+                    .client_options(options)
+                    .build()?,
+            ),
+            (None, None) => {
+                return Err(CliError::Usage(
+                    "--key NAME or --certificate NAME is required",
+                ));
+            }
+        })
+    }
+
+    fn into_source(self) -> Arc<dyn KeySource> {
+        match self {
+            VaultSource::Keys(keys) => Arc::new(keys),
+            VaultSource::Certificates(certificates) => Arc::new(certificates),
+        }
+    }
+
+    async fn versions(&self) -> std::result::Result<Vec<keyroll_core::KeyVersion>, CliError> {
+        Ok(match self {
+            VaultSource::Keys(keys) => keys.versions().await?,
+            VaultSource::Certificates(certificates) => certificates.versions().await?,
+        })
+    }
+
+    async fn disable_version(&self, version: &str) -> std::result::Result<(), CliError> {
+        match self {
+            VaultSource::Keys(keys) => keys.disable_version(version).await?,
+            VaultSource::Certificates(certificates) => {
+                certificates.disable_version(version).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn vault_source(
     connection: &Connection,
     item: &VaultItem,
 ) -> std::result::Result<Arc<dyn KeySource>, CliError> {
-    let vault = connection.vault()?;
-    let (options, credential) = connection.connect()?;
-    Ok(match (&item.key, &item.certificate) {
-        (Some(key), _) => Arc::new(
-            KeyVaultKeys::builder(vault, key, credential)
-                .client_options(options)
-                .build()?,
-        ),
-        (None, Some(certificate)) => Arc::new(
-            KeyVaultCertificates::builder(vault, certificate, credential)
-                .client_options(options)
-                .build()?,
-        ),
-        (None, None) => {
-            return Err(CliError::Usage(
-                "--key NAME or --certificate NAME is required",
-            ));
-        }
-    })
+    Ok(VaultSource::open(connection, item)?.into_source())
 }
 
 fn print_json(value: &serde_json::Value) -> std::result::Result<(), CliError> {
@@ -377,35 +413,14 @@ pub(crate) struct RevokeArgs {
 /// Disables one version in the vault. Services stop validating it at their next refresh
 /// (`KeyCache::revoke` stops it in a process at once).
 pub(crate) async fn revoke(args: RevokeArgs) -> Result<()> {
-    let vault = args.connection.vault()?;
-    let (options, credential) = args.connection.connect()?;
-    let named = |versions: Vec<keyroll_core::KeyVersion>| {
-        versions
-            .into_iter()
-            .find(|v| v.kid == args.version || v.version == args.version)
-            .ok_or(CliError::Usage("no version of that kid or id"))
-    };
-    let revoked = match (&args.item.key, &args.item.certificate) {
-        (Some(key), _) => {
-            let source = KeyVaultKeys::builder(vault, key, credential)
-                .client_options(options)
-                .build()?;
-            let version = named(source.versions().await?)?;
-            source.disable_version(&version.version).await?;
-            version
-        }
-        (None, Some(certificate)) => {
-            let source = KeyVaultCertificates::builder(vault, certificate, credential)
-                .client_options(options)
-                .build()?;
-            let version = named(source.versions().await?)?;
-            source.disable_version(&version.version).await?;
-            version
-        }
-        (None, None) => {
-            return Err(CliError::Usage("--key NAME or --certificate NAME is required").into());
-        }
-    };
+    let source = VaultSource::open(&args.connection, &args.item)?;
+    let revoked = source
+        .versions()
+        .await?
+        .into_iter()
+        .find(|v| v.kid == args.version || v.version == args.version)
+        .ok_or(CliError::Usage("no version of that kid or id"))?;
+    source.disable_version(&revoked.version).await?;
     print_json(&serde_json::json!({
         "disabled": {"kid": revoked.kid, "version": revoked.version},
         "was_enabled": revoked.enabled,

@@ -73,6 +73,40 @@ pub async fn run_child(mut command: std::process::Command, what: &str) {
     );
 }
 
+/// In the child of [`parent_or_child`]: the credential `credential_from_env` picks gets a
+/// token for `KEYROLL_TEST_RESOURCE` that the validator accepts (keys at `KEYROLL_TEST_JWKS`,
+/// issuer `KEYROLL_TEST_ISSUER`) and that lists the key `signing` of `KEYROLL_TEST_VAULT`.
+/// Returns the token, for the child's own checks of its claims.
+pub async fn child_token_validates_and_opens_the_vault() -> keyroll_core::token::Token {
+    let var = |name: &str| std::env::var(name).unwrap();
+    let ca = std::fs::read_to_string(var("KEYROLL_TEST_CA")).unwrap();
+    let http = keyroll_emulator::localhost_http_client(&ca).unwrap();
+    let credential =
+        keyroll_azure::credential_from_env(Some(client_options_with_transport(http.clone())))
+            .unwrap();
+    let resource = var("KEYROLL_TEST_RESOURCE");
+    let tokens =
+        keyroll_azure::EntraTokens::new(credential.clone(), &[&format!("{resource}/.default")]);
+    let token = tokens.access_token(&resource).await.unwrap();
+    let jwks = keyroll_core::JwksSource::new(&var("KEYROLL_TEST_JWKS"))
+        .unwrap()
+        .with_client(http.clone());
+    let issuer = Issuer::new(
+        keyroll_core::KeyCache::builder(jwks).build(),
+        keyroll_core::jwt::Validation::new(var("KEYROLL_TEST_ISSUER"), [resource.as_str()]),
+    );
+    assert_eq!(
+        status_through_validator(issuer, token.secret()).await,
+        StatusCode::OK
+    );
+    let keys = KeyVaultKeys::builder(&var("KEYROLL_TEST_VAULT"), "signing", credential)
+        .client_options(client_options_with_transport(http))
+        .build()
+        .unwrap();
+    assert_eq!(keys.versions().await.unwrap().len(), 1);
+    token
+}
+
 pub const CLIENT_ID: &str = "keyroll-tests";
 pub const CLIENT_SECRET: &str = "keyroll-tests-secret";
 

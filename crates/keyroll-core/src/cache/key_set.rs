@@ -98,17 +98,9 @@ impl KeySet {
 
     /// This set with the versions named in `revoked` disabled, as the next generation.
     pub(crate) fn with_revoked(&self, revoked: &[Arc<str>]) -> KeySet {
-        let versions = self
-            .versions
-            .iter()
-            .map(|version| {
-                let mut version = KeyVersion::clone(version);
-                if revoked.iter().any(|kid| **kid == *version.kid) {
-                    version.enabled = false;
-                }
-                version
-            })
-            .collect();
+        let mut versions: Vec<KeyVersion> =
+            self.versions.iter().map(|v| KeyVersion::clone(v)).collect();
+        disable_revoked(&mut versions, revoked);
         KeySet::new(
             versions,
             self.loaded_at,
@@ -148,13 +140,7 @@ impl KeySet {
             KeyRef::Kid(kid) => self.by_kid.get(kid),
             KeyRef::X5t(x5t) => self.by_x5t.get(x5t.trim_end_matches('=')),
         };
-        match found {
-            Some(version) if policy.validates(version, now) => {
-                KeyLookup::Valid(Arc::clone(version))
-            }
-            Some(version) => KeyLookup::NotValid(Arc::clone(version)),
-            None => KeyLookup::Unknown,
-        }
+        classify(found, policy, now)
     }
 
     /// Looks up the newest version with this id whose key verifies `algorithm`, and
@@ -175,18 +161,12 @@ impl KeySet {
                 .as_deref()
                 .is_some_and(|own| own.trim_end_matches('=') == x5t.trim_end_matches('=')),
         };
-        match self
+        let found = self
             .versions
             .iter()
             .filter(named)
-            .find(|version| version.allows(algorithm))
-        {
-            Some(version) if policy.validates(version, now) => {
-                KeyLookup::Valid(Arc::clone(version))
-            }
-            Some(version) => KeyLookup::NotValid(Arc::clone(version)),
-            None => KeyLookup::Unknown,
-        }
+            .find(|version| version.allows(algorithm));
+        classify(found, policy, now)
     }
 
     /// The versions that validate at `now`, newest first.
@@ -209,6 +189,28 @@ impl KeySet {
                     && a.not_before == b.not_before
                     && a.expires == b.expires
             })
+    }
+}
+
+/// `found`, classified under `policy` at `now`.
+fn classify(
+    found: Option<&Arc<KeyVersion>>,
+    policy: &RotationPolicy,
+    now: SystemTime,
+) -> KeyLookup {
+    match found {
+        Some(version) if policy.validates(version, now) => KeyLookup::Valid(Arc::clone(version)),
+        Some(version) => KeyLookup::NotValid(Arc::clone(version)),
+        None => KeyLookup::Unknown,
+    }
+}
+
+/// Disables the versions whose kid is in `revoked` ([`KeyCache::revoke`](super::KeyCache::revoke)).
+pub(crate) fn disable_revoked(versions: &mut [KeyVersion], revoked: &[Arc<str>]) {
+    for version in versions {
+        if revoked.iter().any(|kid| **kid == *version.kid) {
+            version.enabled = false;
+        }
     }
 }
 

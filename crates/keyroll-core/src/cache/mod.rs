@@ -881,12 +881,7 @@ impl Tick for Inner {
 impl Loading {
     async fn load(&self, previous: Option<Arc<KeySet>>) -> Result<KeySet, SourceError> {
         let mut loaded = self.source.load().await?;
-        let revoked = self.revoked.load();
-        for version in &mut loaded.versions {
-            if revoked.iter().any(|kid| **kid == *version.kid) {
-                version.enabled = false;
-            }
-        }
+        key_set::disable_revoked(&mut loaded.versions, &self.revoked.load());
         if loaded.versions.is_empty() && previous.as_ref().is_some_and(|p| !p.versions().is_empty())
         {
             return Err(SourceError::new(
