@@ -19,12 +19,14 @@ use crate::connection::Connection;
 pub(crate) enum CliError {
     #[error("{0}")]
     Usage(&'static str),
+    #[cfg(feature = "emulator")]
     #[error("{0}")]
     Io(String, #[source] std::io::Error),
     #[error(transparent)]
     Azure(#[from] keyroll_azure::AzureError),
     #[error(transparent)]
     AzureCore(#[from] azure_core::Error),
+    #[cfg(feature = "emulator")]
     #[error(transparent)]
     Emulator(#[from] keyroll_emulator::Error),
     #[error(transparent)]

@@ -1,6 +1,5 @@
 //! How the command reaches Azure (or the emulator): the HTTP transport and the credential.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
@@ -16,8 +15,9 @@ pub(crate) struct Connection {
     #[arg(long, env = "KEYROLL_VAULT_URL")]
     pub(crate) vault: Option<String>,
     /// Trust this CA (PEM) and resolve *.localhost to loopback: for the keyroll emulator.
+    #[cfg(feature = "emulator")]
     #[arg(long, value_name = "FILE", env = "KEYROLL_INSECURE_CA")]
-    pub(crate) insecure_ca: Option<PathBuf>,
+    pub(crate) insecure_ca: Option<std::path::PathBuf>,
 }
 
 impl Connection {
@@ -29,6 +29,7 @@ impl Connection {
     }
 
     /// The HTTP client: the default one, or one trusting `--insecure-ca`.
+    #[cfg(feature = "emulator")]
     pub(crate) fn http_client(&self) -> Result<reqwest::Client, CliError> {
         match &self.insecure_ca {
             None => Ok(reqwest::Client::new()),
@@ -38,6 +39,12 @@ impl Connection {
                 Ok(keyroll_emulator::localhost_http_client(&pem)?)
             }
         }
+    }
+
+    /// The HTTP client.
+    #[cfg(not(feature = "emulator"))]
+    pub(crate) fn http_client(&self) -> Result<reqwest::Client, CliError> {
+        Ok(reqwest::Client::new())
     }
 
     /// Azure client options over that HTTP client.

@@ -1,6 +1,7 @@
 //! `keyroll`: a developer's command for vault-held keys. It gets Entra ID tokens with a
 //! client assertion signed in Key Vault (no certificate ever leaves the vault), mints and
-//! verifies service tokens, prints key sets, and runs the offline emulator.
+//! verifies service tokens, prints key sets, and runs the offline emulator
+//! (feature `emulator`, on by default).
 
 mod commands;
 mod connection;
@@ -20,6 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the offline Key Vault / Entra ID / managed-identity emulator; prints `READY {json}`.
+    #[cfg(feature = "emulator")]
     Emulator(keyroll_emulator::ServeArgs),
     /// Get an Entra ID access token with a client assertion signed by a vault certificate.
     Token(commands::TokenArgs),
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            #[cfg(feature = "emulator")]
             Command::Emulator(args) => keyroll_emulator::run(args).await.map_err(Into::into),
             Command::Token(args) => commands::token(args).await,
             Command::KeyInfo(args) => commands::key_info(args).await,

@@ -55,6 +55,7 @@ pub use key::{KeyVersion, SignatureError, VerifyingKey};
 pub use local_key::LocalKey;
 pub use policy::{NoActiveKey, RotationPolicy};
 pub use source::{BoxFuture, KeySource, LoadedKeys, Signer};
+#[cfg(feature = "jwks")]
 pub use sources::jwks::JwksSource;
 pub use sources::local_ring::{LocalKeyRing, LocalKeyRingBuilder};
 pub use sources::static_keys::{StaticKeys, certificate_thumbprints, version_from_certificate};

@@ -1,7 +1,8 @@
 //! A compact JWS split and decoded once, before anything about it is trusted.
 
 use std::borrow::Cow;
-use std::mem::MaybeUninit;
+
+use base64::Engine as _;
 
 use super::claims::{BorrowedClaims, RegisteredClaims};
 use super::json::{Reader, unset};
@@ -40,38 +41,35 @@ fn invalid(reason: InvalidReason) -> InvalidToken {
     InvalidToken::new(reason)
 }
 
-/// Token segments are decoded strictly (no padding, no stray bits, URL-safe alphabet only),
-/// with SIMD where the CPU has it: the signature and payload of every token pass through here.
-const BASE64URL: base64_simd::Base64 = base64_simd::URL_SAFE_NO_PAD;
+/// Token segments are decoded strictly (no padding, no stray bits, URL-safe alphabet only):
+/// the signature and payload of every token pass through here.
+const BASE64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn not_base64() -> InvalidToken {
     invalid(InvalidReason::Malformed("a segment is not base64url"))
 }
 
 fn decode_segment(segment: &[u8]) -> Result<Vec<u8>, InvalidToken> {
-    BASE64URL.decode_to_vec(segment).map_err(|_| not_base64())
+    BASE64URL.decode(segment).map_err(|_| not_base64())
 }
 
-/// A buffer to decode into; left uninitialized, as decoding writes before anything reads.
-pub(crate) fn buffer<const N: usize>() -> [MaybeUninit<u8>; N] {
-    [MaybeUninit::uninit(); N]
+/// A buffer to decode into.
+pub(crate) fn buffer<const N: usize>() -> [u8; N] {
+    [0; N]
 }
 
 /// Decodes a segment into `buffer` when it fits, else onto the heap.
 pub(crate) fn decode_into<'b>(
     segment: &[u8],
-    buffer: &'b mut [MaybeUninit<u8>],
+    buffer: &'b mut [u8],
 ) -> Result<Cow<'b, [u8]>, InvalidToken> {
-    let length = BASE64URL
-        .decoded_length(segment)
-        .map_err(|_| not_base64())?;
-    let Some(buffer) = buffer.get_mut(..length) else {
+    if base64::decoded_len_estimate(segment.len()) > buffer.len() {
         return decode_segment(segment).map(Cow::Owned);
-    };
-    let decoded = BASE64URL
-        .decode(segment, base64_simd::Out::from_uninit_slice(buffer))
+    }
+    let length = BASE64URL
+        .decode_slice(segment, buffer)
         .map_err(|_| not_base64())?;
-    Ok(Cow::Borrowed(decoded))
+    Ok(Cow::Borrowed(&buffer[..length]))
 }
 
 /// The three segments of a compact JWS. Bytes, not text: base64url decoding checks every

@@ -1,10 +1,9 @@
-//! Verified claims in request extensions, and axum-core extractors over them.
+//! Verified claims in request extensions (the axum-core extractors over them are in
+//! `axum.rs`, behind the `axum` feature).
 
 use std::fmt;
 use std::sync::Arc;
 
-use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
-use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 use keyroll_core::Algorithm;
 use keyroll_core::jwt::{RegisteredClaims, VerifiedToken};
@@ -124,7 +123,8 @@ impl VerifiedClaims {
         &self.inner.realm
     }
 
-    fn from_parts(parts: &Parts) -> Option<Self> {
+    /// The verified claims [`Validate`](super::Validate) put in a request's extensions.
+    pub fn from_parts(parts: &Parts) -> Option<Self> {
         parts.extensions.get::<VerifiedClaims>().cloned()
     }
 }
@@ -162,7 +162,8 @@ impl ClaimsRejection {
         }
     }
 
-    fn missing() -> Self {
+    #[cfg(feature = "axum")]
+    pub(super) fn missing() -> Self {
         ClaimsRejection {
             reason: ClaimsRejectionReason::MissingValidateLayer,
             realm: None,
@@ -184,6 +185,16 @@ impl ClaimsRejection {
     /// A fixed description (also sent as `error_description`).
     pub fn body_text(&self) -> &'static str {
         self.failure().description()
+    }
+
+    /// The RFC 6750 response: status, `WWW-Authenticate` and a JSON body (what the axum
+    /// extractors answer).
+    pub fn to_response(&self) -> http::Response<bytes::Bytes> {
+        if self.reason == ClaimsRejectionReason::MissingValidateLayer {
+            tracing::error!("claims were asked for on a route without ValidateLayer");
+        }
+        let realm = self.realm.as_deref().unwrap_or(super::DEFAULT_REALM);
+        self.failure().to_response(realm)
     }
 
     fn failure(&self) -> Failure {
@@ -209,37 +220,6 @@ impl std::error::Error for ClaimsRejection {
     }
 }
 
-impl IntoResponse for ClaimsRejection {
-    fn into_response(self) -> Response {
-        if self.reason == ClaimsRejectionReason::MissingValidateLayer {
-            tracing::error!("a claims extractor ran on a route without ValidateLayer");
-        }
-        let realm = self.realm.as_deref().unwrap_or(super::DEFAULT_REALM);
-        self.failure()
-            .to_response(realm)
-            .map(axum_core::body::Body::from)
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for VerifiedClaims {
-    type Rejection = ClaimsRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)
-    }
-}
-
-impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
-    type Rejection = ClaimsRejection;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(VerifiedClaims::from_parts(parts))
-    }
-}
-
 /// Typed claims: the verified token's payload deserialized into `T`.
 ///
 /// ```
@@ -256,41 +236,9 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for VerifiedClaims {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Claims<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Claims<T> {
-    type Rejection = ClaimsRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let claims = VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)?;
-        claims.deserialize().map(Claims)
-    }
-}
-
-impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequestParts<S> for Claims<T> {
-    type Rejection = ClaimsRejection;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        _state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        match VerifiedClaims::from_parts(parts) {
-            None => Ok(None),
-            Some(claims) => claims.deserialize().map(|t| Some(Claims(t))),
-        }
-    }
-}
-
 /// The verified claims as a JSON object.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RawClaims(pub serde_json::Map<String, serde_json::Value>);
-
-impl<S: Send + Sync> FromRequestParts<S> for RawClaims {
-    type Rejection = ClaimsRejection;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let claims = VerifiedClaims::from_parts(parts).ok_or_else(ClaimsRejection::missing)?;
-        claims.raw().map(RawClaims)
-    }
-}
 
 /// The first top-level claim whose value holds (at any depth) an integer literal outside
 /// the 64-bit range.

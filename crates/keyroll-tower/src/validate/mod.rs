@@ -68,6 +68,8 @@
 //! # });
 //! ```
 
+#[cfg(feature = "axum")]
+mod axum;
 mod body;
 mod cache;
 mod extract;
