@@ -31,6 +31,7 @@ mod policy;
 mod refresh;
 mod source;
 pub mod sources;
+mod status;
 pub mod token;
 
 /// The crate-private token reader, for the cargo-fuzz targets in `fuzz/` (feature `fuzzing`).
@@ -59,6 +60,7 @@ pub use source::{BoxFuture, KeySource, LoadedKeys, Signer};
 pub use sources::jwks::JwksSource;
 pub use sources::local_ring::{LocalKeyRing, LocalKeyRingBuilder};
 pub use sources::static_keys::{StaticKeys, certificate_thumbprints, version_from_certificate};
+pub use status::{CacheState, KeyCacheStatus, TokenCacheStatus};
 pub use token::{
     CachedToken, SelfSigned, StaticToken, Token, TokenCache, TokenCacheConfig, TokenError,
     TokenSource, TokenUnavailable,

@@ -93,6 +93,7 @@ use crate::refresh::{
     Tick, Time,
 };
 use crate::source::{BoxFuture, KeySource, Signer};
+use crate::status::{CacheState, KeyCacheStatus};
 use crate::{Algorithm, Backoff};
 
 /// A shared, refresh-coordinated view of one [`KeySource`]. Cheap to clone: clones share
@@ -403,9 +404,68 @@ impl KeyCache {
         self.inner.engine.clock.now()
     }
 
-    /// Whether a set has been loaded (readiness).
+    /// Whether the cache serves keys: a set is loaded and younger than `max_stale` (a
+    /// [`status`](Self::status) that [`is_serving`](CacheState::is_serving)). Past
+    /// `max_stale` it is false again, as lookups then fail with
+    /// [`KeyCacheError::Unavailable`].
     pub fn is_ready(&self) -> bool {
-        self.inner.slot.value().is_some()
+        let now = self.now();
+        self.inner
+            .slot
+            .value()
+            .as_deref()
+            .is_some_and(|set| now < set.schedule().stale_at)
+    }
+
+    /// How the cache stands, for readiness probes: read without loading or waiting (see
+    /// [`KeyCacheStatus`] for the states). A cache nobody has used yet stays
+    /// [`Loading`](CacheState::Loading) until something starts it: a probe calls
+    /// [`start_refresh`](Self::start_refresh) first.
+    pub fn status(&self) -> KeyCacheStatus {
+        let now = self.now();
+        let set = self.inner.slot.value_full();
+        let failures = self.inner.slot.failures_since_good();
+        let stale_at = set.as_ref().map(|set| set.schedule().stale_at);
+        let state = match stale_at {
+            None if failures.count == 0 => CacheState::Loading,
+            None => CacheState::Unavailable,
+            Some(stale_at) if now >= stale_at => CacheState::Unavailable,
+            Some(_) if failures.count > 0 => CacheState::Degraded,
+            Some(_) => CacheState::Ready,
+        };
+        KeyCacheStatus {
+            state,
+            versions: set.as_ref().map_or(0, |set| set.versions().len()),
+            age: set.as_ref().map(|set| self.age(set, now)),
+            unavailable_in: stale_at
+                .filter(|_| state.is_serving())
+                .and_then(|at| at.duration_since(now).ok()),
+            failing_since: failures.since,
+            stale_for: failures
+                .since
+                .map(|since| now.duration_since(since).unwrap_or_default()),
+            consecutive_failures: failures.count,
+            last_error: failures.last_error.map(|error| error.to_string()),
+        }
+    }
+
+    /// Starts what keeps the cache loaded, without waiting for it: the background refresh
+    /// (which loads a cold cache at once), and, when no set is loaded or it is past
+    /// `max_stale`, a load (joining one that runs). A failed load's retry point still holds,
+    /// so calling this on every readiness probe costs the source nothing more, and a cache
+    /// that no request reaches (a load balancer took it out) recovers as soon as its source
+    /// does. Needs a runtime (the one given at build, else the caller's): outside one it does
+    /// nothing.
+    pub fn start_refresh(&self) {
+        self.ensure_background();
+        let inner = &self.inner;
+        if self.is_ready() || inner.engine.runtime().is_none() {
+            return;
+        }
+        // The load runs as a task of the runtime; nobody needs to wait for it here.
+        let _started = inner
+            .slot
+            .start(&inner.engine, Need::Urgent, &*inner.loader);
     }
 
     /// The current snapshot, without loading, waiting or checking staleness.

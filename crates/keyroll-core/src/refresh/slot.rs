@@ -110,7 +110,21 @@ struct State<V, E> {
     throttled: u32,
     last_error: Option<Arc<E>>,
     failed_at: Option<SystemTime>,
+    /// The first failure since the last good load.
+    failing_since: Option<SystemTime>,
     retry: Option<RetryPoints>,
+}
+
+/// The failures of a slot since its last good load, read at once.
+pub(crate) struct Failures<E> {
+    /// How many loads failed in a row.
+    pub(crate) count: u32,
+    /// When the first of them failed.
+    pub(crate) since: Option<SystemTime>,
+    /// When the last of them failed.
+    pub(crate) last_at: Option<SystemTime>,
+    /// The last one's error.
+    pub(crate) last_error: Option<Arc<E>>,
 }
 
 impl<V, E> fmt::Debug for Slot<V, E> {
@@ -141,6 +155,7 @@ where
                 throttled: 0,
                 last_error: None,
                 failed_at: None,
+                failing_since: None,
                 retry: None,
             }),
             errors,
@@ -182,6 +197,17 @@ where
     /// When the last load failed, if it did.
     pub(crate) fn failed_at(&self) -> Option<SystemTime> {
         lock(&self.state).failed_at
+    }
+
+    /// The failures since the last good load (none: `count` 0).
+    pub(crate) fn failures_since_good(&self) -> Failures<E> {
+        let state = lock(&self.state);
+        Failures {
+            count: state.failures,
+            since: state.failing_since,
+            last_at: state.failed_at,
+            last_error: state.last_error.clone(),
+        }
     }
 
     /// Whether a load runs now.
@@ -309,6 +335,7 @@ where
                 state.throttled = 0;
                 state.last_error = None;
                 state.failed_at = None;
+                state.failing_since = None;
                 state.retry = None;
             }
             Err(error) => self.fail(engine, Arc::clone(error)),
@@ -347,6 +374,7 @@ where
         );
         state.last_error = Some(error);
         state.failed_at = Some(now);
+        state.failing_since.get_or_insert(now);
     }
 }
 

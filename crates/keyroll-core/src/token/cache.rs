@@ -37,6 +37,7 @@ use crate::refresh::{
     Background, Engine, Errors, Expiring, Failure, Need, Outcome, Slot, Start, Tick, Time, scale,
 };
 use crate::source::BoxFuture;
+use crate::status::{CacheState, TokenCacheStatus};
 
 /// A token as cached for one audience: the ready `Authorization` header value and its times.
 /// `Debug` prints no secret.
@@ -457,6 +458,81 @@ impl<T: TokenSource> TokenCache<T> {
             cooldown_rejections: counters.cooldown_rejections.load(Ordering::Relaxed),
             audiences: u64::try_from(audiences).unwrap_or(u64::MAX),
             background_running: self.inner.background.is_running(),
+        }
+    }
+
+    /// How the cache stands over every audience it holds, for readiness probes: read without
+    /// fetching (see [`TokenCacheStatus`] for the states). An audience whose fetch failed
+    /// while it had no usable token stays unavailable until a fetch works: nothing retries it
+    /// unless it is asked for, so a probe calls [`retry_failed`](Self::retry_failed) first.
+    pub fn status(&self) -> TokenCacheStatus {
+        let now = self.inner.engine.clock.now();
+        let mut status = TokenCacheStatus {
+            state: CacheState::Ready,
+            audiences: 0,
+            degraded_audiences: 0,
+            unavailable_audiences: 0,
+            failing_since: None,
+            stale_for: None,
+            consecutive_failures: 0,
+            last_error: None,
+        };
+        // The latest failure among the worst-off audiences: (state, when, audience, error).
+        let mut reported: Option<(CacheState, SystemTime, Arc<str>, Arc<TokenError>)> = None;
+        for (audience, slot) in self.inner.slots.load().iter() {
+            let usable = slot.value().as_ref().is_some_and(|t| now < t.usable_until);
+            status.audiences += usize::from(usable);
+            let failures = slot.failures_since_good();
+            if failures.count == 0 {
+                continue;
+            }
+            let state = if usable {
+                status.degraded_audiences += 1;
+                CacheState::Degraded
+            } else {
+                status.unavailable_audiences += 1;
+                CacheState::Unavailable
+            };
+            status.state = status.state.max(state);
+            status.consecutive_failures = status.consecutive_failures.max(failures.count);
+            status.failing_since = match (status.failing_since, failures.since) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let (Some(at), Some(error)) = (failures.last_at, failures.last_error)
+                && reported
+                    .as_ref()
+                    .is_none_or(|(worst, latest, ..)| (state, at) > (*worst, *latest))
+            {
+                reported = Some((state, at, Arc::clone(audience), error));
+            }
+        }
+        status.stale_for = status
+            .failing_since
+            .map(|since| now.duration_since(since).unwrap_or_default());
+        status.last_error =
+            reported.map(|(_, _, audience, error)| format!("`{audience}`: {error}"));
+        status
+    }
+
+    /// Starts a new fetch, without waiting for it, for every audience that has no usable
+    /// token and whose last fetch failed, once that failure's retry point has passed (so a
+    /// readiness probe calling this costs the source no more than callers would). An
+    /// unavailable audience nobody asks for then recovers when its source does. Needs a
+    /// runtime (the one given at build, else the caller's): outside one it does nothing.
+    pub fn retry_failed(&self) {
+        let inner = &self.inner;
+        if inner.engine.runtime().is_none() {
+            return;
+        }
+        let now = inner.engine.clock.now();
+        for (audience, slot) in inner.slots.load().iter() {
+            let usable = slot.value().as_ref().is_some_and(|t| now < t.usable_until);
+            if usable || slot.failures() == 0 || !slot.would_load(Need::Urgent, now) {
+                continue;
+            }
+            // The fetch runs as a task of the runtime and caches what it gets.
+            let _started = slot.start(&inner.engine, Need::Urgent, &inner.loader(audience));
         }
     }
 

@@ -78,6 +78,12 @@ impl ValidateLayer {
     pub fn metrics(&self) -> ValidateMetrics {
         self.shared.counters.snapshot()
     }
+
+    /// The issuers this layer trusts, each with its key cache (for readiness probes:
+    /// [`ReadinessBuilder::validator`](crate::readiness::ReadinessBuilder::validator)).
+    pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
+        self.shared.verifier.issuers()
+    }
 }
 
 impl<S> Layer<S> for ValidateLayer {
