@@ -69,12 +69,36 @@ mod tests {
     #[test]
     fn origins_are_normalised_and_borrowed_when_they_can_be() {
         let cases = [
-            ("https://Billing.Internal/x?y", "https://billing.internal", true),
-            ("https://billing.internal:443/", "https://billing.internal", true),
-            ("http://billing.internal:80/", "http://billing.internal", true),
-            ("http://billing.internal:8443/", "http://billing.internal:8443", true),
-            ("https://user:pw@billing.internal/", "https://billing.internal", false),
-            ("https://user@billing.internal:8443/", "https://billing.internal:8443", false),
+            (
+                "https://Billing.Internal/x?y",
+                "https://billing.internal",
+                true,
+            ),
+            (
+                "https://billing.internal:443/",
+                "https://billing.internal",
+                true,
+            ),
+            (
+                "http://billing.internal:80/",
+                "http://billing.internal",
+                true,
+            ),
+            (
+                "http://billing.internal:8443/",
+                "http://billing.internal:8443",
+                true,
+            ),
+            (
+                "https://user:pw@billing.internal/",
+                "https://billing.internal",
+                false,
+            ),
+            (
+                "https://user@billing.internal:8443/",
+                "https://billing.internal:8443",
+                false,
+            ),
             ("http://[::1]:3000/", "http://[::1]:3000", true),
             ("http://127.0.0.1:3000/a/b", "http://127.0.0.1:3000", true),
             ("custom://Host.Example:9/", "custom://host.example:9", false),

@@ -473,20 +473,31 @@ mod tests {
         assert!(!bound.is_origin());
         // Whatever the request URI says: the channel sends to its endpoint.
         assert_eq!(
-            bound.audience_of(&get("https://elsewhere.example/")).as_deref(),
+            bound
+                .audience_of(&get("https://elsewhere.example/"))
+                .as_deref(),
             Some("api://billing")
         );
         let allowed = AudiencePolicy::origin().allow("http://billing.internal:50051");
         assert_eq!(
-            allowed.for_endpoint(&endpoint).unwrap().audience_of(&call).as_deref(),
+            allowed
+                .for_endpoint(&endpoint)
+                .unwrap()
+                .audience_of(&call)
+                .as_deref(),
             Some("http://billing.internal:50051")
         );
         let open = AudiencePolicy::any_origin();
         assert_eq!(
-            open.for_endpoint(&endpoint).unwrap().audience_of(&call).as_deref(),
+            open.for_endpoint(&endpoint)
+                .unwrap()
+                .audience_of(&call)
+                .as_deref(),
             Some("http://billing.internal:50051")
         );
-        let error = AudiencePolicy::origin().for_endpoint(&endpoint).unwrap_err();
+        let error = AudiencePolicy::origin()
+            .for_endpoint(&endpoint)
+            .unwrap_err();
         assert_eq!(error.kind(), super::super::IssueErrorKind::NoAudience);
         assert_eq!(error.audience(), Some("http://billing.internal:50051"));
         assert_eq!(
@@ -495,7 +506,9 @@ mod tests {
         );
         let relative: Uri = "/no/origin".parse().unwrap();
         assert!(mapped.for_endpoint(&relative).is_err());
-        let fixed = AudiencePolicy::fixed("api://x").for_endpoint(&relative).unwrap();
+        let fixed = AudiencePolicy::fixed("api://x")
+            .for_endpoint(&relative)
+            .unwrap();
         assert_eq!(fixed.audience_of(&call).as_deref(), Some("api://x"));
         let custom = AudiencePolicy::from_fn(|head| Some(head.uri.path().to_owned()))
             .for_endpoint(&endpoint)
@@ -531,7 +544,10 @@ mod tests {
         assert!(matches!(chosen.0, Chosen::Borrowed(_)));
         assert_eq!(&*chosen.into_arc(), "https://billing.internal");
         let fixed = AudiencePolicy::fixed("api://x");
-        assert!(matches!(fixed.select(&request).unwrap().0, Chosen::Shared(_)));
+        assert!(matches!(
+            fixed.select(&request).unwrap().0,
+            Chosen::Shared(_)
+        ));
         // A function policy needs a head; a request that cannot form one gets no token.
         let custom = AudiencePolicy::from_fn(|_| Some("api://y".to_owned()));
         assert_eq!(custom.select(&request), None);
