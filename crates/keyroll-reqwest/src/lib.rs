@@ -43,7 +43,7 @@
 //! A downstream `401` drops the token the request carried, so the next request gets a new one,
 //! once that token is [`TokenCacheConfig::min_age_to_invalidate`] old (30 s by default).
 //! reqwest removes the `Authorization` header itself when it follows a redirect to another
-//! host.
+//! origin (host, port or scheme), so a token never follows a redirect away from its audience.
 
 mod middleware;
 mod outgoing;

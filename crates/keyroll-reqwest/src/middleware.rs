@@ -29,8 +29,9 @@ use crate::outgoing::Outgoing;
 ///
 /// - **Audience**: chosen by the [`AudiencePolicy`] ([`audience`](Self::audience)); the
 ///   default, [`AudiencePolicy::origin`] with an empty table, gives no request a token: list
-///   the origins. A function policy sees the request's method, URL, headers and the middleware
-///   chain's extensions (`RequestBuilder::with_extension`).
+///   the origins. A function policy sees the request's method, URL (as an `http::Uri`, parsed
+///   for each request), headers and the middleware chain's extensions
+///   (`RequestBuilder::with_extension`).
 /// - **No token**: the request is not sent; the error is
 ///   [`reqwest_middleware::Error::Middleware`] holding an [`IssueError`] ([`issue_error`]
 ///   finds it): [`NoAudience`](keyroll_core::token::IssueErrorKind::NoAudience), or
