@@ -5,7 +5,7 @@
 //! - `orders` is a confidential client (`orders-app`) whose certificate lives in the vault; it
 //!   reaches the vault with its own credential (a managed identity in Azure; a client secret here).
 //! - `EntraTokens` gets access tokens for `api://billing` and refreshes them ahead of expiry;
-//!   `IssueLayer` attaches them to every call.
+//!   keyroll-reqwest's `IssueMiddleware` attaches them to every call a reqwest client makes.
 //! - `billing` is an API registered for v2 tokens (their `aud` is its application id); it
 //!   validates them with `ValidateLayer` against Entra ID's keys (OIDC discovery).
 //!
@@ -17,9 +17,8 @@ use axum::Router;
 use axum::routing::get;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use base64::Engine as _;
-use http::{Request, StatusCode};
 use keyroll::jwt::{Issuer, Validation};
-use keyroll::tower::issue::{AudiencePolicy, IssueLayer};
+use keyroll::token::AudiencePolicy;
 use keyroll::tower::validate::{ValidateLayer, VerifiedClaims};
 use keyroll::{JwksSource, KeyCache};
 use keyroll_azure::{
@@ -27,9 +26,11 @@ use keyroll_azure::{
     credential_options_with_transport,
 };
 use keyroll_emulator::{Api, CertificateVersionOptions, TokenVersion};
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use keyroll_reqwest::IssueMiddleware;
+use keyroll_reqwest::reqwest_middleware::ClientBuilder;
+use reqwest::StatusCode;
+use tower::BoxError;
 
-mod support;
 const VAULT: &str = "orders";
 const CERTIFICATE: &str = "orders-app";
 const CLIENT_ID: &str = "orders-app";
@@ -124,21 +125,23 @@ async fn main() -> Result<(), BoxError> {
         )
         .layer(validate);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/invoices", listener.local_addr()?);
+    let billing_origin = format!("http://{}", listener.local_addr()?);
+    let url = format!("{billing_origin}/invoices");
     tokio::spawn(async move { axum::serve(listener, billing).await });
 
-    let client = ServiceBuilder::new()
-        .layer(IssueLayer::new(tokens).audience(AudiencePolicy::fixed(AUDIENCE)))
-        .service(support::http_get());
+    // Only billing's origin gets the token, with billing's application id as its audience.
+    let issue = IssueMiddleware::new(tokens)
+        .audience(AudiencePolicy::origin().map(&billing_origin, AUDIENCE));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(issue)
+        .build();
 
     let mut failed = 0;
     for call in 1..=3 {
-        let response = client
-            .clone()
-            .oneshot(Request::get(url.as_str()).body(())?)
-            .await?;
-        println!("call {call}: {} {}", response.status(), response.body());
-        if response.status() != StatusCode::OK {
+        let response = client.get(&url).send().await?;
+        let status = response.status();
+        println!("call {call}: {status} {}", response.text().await?);
+        if status != StatusCode::OK {
             failed += 1;
         }
     }

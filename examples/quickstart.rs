@@ -1,7 +1,8 @@
 //! keyroll's main job, fully offline: two services authenticate to each other with a key that
 //! lives in (an emulated) Azure Key Vault, while an operator rotates it.
 //!
-//! - `orders` calls `billing` through `IssueLayer`: every call carries a JWT signed *in the
+//! - `orders` calls `billing` with reqwest through keyroll-reqwest's `IssueMiddleware`: every
+//!   call carries a JWT signed *in the
 //!   vault* with the certificate's key (the private key never leaves the vault).
 //! - `orders` publishes its validation keys as JWKS (`JwksService`), a third endpoint.
 //! - `billing` checks every call with `ValidateLayer`, learning orders' keys from that JWKS.
@@ -20,9 +21,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
-use http::{Request, Response, StatusCode};
 use keyroll::jwt::{Issuer, TokenTemplate, Validation};
-use keyroll::tower::issue::{AudiencePolicy, IssueLayer, SelfSigned};
+use keyroll::token::{AudiencePolicy, SelfSigned};
 use keyroll::tower::jwks::{DEFAULT_JWKS_PATH, JwksService};
 use keyroll::tower::validate::{ValidateLayer, VerifiedClaims};
 use keyroll::{JwksSource, KeyCache, KeyCacheConfig, RotationPolicy};
@@ -30,10 +30,11 @@ use keyroll_azure::{
     KeyVaultCertificates, client_options_with_transport, credential_options_with_transport,
 };
 use keyroll_emulator::{CertificateVersionOptions, EmulatorHandle};
-use tower::util::BoxCloneService;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
+use keyroll_reqwest::IssueMiddleware;
+use keyroll_reqwest::reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
+use reqwest::StatusCode;
+use tower::BoxError;
 
-mod support;
 const VAULT: &str = "quickstart";
 const CERTIFICATE: &str = "orders-sts";
 const ISSUER: &str = "https://orders.localhost";
@@ -49,8 +50,6 @@ const RUN_FOR: Duration = Duration::from_secs(30);
 /// (long after it stopped signing and its last token expired).
 const ROTATIONS: [u64; 4] = [5, 11, 17, 23];
 const DISABLE_FIRST_AT: u64 = 20;
-
-type Client = BoxCloneService<Request<()>, Response<String>, BoxError>;
 
 #[derive(Default)]
 struct Traffic {
@@ -136,26 +135,25 @@ async fn main() -> Result<(), BoxError> {
             get(|claims: axum::Extension<VerifiedClaims>| async move { claims.kid().to_owned() }),
         )
         .layer(validate.clone());
-    let billing_url = serve(billing).await? + "invoices";
+    let billing_origin = serve(billing).await?.trim_end_matches('/').to_owned();
+    let billing_url = format!("{billing_origin}/invoices");
 
-    // ── orders' outbound client: IssueLayer attaches a vault-signed token to each call ───
+    // ── orders' outbound client: IssueMiddleware attaches a vault-signed token to each call
     let template = TokenTemplate::new(ISSUER)
         .lifetime(TOKEN_LIFETIME)
         .include_x5t(true);
-    let client: Client = ServiceBuilder::new()
-        .layer(
-            IssueLayer::new(SelfSigned::new(orders_keys.clone(), template))
-                .audience(AudiencePolicy::fixed(AUDIENCE)),
-        )
-        .service(support::http_get())
-        .boxed_clone();
+    let issue = IssueMiddleware::new(SelfSigned::new(orders_keys.clone(), template))
+        .audience(AudiencePolicy::origin().map(&billing_origin, AUDIENCE));
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(issue)
+        .build();
 
     println!(
         "  vault      {}  (certificate `{CERTIFICATE}`, its key never leaves the vault)",
         emu.vault_url(VAULT)
     );
     println!(
-        "  orders  →  billing  {billing_url}   IssueLayer: a JWT signed in the vault on every call"
+        "  orders  →  billing  {billing_url}   IssueMiddleware: a JWT signed in the vault on every call"
     );
     println!("  orders' JWKS        {jwks_url}   JwksService: what billing validates against");
     println!(
@@ -181,7 +179,7 @@ async fn main() -> Result<(), BoxError> {
             let (url, labels) = (billing_url.clone(), Arc::clone(&labels));
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
-                    call(client.clone(), &url, &traffic, &labels).await;
+                    call(&client, &url, &traffic, &labels).await;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             })
@@ -252,13 +250,23 @@ async fn serve(app: Router) -> Result<String, BoxError> {
     Ok(url)
 }
 
-async fn call(client: Client, url: &str, traffic: &Traffic, labels: &Labels) {
+async fn call(client: &ClientWithMiddleware, url: &str, traffic: &Traffic, labels: &Labels) {
     traffic.calls.fetch_add(1, Ordering::Relaxed);
-    let request = Request::get(url).body(()).unwrap_or_default();
-    match client.oneshot(request).await {
-        Ok(response) if response.status() == StatusCode::OK => {
+    let answer: Result<(StatusCode, String), BoxError> = match client.get(url).send().await {
+        Ok(response) => {
+            let status = response.status();
+            response
+                .text()
+                .await
+                .map(|kid| (status, kid))
+                .map_err(Into::into)
+        }
+        Err(error) => Err(error.into()),
+    };
+    match answer {
+        Ok((StatusCode::OK, kid)) => {
             traffic.accepted.fetch_add(1, Ordering::Relaxed);
-            let label = labels.of(response.body());
+            let label = labels.of(&kid);
             *traffic
                 .by_version
                 .lock()
@@ -266,9 +274,9 @@ async fn call(client: Client, url: &str, traffic: &Traffic, labels: &Labels) {
                 .entry(label)
                 .or_default() += 1;
         }
-        Ok(response) => {
+        Ok((status, body)) => {
             traffic.rejected.fetch_add(1, Ordering::Relaxed);
-            eprintln!("  !! rejected: {} {}", response.status(), response.body());
+            eprintln!("  !! rejected: {status} {body}");
         }
         Err(error) => {
             traffic.rejected.fetch_add(1, Ordering::Relaxed);

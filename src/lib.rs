@@ -4,6 +4,8 @@
 //! This facade re-exports the workspace's crates:
 //! - the key model, rotation policy, key cache and JWT mint/verify ([`keyroll_core`], at the root);
 //! - [`tower`]: `ValidateLayer` (inbound), `IssueLayer` (outbound) and `JwksService`;
+//! - `reqwest` (feature `reqwest`): `IssueMiddleware`, outbound tokens on a reqwest-middleware
+//!   client (keyroll-reqwest);
 //! - `azure` (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
 //! - `emulator` (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator.
 //!
@@ -24,6 +26,9 @@ pub use keyroll_core::*;
 
 #[cfg(feature = "tower")]
 pub use keyroll_tower as tower;
+
+#[cfg(feature = "reqwest")]
+pub use keyroll_reqwest as reqwest;
 
 #[cfg(feature = "azure")]
 pub use keyroll_azure as azure;

@@ -1,6 +1,9 @@
 //! Outbound tokens: where they come from ([`TokenSource`]: [`SelfSigned`], [`StaticToken`],
 //! [`from_fn`], or Entra ID through keyroll-azure) and the per-audience [`TokenCache`] that
-//! every outbound integration (keyroll-tower's `IssueLayer`, a plain caller) reads.
+//! every outbound integration (keyroll-tower's `IssueLayer`, keyroll-reqwest's
+//! `IssueMiddleware`, a plain caller) reads; the [`AudiencePolicy`] those middlewares choose
+//! each request's audience with, and the [`IssueError`] they fail a call with when no token
+//! can be attached.
 //!
 //! ```
 //! use std::time::Duration;
@@ -20,14 +23,19 @@
 //! # });
 //! ```
 
+mod audience;
 mod cache;
 mod config;
+mod issue_error;
 mod source;
 mod sources;
+
+pub use self::audience::{AudiencePolicy, OutboundRequest, RequestHead, SelectedAudience};
 
 pub use self::cache::{
     CachedToken, TokenCache, TokenCacheBuilder, TokenCacheMetrics, TokenUnavailable,
 };
 pub use self::config::TokenCacheConfig;
+pub use self::issue_error::{IssueError, IssueErrorKind};
 pub use self::source::{Token, TokenError, TokenSource};
 pub use self::sources::{FnSource, SelfSigned, StaticToken, from_fn};

@@ -21,19 +21,35 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use http::{Response, StatusCode};
-use keyroll_core::token::CachedToken;
+use http::{HeaderName, Response, StatusCode};
+use keyroll_core::token::{CachedToken, IssueError};
 use keyroll_core::{BoxError, BoxFuture};
 use pin_project_lite::pin_project;
-
-use super::error::IssueError;
 
 /// The fetch-then-call part of a request that found no usable cached token.
 pub(crate) type Deferred<F> = BoxFuture<'static, Result<(F, Arc<CachedToken>), BoxError>>;
 
+/// The header a gRPC server puts its status in (in the headers of a trailers-only response).
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// Whether the downstream refused the credentials: HTTP `401`, or gRPC `UNAUTHENTICATED`
+/// (status 16) in a trailers-only response, which is how a gRPC server that checks tokens
+/// itself (a tonic interceptor) refuses a call. A status in trailers after a streamed body is
+/// not seen here: servers refuse credentials before they stream.
+fn refuses_credentials<B>(response: &Response<B>) -> bool {
+    response.status() == StatusCode::UNAUTHORIZED
+        || (!response.headers().is_empty()
+            && response
+                .headers()
+                .get(&GRPC_STATUS)
+                .is_some_and(|status| status.as_bytes() == b"16"))
+}
+
 pin_project! {
     /// Response future of [`Issue`](super::Issue): the inner service's future, preceded by a
-    /// wait for a token when none was cached. A `401` response drops the token it carried.
+    /// wait for a token when none was cached. A response that refuses the credentials (HTTP
+    /// `401`, or gRPC `UNAUTHENTICATED` in a trailers-only response) drops the token it
+    /// carried.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
@@ -86,7 +102,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() == StatusCode::UNAUTHORIZED
+                    if refuses_credentials(&response)
                         && let Some(token) = this.token.take()
                     {
                         token.rejected();

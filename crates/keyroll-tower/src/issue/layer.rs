@@ -21,9 +21,8 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use keyroll_core::token::{TokenCache, TokenSource};
+use keyroll_core::token::{AudiencePolicy, TokenCache, TokenSource};
 
-use super::audience::AudiencePolicy;
 use super::service::Issue;
 
 /// Applies [`Issue`] to a service: configuration only (the audience policy) plus a handle to

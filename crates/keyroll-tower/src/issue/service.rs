@@ -25,10 +25,10 @@ use http::{Request, Response, header::AUTHORIZATION};
 use keyroll_core::BoxError;
 use tower_service::Service;
 
-use keyroll_core::token::{CachedToken, TokenCache, TokenSource};
+use keyroll_core::token::{
+    AudiencePolicy, CachedToken, IssueError, SelectedAudience, TokenCache, TokenSource,
+};
 
-use super::audience::{AudiencePolicy, Selected};
-use super::error::IssueError;
 use super::future::{Deferred, ResponseFuture};
 use super::layer::IssueLayer;
 
@@ -137,8 +137,8 @@ impl<S, T: TokenSource> Issue<S, T> {
         &self,
         audience: &'a AudiencePolicy,
         epoch: u64,
-        request: &Request<B>,
-        selected: &mut Option<Option<Selected<'a>>>,
+        request: &'a Request<B>,
+        selected: &mut Option<Option<SelectedAudience<'a>>>,
     ) -> Option<Arc<CachedToken>> {
         if self.recent.epoch != epoch || self.recent.entries.is_empty() {
             return None;

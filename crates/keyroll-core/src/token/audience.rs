@@ -1,9 +1,10 @@
 //! Which audience a request's token is for: fixed, the origin of its URI (the default), or any
-//! function of the request, then mapped through a table.
+//! function of the request, then mapped through a table. Shared by every outbound middleware
+//! (keyroll-tower's `IssueLayer`, keyroll-reqwest's `IssueMiddleware`).
 //!
 //! ```
 //! use http::Request;
-//! use keyroll_tower::issue::AudiencePolicy;
+//! use keyroll_core::token::AudiencePolicy;
 //!
 //! let policy = AudiencePolicy::origin()
 //!     .map("https://billing.internal", "api://billing")
@@ -20,11 +21,14 @@
 //! assert_eq!(open.audience_of(&elsewhere).as_deref(), Some("https://evil.example"));
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use http::{Extensions, HeaderMap, Method, Request, Uri};
+
+use super::issue_error::IssueError;
 
 /// The parts of a request an audience function sees.
 #[derive(Clone, Copy, Debug)]
@@ -38,6 +42,51 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
     /// The extensions.
     pub extensions: &'a Extensions,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head of a request with these parts (for an [`OutboundRequest`] implementation).
+    pub fn new(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        extensions: &'a Extensions,
+    ) -> Self {
+        RequestHead {
+            method,
+            uri,
+            headers,
+            extensions,
+        }
+    }
+}
+
+/// A request an outbound middleware is about to send, as an [`AudiencePolicy`] reads it.
+/// Implemented for [`http::Request`]; keyroll-reqwest implements it for reqwest's requests.
+pub trait OutboundRequest {
+    /// `scheme://host[:port]` of the request's URL, lowercased, without user information and
+    /// without the scheme's default port (80 for http, 443 for https); `None` when the URL has
+    /// no scheme or host. Borrowed from the request when it can be.
+    fn origin(&self) -> Option<Cow<'_, str>>;
+
+    /// `f` applied to the request's head (`None` when no head can be formed, e.g. a URL that
+    /// is not a valid `http::Uri`).
+    fn with_head<R>(&self, f: impl FnOnce(&RequestHead<'_>) -> R) -> Option<R>;
+}
+
+impl<B> OutboundRequest for Request<B> {
+    fn origin(&self) -> Option<Cow<'_, str>> {
+        origin(self.uri()).map(Cow::Owned)
+    }
+
+    fn with_head<R>(&self, f: impl FnOnce(&RequestHead<'_>) -> R) -> Option<R> {
+        Some(f(&RequestHead::new(
+            self.method(),
+            self.uri(),
+            self.headers(),
+            self.extensions(),
+        )))
+    }
 }
 
 type AudienceFn = dyn Fn(&RequestHead<'_>) -> Option<String> + Send + Sync;
@@ -66,6 +115,10 @@ enum Select {
 ///
 /// The chosen value is then looked up in the table; an entry replaces it (an origin becomes an
 /// `api://…` application id, say).
+///
+/// A client whose requests all go to one endpoint, whatever their URI says (a tonic
+/// `Channel`, whose requests carry path-only URIs), binds the policy to that endpoint with
+/// [`for_endpoint`](Self::for_endpoint).
 #[derive(Clone)]
 pub struct AudiencePolicy {
     select: Select,
@@ -96,24 +149,35 @@ impl fmt::Debug for AudiencePolicy {
     }
 }
 
-/// A chosen audience, borrowed from the policy when it can be.
-pub(crate) enum Selected<'a> {
+/// The audience an [`AudiencePolicy`] chose for a request, borrowed from the policy (a table
+/// entry, a fixed audience) or the request (its origin) when it can be, so that a cache
+/// lookup with it allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectedAudience<'a>(Chosen<'a>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Chosen<'a> {
     Shared(&'a Arc<str>),
+    Borrowed(&'a str),
     Owned(String),
 }
 
-impl Selected<'_> {
-    pub(crate) fn as_str(&self) -> &str {
-        match self {
-            Selected::Shared(audience) => audience,
-            Selected::Owned(audience) => audience,
+impl SelectedAudience<'_> {
+    /// The audience.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Chosen::Shared(audience) => audience,
+            Chosen::Borrowed(audience) => audience,
+            Chosen::Owned(audience) => audience,
         }
     }
 
-    pub(crate) fn into_arc(self) -> Arc<str> {
-        match self {
-            Selected::Shared(audience) => Arc::clone(audience),
-            Selected::Owned(audience) => audience.into(),
+    /// The audience, shared (a table entry or a fixed audience is not copied).
+    pub fn into_arc(self) -> Arc<str> {
+        match self.0 {
+            Chosen::Shared(audience) => Arc::clone(audience),
+            Chosen::Borrowed(audience) => audience.into(),
+            Chosen::Owned(audience) => audience.into(),
         }
     }
 }
@@ -186,32 +250,82 @@ impl AudiencePolicy {
         self
     }
 
+    /// This policy for a client that sends every request to `endpoint`, whatever the request's
+    /// URI says: the audience is chosen once, now, as this policy chooses it for a request to
+    /// `endpoint`, and the result is a [`fixed`](Self::fixed) policy. Under the origin policies
+    /// an endpoint whose origin gets no token (not in the table) is an error here, before
+    /// anything is sent; a fixed policy is returned as it is, and a function policy too (its
+    /// function sees each request as the client made it).
+    ///
+    /// This is how a tonic `Channel` gets tokens: its requests carry path-only URIs (the
+    /// channel adds its endpoint's scheme and authority below any layer around it), so an
+    /// origin policy would find no origin in them. Pass the URI the channel connects to
+    /// (`Endpoint::uri()`, or the one given to `Endpoint::origin` when that is set).
+    ///
+    /// ```
+    /// use http::{Request, Uri};
+    /// use keyroll_core::token::{AudiencePolicy, IssueErrorKind};
+    ///
+    /// let policy = AudiencePolicy::origin().map("http://billing.internal:50051", "api://billing");
+    /// let endpoint: Uri = "http://billing.internal:50051".parse().unwrap();
+    /// let bound = policy.for_endpoint(&endpoint).unwrap();
+    /// let call = Request::post("/billing.Invoices/List").body(()).unwrap();
+    /// assert_eq!(bound.audience_of(&call).as_deref(), Some("api://billing"));
+    /// // Unbound, a path-only URI has no origin, so no token (the call is not sent).
+    /// assert_eq!(policy.audience_of(&call), None);
+    /// // An endpoint nobody listed is refused when the client is built.
+    /// let other: Uri = "http://elsewhere.example:50051".parse().unwrap();
+    /// assert_eq!(policy.for_endpoint(&other).unwrap_err().kind(), IssueErrorKind::NoAudience);
+    /// ```
+    pub fn for_endpoint(&self, endpoint: &Uri) -> Result<AudiencePolicy, IssueError> {
+        if !matches!(self.select, Select::Origin) {
+            return Ok(self.clone());
+        }
+        let Some(endpoint_origin) = origin(endpoint) else {
+            return Err(IssueError::no_audience_for(endpoint.to_string()));
+        };
+        match self.table.get(endpoint_origin.as_str()) {
+            Some(mapped) => Ok(AudiencePolicy::with(
+                Select::Fixed(Arc::clone(mapped)),
+                false,
+            )),
+            None if self.only_mapped => Err(IssueError::no_audience_for(endpoint_origin)),
+            None => Ok(AudiencePolicy::fixed(endpoint_origin)),
+        }
+    }
+
     /// The audience for `request`, or `None` when it gets no token.
     pub fn audience_of<B>(&self, request: &Request<B>) -> Option<String> {
         self.select(request).map(|s| s.as_str().to_owned())
     }
 
-    /// Whether the audience is a function of the URI's scheme and authority only.
-    pub(crate) fn is_origin(&self) -> bool {
+    /// Whether the audience is a function of the URL's scheme and authority only (the origin
+    /// policies), so that a middleware may remember a token per origin.
+    pub fn is_origin(&self) -> bool {
         matches!(self.select, Select::Origin)
     }
 
-    pub(crate) fn select<B>(&self, request: &Request<B>) -> Option<Selected<'_>> {
+    /// The audience for `request`, or `None` when it gets no token, borrowed where it can be
+    /// (the hot path of a middleware: see [`SelectedAudience`]). A function policy's function
+    /// runs once per call.
+    pub fn select<'a, R>(&'a self, request: &'a R) -> Option<SelectedAudience<'a>>
+    where
+        R: OutboundRequest + ?Sized,
+    {
         let chosen = match &self.select {
-            Select::Fixed(audience) => return Some(Selected::Shared(audience)),
-            Select::Origin => origin(request.uri())?,
-            Select::Custom(f) => f(&RequestHead {
-                method: request.method(),
-                uri: request.uri(),
-                headers: request.headers(),
-                extensions: request.extensions(),
-            })?,
+            Select::Fixed(audience) => return Some(SelectedAudience(Chosen::Shared(audience))),
+            Select::Origin => request.origin()?,
+            Select::Custom(f) => Cow::Owned(request.with_head(|head| f(head))??),
         };
-        match self.table.get(chosen.as_str()) {
-            Some(mapped) => Some(Selected::Shared(mapped)),
-            None if self.only_mapped => None,
-            None => Some(Selected::Owned(chosen)),
-        }
+        let chosen = match self.table.get(chosen.as_ref()) {
+            Some(mapped) => Chosen::Shared(mapped),
+            None if self.only_mapped => return None,
+            None => match chosen {
+                Cow::Borrowed(chosen) => Chosen::Borrowed(chosen),
+                Cow::Owned(chosen) => Chosen::Owned(chosen),
+            },
+        };
+        Some(SelectedAudience(chosen))
     }
 }
 
@@ -348,5 +462,97 @@ mod tests {
         assert_eq!(policy.audience_of(&request).as_deref(), Some("other"));
         let strict = policy.only_mapped(true);
         assert_eq!(strict.audience_of(&request), None);
+    }
+    #[test]
+    fn for_endpoint_binds_the_endpoint_origin_once() {
+        let endpoint: Uri = "http://Billing.internal:50051".parse().unwrap();
+        let call = Request::post("/billing.Invoices/List").body(()).unwrap();
+        let mapped = AudiencePolicy::origin().map("http://billing.internal:50051", "api://billing");
+        let bound = mapped.for_endpoint(&endpoint).unwrap();
+        assert_eq!(bound.audience_of(&call).as_deref(), Some("api://billing"));
+        assert!(!bound.is_origin());
+        // Whatever the request URI says: the channel sends to its endpoint.
+        assert_eq!(
+            bound
+                .audience_of(&get("https://elsewhere.example/"))
+                .as_deref(),
+            Some("api://billing")
+        );
+        let allowed = AudiencePolicy::origin().allow("http://billing.internal:50051");
+        assert_eq!(
+            allowed
+                .for_endpoint(&endpoint)
+                .unwrap()
+                .audience_of(&call)
+                .as_deref(),
+            Some("http://billing.internal:50051")
+        );
+        let open = AudiencePolicy::any_origin();
+        assert_eq!(
+            open.for_endpoint(&endpoint)
+                .unwrap()
+                .audience_of(&call)
+                .as_deref(),
+            Some("http://billing.internal:50051")
+        );
+        let error = AudiencePolicy::origin()
+            .for_endpoint(&endpoint)
+            .unwrap_err();
+        assert_eq!(error.kind(), super::super::IssueErrorKind::NoAudience);
+        assert_eq!(error.audience(), Some("http://billing.internal:50051"));
+        assert_eq!(
+            error.to_string(),
+            "no token audience for `http://billing.internal:50051` (no origin, or not in the audience table)"
+        );
+        let relative: Uri = "/no/origin".parse().unwrap();
+        assert!(mapped.for_endpoint(&relative).is_err());
+        let fixed = AudiencePolicy::fixed("api://x")
+            .for_endpoint(&relative)
+            .unwrap();
+        assert_eq!(fixed.audience_of(&call).as_deref(), Some("api://x"));
+        let custom = AudiencePolicy::from_fn(|head| Some(head.uri.path().to_owned()))
+            .for_endpoint(&endpoint)
+            .unwrap();
+        assert_eq!(
+            custom.audience_of(&call).as_deref(),
+            Some("/billing.Invoices/List")
+        );
+    }
+
+    /// A request whose origin is given as is, borrowed.
+    struct Borrowing(&'static str);
+
+    impl OutboundRequest for Borrowing {
+        fn origin(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+
+        fn with_head<R>(&self, _f: impl FnOnce(&RequestHead<'_>) -> R) -> Option<R> {
+            None
+        }
+    }
+
+    #[test]
+    fn selection_borrows_from_the_policy_or_the_request() {
+        let request = Borrowing("https://billing.internal");
+        let mapped = AudiencePolicy::origin().map("https://billing.internal", "api://billing");
+        let chosen = mapped.select(&request).unwrap();
+        assert!(matches!(chosen.0, Chosen::Shared(_)));
+        assert_eq!(chosen.as_str(), "api://billing");
+        let open = AudiencePolicy::any_origin();
+        let chosen = open.select(&request).unwrap();
+        assert!(matches!(chosen.0, Chosen::Borrowed(_)));
+        assert_eq!(&*chosen.into_arc(), "https://billing.internal");
+        let fixed = AudiencePolicy::fixed("api://x");
+        assert!(matches!(
+            fixed.select(&request).unwrap().0,
+            Chosen::Shared(_)
+        ));
+        // A function policy needs a head; a request that cannot form one gets no token.
+        let custom = AudiencePolicy::from_fn(|_| Some("api://y".to_owned()));
+        assert_eq!(custom.select(&request), None);
+        let http_request = get("https://billing.internal/x");
+        let from_http = open.select(&http_request).unwrap();
+        assert!(matches!(from_http.0, Chosen::Owned(_)));
     }
 }

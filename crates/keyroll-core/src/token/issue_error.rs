@@ -1,7 +1,8 @@
-//! The error an [`Issue`](super::Issue) call fails with when it cannot attach a token.
+//! The error an outbound middleware (keyroll-tower's `Issue`, keyroll-reqwest's
+//! `IssueMiddleware`) fails a call with when it cannot attach a token: the call is not sent.
 //!
 //! ```
-//! use keyroll_tower::issue::{IssueError, IssueErrorKind, TokenCache, from_fn, TokenError};
+//! use keyroll_core::token::{IssueError, IssueErrorKind, TokenCache, from_fn, TokenError};
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! let cache = TokenCache::new(from_fn(|_audience: String| async {
@@ -19,16 +20,18 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyroll_core::token::{TokenError, TokenUnavailable};
+use super::cache::TokenUnavailable;
+use super::source::TokenError;
 
 /// Why a request was not sent: no token could be attached to it.
 ///
-/// [`Issue`](super::Issue)'s error type is [`BoxError`](keyroll_core::BoxError); find this
-/// error with `error.downcast_ref::<IssueError>()`. The request is never sent without its
-/// `Authorization` header.
+/// Middlewares return it inside their own error type: keyroll-tower's `Issue` fails with a
+/// [`BoxError`](crate::BoxError), keyroll-reqwest's `IssueMiddleware` with
+/// `reqwest_middleware::Error::Middleware`; find it with `downcast_ref::<IssueError>()`. The
+/// request is never sent without its `Authorization` header.
 ///
 /// ```
-/// use keyroll_tower::issue::{IssueError, IssueErrorKind};
+/// use keyroll_core::token::{IssueError, IssueErrorKind};
 ///
 /// fn is_missing_token(error: &keyroll_core::BoxError) -> bool {
 ///     error
@@ -52,14 +55,17 @@ pub enum IssueErrorKind {
     /// No audience could be chosen for the request: the URI has no scheme or authority, the
     /// audience function returned none, or the origin (value) is not in the
     /// [`AudiencePolicy`](super::AudiencePolicy) table and only mapped ones get a token (the
-    /// default for [`AudiencePolicy::origin`](super::AudiencePolicy::origin)).
+    /// default for [`AudiencePolicy::origin`](super::AudiencePolicy::origin)); or
+    /// [`AudiencePolicy::for_endpoint`](super::AudiencePolicy::for_endpoint) was given such an
+    /// endpoint.
     NoAudience,
     /// The source failed (or is cooling down after a failure) and no unexpired token is cached.
     TokenUnavailable,
 }
 
 impl IssueError {
-    pub(crate) fn no_audience() -> Self {
+    /// No audience could be chosen for a request (kind [`IssueErrorKind::NoAudience`]).
+    pub fn no_audience() -> Self {
         IssueError {
             kind: IssueErrorKind::NoAudience,
             audience: None,
@@ -68,12 +74,22 @@ impl IssueError {
         }
     }
 
+    /// No audience for `value` (an origin, an endpoint), which the error then names: an
+    /// origin or URI is configuration, never a secret.
+    pub fn no_audience_for(value: impl Into<Arc<str>>) -> Self {
+        IssueError {
+            audience: Some(value.into()),
+            ..IssueError::no_audience()
+        }
+    }
+
     /// What went wrong.
     pub fn kind(&self) -> IssueErrorKind {
         self.kind
     }
 
-    /// The audience no token could be had for.
+    /// The audience no token could be had for ([`IssueErrorKind::TokenUnavailable`]), or the
+    /// value no audience was found for ([`IssueErrorKind::NoAudience`], when it is known).
     pub fn audience(&self) -> Option<&str> {
         self.audience.as_deref()
     }
@@ -96,7 +112,11 @@ impl fmt::Display for IssueError {
                 write!(f, "no token for audience `{audience}`: {source}")
             }
             (IssueErrorKind::TokenUnavailable, _, _) => f.write_str("no token available"),
-            (IssueErrorKind::NoAudience, _, _) => f.write_str(
+            (IssueErrorKind::NoAudience, Some(value), _) => write!(
+                f,
+                "no token audience for `{value}` (no origin, or not in the audience table)"
+            ),
+            (IssueErrorKind::NoAudience, None, _) => f.write_str(
                 "no token audience for the request's URI (no origin, or not in the audience table)",
             ),
         }
