@@ -92,7 +92,7 @@
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
 //! | `keyroll_validations_total` | counter | `validator`, `outcome`, `reason` | requests validated: `accepted` (`reason` `verified`, or `cache_hit` for the verified-token cache), `rejected` (`reason` the refusal's label: `missing_token`, `expired`, `bad_signature`, `unknown_key`, …, as in the `keyroll.validate` span), `unavailable` (`reason` `keys_unavailable`: 503) |
-//! | `keyroll_validator_token_cache_entries` | gauge | `validator` | entries of the verified-token cache (approximate, as moka counts) |
+//! | `keyroll_validator_token_cache_entries` | gauge | `validator` | entries of the verified-token cache (counted at publish) |
 //!
 //! Azure (keyroll-azure, feature `metrics` there); `target` is the vault host
 //! (`myvault.vault.azure.net`) or `entra` for Entra ID tokens (`EntraTokens`):
