@@ -14,8 +14,9 @@
 //!
 //!     let ring = LocalKeyRing::in_memory(Algorithm::ES256).unwrap();
 //!     let keys = KeyCache::builder(ring).name("orders").build();
-//!     keys.ready().await.unwrap(); // one load: recorded when it ends
-//!     keys.find(KeyRef::Kid("no-such-kid")).await.unwrap(); // a kid miss: counted, published below
+//!     keys.ready().await.unwrap(); // a load: recorded when it ends
+//!     // A kid miss (counted, recorded at the publish below), and the refresh it starts.
+//!     keys.find(KeyRef::Kid("no-such-kid")).await.unwrap();
 //!     keyroll_core::metrics::publish();
 //!
 //!     let recorded: Vec<(String, Vec<String>, DebugValue)> = snapshotter
@@ -33,7 +34,7 @@
 //!     };
 //!     assert!(matches!(
 //!         find("keyroll_key_loads_total", &["source=orders", "outcome=ok"]),
-//!         Some((_, _, DebugValue::Counter(1)))
+//!         Some((_, _, DebugValue::Counter(2)))
 //!     ));
 //!     assert!(matches!(
 //!         find("keyroll_key_kid_misses_total", &["source=orders"]),

@@ -86,9 +86,14 @@ impl Recorded {
     }
 
     pub fn histogram_count(&self, name: &str, labels: &[(&str, &str)]) -> usize {
+        self.histogram(name, labels).len()
+    }
+
+    /// The values a histogram recorded, in order.
+    pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         match self.value(name, labels) {
-            Some(DebugValue::Histogram(values)) => values.len(),
-            None => 0,
+            Some(DebugValue::Histogram(values)) => values.iter().map(|v| v.into_inner()).collect(),
+            None => Vec::new(),
             other => panic!("{name} {labels:?} is not a histogram: {other:?}"),
         }
     }
