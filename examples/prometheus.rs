@@ -38,7 +38,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .name("orders-keys")
         .build();
     let validate = ValidateLayer::builder()
-        .issuer(Issuer::new(keys.clone(), Validation::new(ORDERS, [BILLING])))
+        .issuer(Issuer::new(
+            keys.clone(),
+            Validation::new(ORDERS, [BILLING]),
+        ))
         .name("billing")
         .build();
     let app = Router::new()
