@@ -123,4 +123,12 @@ impl TokenSource for EntraTokens {
                 .map_err(|e| TokenError::new(e.to_string()).with_cause(e))
         })
     }
+
+    /// `entra` and the scopes given at construction (`entra api://billing/.default`).
+    fn name(&self) -> String {
+        std::iter::once("entra")
+            .chain(self.scopes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }

@@ -14,6 +14,7 @@ use azure_identity::{ClientSecretCredential, ClientSecretCredentialOptions};
 use keyroll_azure::{EntraTokens, credential_options_with_transport};
 use keyroll_core::jwt::TokenTemplate;
 use keyroll_core::metrics::{self as names};
+use keyroll_core::token::TokenCache;
 use keyroll_core::{KeyCache, KeyCacheConfig};
 use keyroll_emulator::{Curve, Fault, FaultKind, KeySpec, KeyVersionOptions};
 use recording::{Recorded, Recording};
@@ -68,14 +69,12 @@ async fn vault_and_entra_requests_are_counted_by_operation_and_status() {
     source.disable_version(&created.version).await.unwrap(); // an update
 
     // Entra: a token, then a refused secret.
-    let tokens = EntraTokens::new(
+    let tokens = TokenCache::new(EntraTokens::new(
         common::credential(&emu),
         &["https://vault.azure.net/.default"],
-    );
-    tokens
-        .access_token("https://vault.azure.net")
-        .await
-        .unwrap();
+    ));
+    assert_eq!(tokens.name(), "entra https://vault.azure.net/.default");
+    tokens.get("https://vault.azure.net").await.unwrap();
     let wrong = ClientSecretCredential::new(
         emu.tenant_id(),
         common::CLIENT_ID.to_owned(),
@@ -138,6 +137,16 @@ async fn vault_and_entra_requests_are_counted_by_operation_and_status() {
             requests(&recorded, "entra", "token", "4xx")
         ),
         (1, 1)
+    );
+    assert_eq!(
+        recorded.counter(
+            names::TOKEN_FETCHES,
+            &[
+                ("source", "entra https://vault.azure.net/.default"),
+                ("outcome", "ok")
+            ]
+        ),
+        1
     );
     // The key cache over the vault: loads by outcome, and the sign.
     let loads = |outcome| {

@@ -16,14 +16,33 @@ pub trait Publish: Send + Sync {
 }
 
 /// The components [`publish`] visits: weak, so a registration keeps nothing alive.
-static COMPONENTS: Mutex<Vec<Weak<dyn Publish>>> = Mutex::new(Vec::new());
+static COMPONENTS: Mutex<Components> = Mutex::new(Components {
+    live: Vec::new(),
+    pruned_len: 0,
+});
+
+struct Components {
+    live: Vec<Weak<dyn Publish>>,
+    /// How many were left at the last pruning: the next comes once that many more registered,
+    /// so a process that builds many caches (a fleet simulation) prunes in amortized O(1).
+    pruned_len: usize,
+}
+
+impl Components {
+    fn prune(&mut self) {
+        self.live.retain(|known| known.strong_count() > 0);
+        self.pruned_len = self.live.len();
+    }
+}
 
 /// Adds `component` to those [`publish`] visits, until it is dropped. Key caches, token caches
 /// and validators register themselves when they are built.
 pub fn register(component: Weak<dyn Publish>) {
     let mut components = lock(&COMPONENTS);
-    components.retain(|known| known.strong_count() > 0);
-    components.push(component);
+    if components.live.len() >= (2 * components.pruned_len).max(64) {
+        components.prune();
+    }
+    components.live.push(component);
 }
 
 /// Records the counters and gauges of every live key cache, token cache and validator (and
@@ -36,8 +55,8 @@ pub fn publish() {
     // Upgraded first, so that no component is published (or dropped) under the lock.
     let live: Vec<Arc<dyn Publish>> = {
         let mut components = lock(&COMPONENTS);
-        components.retain(|known| known.strong_count() > 0);
-        components.iter().filter_map(Weak::upgrade).collect()
+        components.prune();
+        components.live.iter().filter_map(Weak::upgrade).collect()
     };
     for component in live {
         component.publish();
@@ -201,5 +220,55 @@ pub fn describe() {
         ),
     ] {
         describe_histogram!(name, Unit::Seconds, help);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn deltas_are_what_was_counted_since_the_last_call() {
+        let deltas = CounterDeltas::default();
+        assert_eq!(deltas.advance([3, 0]), [3, 0]);
+        assert_eq!(deltas.advance([5, 2]), [2, 2]);
+        assert_eq!(deltas.advance([5, 2]), [0, 0]);
+        // A counter that went down adds nothing, and is not counted twice when it comes back.
+        assert_eq!(deltas.advance([4, 2]), [0, 0]);
+        assert_eq!(deltas.advance([6, 2]), [1, 0]);
+    }
+
+    #[derive(Default)]
+    struct Counted(AtomicUsize);
+
+    impl Publish for Counted {
+        fn publish(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn publish_visits_live_components_and_pruning_drops_the_others() {
+        let live = Arc::new(Counted::default());
+        register(Arc::downgrade(&live) as Weak<dyn Publish>);
+        publish();
+        assert!(live.0.load(Ordering::SeqCst) >= 1);
+
+        let mut components = Components {
+            live: Vec::new(),
+            pruned_len: 0,
+        };
+        let dropped = Arc::new(Counted::default());
+        components
+            .live
+            .push(Arc::downgrade(&dropped) as Weak<dyn Publish>);
+        components
+            .live
+            .push(Arc::downgrade(&live) as Weak<dyn Publish>);
+        drop(dropped);
+        components.prune();
+        assert_eq!((components.live.len(), components.pruned_len), (1, 1));
     }
 }
