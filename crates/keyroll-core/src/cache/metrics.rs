@@ -64,7 +64,7 @@ impl Inner {
             ledger.retired_early.load(Relaxed),
             ledger.orphaned_tokens.load(Relaxed),
         ]);
-        let names = [
+        let series = [
             names::KEY_KID_MISSES,
             names::KEY_KID_REFRESHES,
             names::KEY_NEGATIVE_CACHE_HITS,
@@ -72,14 +72,13 @@ impl Inner {
             names::KEY_VERSIONS_RETIRED_EARLY,
             names::KEY_TOKENS_ORPHANED,
         ];
-        for (name, delta) in names.into_iter().zip(deltas) {
+        for (name, delta) in series.into_iter().zip(deltas) {
             counter!(name, LABEL_SOURCE => Arc::clone(&self.name)).increment(delta);
         }
     }
 }
 
 /// What the gauges of a cache say at one instant.
-#[derive(Debug, PartialEq)]
 struct Gauges {
     versions: usize,
     age: Option<Duration>,

@@ -75,7 +75,9 @@
 //! | `keyroll_key_consecutive_failures` | gauge | `source` | failed loads since the last good one |
 //!
 //! Token caches ([`TokenCache`](crate::TokenCache), the one in every `IssueLayer`); `source` is
-//! the cache's name (default: its source's [`name`](crate::TokenSource::name)):
+//! the cache's name (default: its source's [`name`](crate::TokenSource::name): a
+//! [`SelfSigned`](crate::SelfSigned) source's key cache name, `static`, `from_fn`,
+//! `entra <scopes>` for keyroll-azure's `EntraTokens`, else the source's type name):
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
@@ -112,10 +114,10 @@
 //! kid misses and negative-cache hits, which a flood of bad tokens drives) is counted in the
 //! same plain atomics as the snapshot structs ([`CacheMetrics`](crate::CacheMetrics),
 //! [`TokenCacheMetrics`](crate::token::TokenCacheMetrics), keyroll-tower's
-//! `ValidateMetrics`), and [`publish`] records what they counted since the last publish, with
+//! `ValidateMetrics`), and `publish` records what they counted since the last publish, with
 //! the gauges: no registry lookup and no new shared write per request. So:
 //!
-//! - run [`publish`] before each scrape, or spawn [`publish_every`] (every 5 to 15 s suits a
+//! - run `publish` before each scrape, or spawn `publish_every` (every 5 to 15 s suits a
 //!   Prometheus scrape interval) next to the exporter;
 //! - any recorder works, installed before or after the caches are built: events look the
 //!   current recorder up when they happen, and the first publish records everything counted

@@ -53,13 +53,13 @@ impl<T> Inner<T> {
             counters.invalidations_deferred.load(Relaxed),
             counters.cooldown_rejections.load(Relaxed),
         ]);
-        let names = [
+        let series = [
             names::TOKEN_RENEWALS,
             names::TOKEN_INVALIDATIONS,
             names::TOKEN_INVALIDATIONS_DEFERRED,
             names::TOKEN_COOLDOWN_REJECTIONS,
         ];
-        for (name, delta) in names.into_iter().zip(deltas) {
+        for (name, delta) in series.into_iter().zip(deltas) {
             counter!(name, LABEL_SOURCE => Arc::clone(&self.name)).increment(delta);
         }
     }
