@@ -7,7 +7,9 @@
 //! - `reqwest` (feature `reqwest`): `IssueMiddleware`, outbound tokens on a reqwest-middleware
 //!   client (keyroll-reqwest);
 //! - `azure` (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
-//! - `emulator` (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator.
+//! - `emulator` (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator;
+//! - [`metrics`]: the name, type and labels of every metric keyroll records through the
+//!   `metrics` facade with the feature `metrics`, and `metrics::publish` for per-request counts.
 //!
 //! ```
 //! use std::time::Duration;

@@ -89,15 +89,21 @@ impl EntraTokens {
         };
         let refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
         let fetched_at = self.clock.now();
-        let access = self
-            .credential
-            .get_token(&refs, None)
-            .await
-            .map_err(|error| AzureError::Credential {
-                scopes: scopes.join(" "),
-                message: crate::requests::error_message(&error),
-                source: Some(Arc::new(error)),
-            })?;
+        #[cfg(feature = "metrics")]
+        let started = std::time::Instant::now();
+        let access = self.credential.get_token(&refs, None).await;
+        #[cfg(feature = "metrics")]
+        crate::metrics::request(crate::metrics::Ended {
+            target: crate::metrics::ENTRA,
+            operation: "token",
+            error: access.as_ref().err(),
+            took: started.elapsed(),
+        });
+        let access = access.map_err(|error| AzureError::Credential {
+            scopes: scopes.join(" "),
+            message: crate::requests::error_message(&error),
+            source: Some(Arc::new(error)),
+        })?;
         let expires_at = SystemTime::from(access.expires_on);
         let token = Token::new(access.token.secret(), expires_at);
         let lifetime = expires_at.duration_since(fetched_at).unwrap_or_default();
@@ -116,5 +122,13 @@ impl TokenSource for EntraTokens {
                 .await
                 .map_err(|e| TokenError::new(e.to_string()).with_cause(e))
         })
+    }
+
+    /// `entra` and the scopes given at construction (`entra api://billing/.default`).
+    fn name(&self) -> String {
+        std::iter::once("entra")
+            .chain(self.scopes.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }

@@ -37,7 +37,9 @@
 //! - [`credential_from_env`], [`client_options_with_transport`],
 //!   [`credential_options_with_transport`]: credentials and transports.
 //!
-//! Each vault request is sent once and counted ([`VaultMetrics`]): the key and token caches
+//! Each vault request is sent once and counted ([`VaultMetrics`]; with the feature `metrics`,
+//! also `keyroll_azure_requests_total` and friends through the `metrics` facade, listed in
+//! `keyroll_core::metrics`): the key and token caches
 //! retry with their own backoff, honouring `Retry-After`, so a vault outage costs no more
 //! requests than its normal refresh rate. Errors ([`AzureError`]) name the vault, the item,
 //! the operation, the status and the `Retry-After`, never a token or a secret.
@@ -52,6 +54,8 @@ mod entra;
 mod env;
 mod error;
 mod keys;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod requests;
 mod vault;
 

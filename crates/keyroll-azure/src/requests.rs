@@ -73,6 +73,18 @@ impl Op {
             Op::Update => "update",
         }
     }
+
+    /// The `operation` label.
+    #[cfg(feature = "metrics")]
+    fn label(self) -> &'static str {
+        match self {
+            Op::List => "list",
+            Op::Get => "get",
+            Op::GetSecret => "get_secret",
+            Op::Sign => "sign",
+            Op::Update => "update",
+        }
+    }
 }
 
 impl Counters {
@@ -120,7 +132,17 @@ where
     Fut: Future<Output = azure_core::Result<T>>,
 {
     counters.attempt(target.op);
-    let error = match request.await {
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let result = request.await;
+    #[cfg(feature = "metrics")]
+    crate::metrics::request(crate::metrics::Ended {
+        target: target.vault,
+        operation: target.op.label(),
+        error: result.as_ref().err(),
+        took: started.elapsed(),
+    });
+    let error = match result {
         Ok(value) => return Ok(value),
         Err(error) => error,
     };

@@ -32,6 +32,8 @@ pub struct SourceError {
     message: String,
     status: Option<u16>,
     retry_after: Option<Duration>,
+    /// The key cache refused the answer for listing no usable key.
+    empty_answer: bool,
     #[source]
     cause: Option<BoxError>,
 }
@@ -49,8 +51,15 @@ impl SourceError {
             message: message.into(),
             status: None,
             retry_after: None,
+            empty_answer: false,
             cause: None,
         }
+    }
+
+    /// Marks the error as a load that listed no usable key (see [`is_empty_answer`](Self::is_empty_answer)).
+    pub(crate) fn with_empty_answer(mut self) -> Self {
+        self.empty_answer = true;
+        self
     }
 
     /// Attaches the HTTP status the source answered with.
@@ -91,6 +100,13 @@ impl SourceError {
         self.retry_after
     }
 
+    /// Whether the source answered, but with no usable key after a set that had some: the key
+    /// cache keeps the last good set and counts the load as failed (outcome `empty` in
+    /// [`metrics`](crate::metrics)).
+    pub fn is_empty_answer(&self) -> bool {
+        self.empty_answer
+    }
+
     /// What went wrong, without the source's name and the operation.
     pub(crate) fn message(&self) -> &str {
         &self.message
@@ -104,6 +120,7 @@ impl SourceError {
             message: self.message.clone(),
             status: self.status,
             retry_after: self.retry_after,
+            empty_answer: self.empty_answer,
             cause: None,
         }
     }

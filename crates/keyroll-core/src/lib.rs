@@ -27,6 +27,7 @@ mod jwk;
 pub mod jwt;
 mod key;
 mod local_key;
+pub mod metrics;
 mod policy;
 mod refresh;
 mod source;

@@ -68,6 +68,8 @@
 mod config;
 mod key_set;
 mod ledger;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod signing;
 
 use std::collections::HashMap;
@@ -116,6 +118,10 @@ struct Inner {
     /// A failed sign holding the others (see `signing`).
     held: Mutex<Option<signing::Hold>>,
     counters: Counters,
+    /// The cache's name in metrics labels.
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    published: crate::metrics::CounterDeltas,
 }
 
 /// What a load needs: no reference back to the cache, so a running load keeps none alive.
@@ -251,6 +257,7 @@ pub struct ActiveSigner {
 /// Builds a [`KeyCache`].
 pub struct KeyCacheBuilder {
     source: Arc<dyn KeySource>,
+    name: Option<String>,
     config: KeyCacheConfig,
     time: Time,
     background: bool,
@@ -260,6 +267,7 @@ impl fmt::Debug for KeyCacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyCacheBuilder")
             .field("source", &self.source.name())
+            .field("name", &self.name)
             .field("config", &self.config)
             .field("time", &self.time)
             .field("background", &self.background)
@@ -268,6 +276,14 @@ impl fmt::Debug for KeyCacheBuilder {
 }
 
 impl KeyCacheBuilder {
+    /// Names the cache in metrics labels (`source="…"`, see [`metrics`](crate::metrics));
+    /// default: the source's [`name`](KeySource::name). Give each cache its own: caches that
+    /// share a name count as one.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Sets the configuration.
     pub fn config(mut self, config: KeyCacheConfig) -> Self {
         self.config = config;
@@ -305,6 +321,7 @@ impl KeyCacheBuilder {
     pub fn build(self) -> KeyCache {
         let config = self.config.sanitized();
         let source_name = self.source.name();
+        let name: Arc<str> = self.name.unwrap_or_else(|| source_name.clone()).into();
         let engine = Engine::new(
             self.time.clone(),
             config.retry_schedule(),
@@ -333,19 +350,26 @@ impl KeyCacheBuilder {
             },
             lost: |name, why| SourceError::new(name, "load keys", why),
         };
-        KeyCache {
-            inner: Arc::new(Inner {
-                loading,
-                loader,
-                engine: Arc::new(engine),
-                slot: Arc::new(Slot::new(source_name, errors)),
-                background: self.background.then(Background::default),
-                misses: Mutex::new(MissState::default()),
-                signers: Mutex::new(Signers::default()),
-                held: Mutex::new(None),
-                counters: Counters::default(),
-            }),
-        }
+        let slot = Slot::new(source_name, errors);
+        #[cfg(feature = "metrics")]
+        let slot = slot.observed(metrics::load_observer(Arc::clone(&name)));
+        let inner = Arc::new(Inner {
+            loading,
+            loader,
+            engine: Arc::new(engine),
+            slot: Arc::new(slot),
+            background: self.background.then(Background::default),
+            misses: Mutex::new(MissState::default()),
+            signers: Mutex::new(Signers::default()),
+            held: Mutex::new(None),
+            counters: Counters::default(),
+            name,
+            #[cfg(feature = "metrics")]
+            published: crate::metrics::CounterDeltas::default(),
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&inner) as Weak<dyn crate::metrics::Publish>);
+        KeyCache { inner }
     }
 }
 
@@ -353,6 +377,7 @@ impl fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyCache")
             .field("source", &self.inner.loading.source_name)
+            .field("name", &self.inner.name)
             .field("metrics", &self.metrics())
             .finish()
     }
@@ -378,6 +403,7 @@ impl KeyCache {
     pub fn builder_arc(source: Arc<dyn KeySource>) -> KeyCacheBuilder {
         KeyCacheBuilder {
             source,
+            name: None,
             config: KeyCacheConfig::default(),
             time: Time::default(),
             background: true,
@@ -387,6 +413,11 @@ impl KeyCache {
     /// The source's name.
     pub fn source_name(&self) -> &str {
         &self.inner.loading.source_name
+    }
+
+    /// The cache's name in metrics labels ([`KeyCacheBuilder::name`], else the source's name).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The configuration (as brought into range at build).
@@ -948,7 +979,8 @@ impl Loading {
                 self.source_name.clone(),
                 "load keys",
                 "the source listed no usable key (none, or every one skipped); the last good set is kept",
-            ));
+            )
+            .with_empty_answer());
         }
         let now = self.clock.now();
         let set = KeySet::new(

@@ -71,9 +71,17 @@ impl Signer for HeldSigner {
             if let Some(cache) = &cache
                 && let Some(held) = cache.held_sign(self.inner.is_remote())
             {
+                #[cfg(feature = "metrics")]
+                super::metrics::sign_held(cache);
                 return Err(held);
             }
+            #[cfg(feature = "metrics")]
+            let started = cache.as_ref().map(|cache| cache.engine.clock.now());
             let signed = self.inner.sign(signing_input).await;
+            #[cfg(feature = "metrics")]
+            if let (Some(cache), Some(started)) = (&cache, started) {
+                super::metrics::signed(cache, &signed, started);
+            }
             if let Some(cache) = cache {
                 match &signed {
                     Err(error) if source_is_down(error) => {

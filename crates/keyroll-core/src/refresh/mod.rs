@@ -24,6 +24,8 @@ use tokio::runtime::Handle;
 
 pub(crate) use self::background::{Background, Tick};
 pub(crate) use self::retry::{RetryHint, RetrySchedule, scale, spread};
+#[cfg(feature = "metrics")]
+pub(crate) use self::slot::Observer;
 pub(crate) use self::slot::{
     Errors, Expiring, Failure, Flight, Loader, Need, Outcome, Slot, Start,
 };

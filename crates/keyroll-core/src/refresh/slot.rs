@@ -56,6 +56,10 @@ pub(crate) type Flight<V, E> = Shared<BoxFuture<'static, Outcome<V, E>>>;
 pub(crate) type Loader<V, E> =
     dyn Fn(Option<Arc<V>>) -> BoxFuture<'static, Result<V, E>> + Send + Sync;
 
+/// Told how each load of a slot ended (the result, and how long it took on the engine's clock;
+/// `None` for a load that panicked): the metrics hook.
+pub(crate) type Observer<V, E> = dyn Fn(&Result<Arc<V>, Arc<E>>, Option<Duration>) + Send + Sync;
+
 /// What [`Slot::start`] did.
 pub(crate) enum Start<V, E> {
     /// A load runs (started now, or joined): await it.
@@ -102,6 +106,7 @@ pub(crate) struct Slot<V, E> {
     value: ArcSwapOption<V>,
     state: Mutex<State<V, E>>,
     errors: Errors<E>,
+    observer: Option<Arc<Observer<V, E>>>,
 }
 
 struct State<V, E> {
@@ -159,7 +164,15 @@ where
                 retry: None,
             }),
             errors,
+            observer: None,
         }
+    }
+
+    /// Tells `observer` how each load ends.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn observed(mut self, observer: Arc<Observer<V, E>>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// The current value, lock-free, whether or not it is still usable.
@@ -264,6 +277,7 @@ where
                 finished: false,
             };
             context.loads.fetch_add(1, Ordering::Relaxed);
+            let started = context.clock.now();
             let timeout = context.timeout;
             let result = match select(work, context.sleep.sleep(timeout)).await {
                 Either::Left((result, _)) => result.map(Arc::new).map_err(Arc::new),
@@ -273,6 +287,14 @@ where
             };
             guard.finished = true;
             slot.record(&context, &result);
+            if let Some(observe) = &slot.observer {
+                let took = context
+                    .clock
+                    .now()
+                    .duration_since(started)
+                    .unwrap_or_default();
+                observe(&result, Some(took));
+            }
             match result {
                 Ok(value) => Outcome::Loaded(value),
                 Err(error) => Outcome::Failed(error),
@@ -411,8 +433,14 @@ where
             return;
         }
         if std::thread::panicking() {
-            let error = (self.slot.errors.lost)(&self.slot.label, "the load panicked");
-            self.slot.fail(self.engine, Arc::new(error));
+            let error = Arc::new((self.slot.errors.lost)(
+                &self.slot.label,
+                "the load panicked",
+            ));
+            self.slot.fail(self.engine, Arc::clone(&error));
+            if let Some(observe) = &self.slot.observer {
+                observe(&Err(error), None);
+            }
         } else {
             lock(&self.slot.state).flight = None;
         }

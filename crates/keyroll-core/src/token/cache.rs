@@ -29,6 +29,9 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 use tokio::runtime::Handle;
 
+#[cfg(feature = "metrics")]
+mod metrics;
+
 use super::config::TokenCacheConfig;
 use super::source::{Token, TokenError, TokenSource};
 use crate::clock::{Clock, Sleep, later};
@@ -295,6 +298,7 @@ impl<T: fmt::Debug> fmt::Debug for TokenCache<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCache")
             .field("source", &self.inner.fetching.source)
+            .field("name", &self.inner.name)
             .field("config", &self.inner.fetching.config)
             .finish_non_exhaustive()
     }
@@ -311,6 +315,10 @@ struct Inner<T> {
     requested: Mutex<Vec<Arc<CachedToken>>>,
     background: Background,
     counters: Counters,
+    /// The cache's name in metrics labels.
+    name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    metrics: metrics::TokenMetrics,
 }
 
 /// What a fetch needs: no reference back to the cache, so a running fetch keeps none alive.
@@ -323,11 +331,20 @@ struct Fetching<T> {
 /// Builds a [`TokenCache`].
 pub struct TokenCacheBuilder<T> {
     source: T,
+    name: Option<String>,
     config: TokenCacheConfig,
     time: Time,
 }
 
 impl<T: TokenSource> TokenCacheBuilder<T> {
+    /// Names the cache in metrics labels (`source="…"`, see [`metrics`](crate::metrics));
+    /// default: the source's [`name`](TokenSource::name). Give each cache its own: caches that
+    /// share a name count as one.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Sets the configuration.
     pub fn config(mut self, config: TokenCacheConfig) -> Self {
         self.config = config;
@@ -362,21 +379,26 @@ impl<T: TokenSource> TokenCacheBuilder<T> {
             config.retry_schedule(),
             config.fetch_timeout,
         );
-        TokenCache {
-            inner: Arc::new(Inner {
-                fetching: Arc::new(Fetching {
-                    source: self.source,
-                    config,
-                    clock: self.time.clock,
-                }),
-                engine: Arc::new(engine),
-                slots: ArcSwap::default(),
-                writer: Mutex::new(()),
-                requested: Mutex::new(Vec::new()),
-                background: Background::default(),
-                counters: Counters::default(),
+        let name: Arc<str> = self.name.unwrap_or_else(|| self.source.name()).into();
+        let inner = Arc::new(Inner {
+            #[cfg(feature = "metrics")]
+            metrics: metrics::TokenMetrics::new(Arc::clone(&name)),
+            fetching: Arc::new(Fetching {
+                source: self.source,
+                config,
+                clock: self.time.clock,
             }),
-        }
+            engine: Arc::new(engine),
+            slots: ArcSwap::default(),
+            writer: Mutex::new(()),
+            requested: Mutex::new(Vec::new()),
+            background: Background::default(),
+            counters: Counters::default(),
+            name,
+        });
+        #[cfg(feature = "metrics")]
+        crate::metrics::register(Arc::downgrade(&inner) as Weak<dyn crate::metrics::Publish>);
+        TokenCache { inner }
     }
 }
 
@@ -390,6 +412,7 @@ impl<T: TokenSource> TokenCache<T> {
     pub fn builder(source: T) -> TokenCacheBuilder<T> {
         TokenCacheBuilder {
             source,
+            name: None,
             config: TokenCacheConfig::default(),
             time: Time::default(),
         }
@@ -398,6 +421,11 @@ impl<T: TokenSource> TokenCache<T> {
     /// The source.
     pub fn source(&self) -> &T {
         &self.inner.fetching.source
+    }
+
+    /// The cache's name in metrics labels ([`TokenCacheBuilder::name`], else the source's name).
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// The configuration (as brought into range at build).
@@ -710,7 +738,10 @@ impl<T> Inner<T> {
             },
             lost: |_, why| TokenError::new(format!("the token source failed: {why}")),
         };
-        let slot = Arc::new(Slot::new(format!("token for `{audience}`"), errors));
+        let slot = Slot::new(format!("token for `{audience}`"), errors);
+        #[cfg(feature = "metrics")]
+        let slot = slot.observed(self.metrics.observer());
+        let slot = Arc::new(slot);
         slots.insert(Arc::clone(audience), Arc::clone(&slot));
         self.slots.store(Arc::new(slots));
         slot

@@ -197,17 +197,42 @@ pub trait TokenSource: Send + Sync + fmt::Debug + 'static {
         let _ = key_id;
         false
     }
+
+    /// A short, secret-free name: the [`TokenCache`](super::TokenCache)'s name in metrics
+    /// labels unless it is given one ([`TokenCacheBuilder::name`](super::TokenCacheBuilder::name)).
+    /// Default: the type's name without its path and generics (`MyTokens`).
+    fn name(&self) -> String {
+        short_type_name(std::any::type_name::<Self>()).to_owned()
+    }
+}
+
+/// `a::b::Name<c::D>` → `Name`.
+fn short_type_name(full: &str) -> &str {
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Arc<T> {
     fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
         (**self).token(audience)
     }
+    fn is_revoked(&self, key_id: &str) -> bool {
+        (**self).is_revoked(key_id)
+    }
+    fn name(&self) -> String {
+        (**self).name()
+    }
 }
 
 impl<T: TokenSource + ?Sized> TokenSource for Box<T> {
     fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
         (**self).token(audience)
+    }
+    fn is_revoked(&self, key_id: &str) -> bool {
+        (**self).is_revoked(key_id)
+    }
+    fn name(&self) -> String {
+        (**self).name()
     }
 }
 
@@ -222,6 +247,36 @@ mod tests {
         assert!(!format!("{token:?}").contains("s3cr3t"));
         let source = StaticToken::new("s3cr3t");
         assert!(!format!("{source:?}").contains("s3cr3t"));
+    }
+
+    #[derive(Debug)]
+    struct Revoking;
+
+    impl TokenSource for Revoking {
+        fn token<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
+            Box::pin(async { Err(TokenError::new("unused")) })
+        }
+        fn is_revoked(&self, key_id: &str) -> bool {
+            key_id == "gone"
+        }
+    }
+
+    #[test]
+    fn shared_and_boxed_sources_keep_their_revocations_and_names() {
+        let shared: Arc<dyn TokenSource> = Arc::new(Revoking);
+        let boxed: Box<dyn TokenSource> = Box::new(Revoking);
+        assert!(shared.is_revoked("gone") && boxed.is_revoked("gone"));
+        assert!(!shared.is_revoked("kept"));
+        assert_eq!(
+            (shared.name(), boxed.name()),
+            ("Revoking".into(), "Revoking".into())
+        );
+        let static_token: Arc<dyn TokenSource> = Arc::new(StaticToken::new("k"));
+        assert_eq!(static_token.name(), "static");
+        assert_eq!(
+            short_type_name("a::b::FnSource<c::{{closure}}>"),
+            "FnSource"
+        );
     }
 
     #[tokio::test]

@@ -79,6 +79,11 @@ impl TokenSource for SelfSigned {
     fn is_revoked(&self, key_id: &str) -> bool {
         self.keys.is_revoked(key_id)
     }
+
+    /// The key cache's [name](KeyCache::name).
+    fn name(&self) -> String {
+        self.keys.name().to_owned()
+    }
 }
 
 /// The same token for every audience (an API key, a token obtained elsewhere).
@@ -114,6 +119,11 @@ impl TokenSource for StaticToken {
         let token = self.token.clone();
         Box::pin(async move { Ok(token) })
     }
+
+    /// `static`.
+    fn name(&self) -> String {
+        "static".to_owned()
+    }
 }
 
 /// A source from an async closure of the audience; see [`from_fn`].
@@ -144,5 +154,10 @@ where
 {
     fn token<'a>(&'a self, audience: &'a str) -> BoxFuture<'a, Result<Token, TokenError>> {
         Box::pin((self.f)(audience.to_owned()))
+    }
+
+    /// `from_fn` (name the cache with [`TokenCacheBuilder::name`](super::TokenCacheBuilder::name)).
+    fn name(&self) -> String {
+        "from_fn".to_owned()
     }
 }

@@ -99,6 +99,14 @@ impl TokenCache {
         }
     }
 
+    /// How many tokens are cached, after moka's pending maintenance (at publish, never on a
+    /// request).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
     /// Remembers a verified token.
     pub(crate) fn insert(&self, token: &[u8], claims: &VerifiedClaims, issuer: Arc<Issuer>) {
         let now = unix_seconds(issuer.keys().now());

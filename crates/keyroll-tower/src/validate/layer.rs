@@ -36,6 +36,10 @@ pub(crate) struct Shared {
     pub(crate) responses: Responses,
     pub(crate) cache: Option<TokenCache>,
     pub(crate) counters: Counters,
+    /// The layer's name in metrics labels.
+    pub(crate) name: Arc<str>,
+    #[cfg(feature = "metrics")]
+    pub(crate) published: keyroll_core::metrics::CounterDeltas,
 }
 
 impl Shared {
@@ -71,6 +75,7 @@ impl ValidateLayer {
             header: None,
             cookie: None,
             cache: None,
+            name: None,
         }
     }
 
@@ -83,6 +88,11 @@ impl ValidateLayer {
     /// [`ReadinessBuilder::validator`](crate::readiness::ReadinessBuilder::validator)).
     pub fn issuers(&self) -> impl Iterator<Item = &Arc<Issuer>> {
         self.shared.verifier.issuers()
+    }
+
+    /// The layer's name in metrics labels ([`ValidateLayerBuilder::name`], else the realm).
+    pub fn name(&self) -> &str {
+        &self.shared.name
     }
 }
 
@@ -104,6 +114,7 @@ pub struct ValidateLayerBuilder {
     header: Option<HeaderName>,
     cookie: Option<String>,
     cache: Option<TokenCacheConfig>,
+    name: Option<String>,
 }
 
 impl ValidateLayerBuilder {
@@ -154,23 +165,37 @@ impl ValidateLayerBuilder {
         self
     }
 
+    /// Names the layer in metrics labels (`validator="…"`, see `keyroll_core::metrics`, with
+    /// the feature `metrics`); default: the realm. Layers that share a name count as one.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     /// Builds the layer.
     pub fn build(self) -> ValidateLayer {
         let verifier = Verifier::new(self.issuers).max_token_len(self.max_token_len);
+        let name: Arc<str> = self.name.unwrap_or_else(|| self.realm.clone()).into();
         let realm: Arc<str> = self.realm.into();
-        ValidateLayer {
-            shared: Arc::new(Shared {
-                verifier,
-                sources: TokenSources {
-                    header: self.header,
-                    cookie: self.cookie,
-                    max_len: self.max_token_len,
-                },
-                responses: Responses::new(Arc::clone(&realm)),
-                realm,
-                cache: self.cache.map(TokenCache::new),
-                counters: Counters::default(),
-            }),
-        }
+        let shared = Arc::new(Shared {
+            verifier,
+            sources: TokenSources {
+                header: self.header,
+                cookie: self.cookie,
+                max_len: self.max_token_len,
+            },
+            responses: Responses::new(Arc::clone(&realm)),
+            realm,
+            cache: self.cache.map(TokenCache::new),
+            counters: Counters::default(),
+            name,
+            #[cfg(feature = "metrics")]
+            published: keyroll_core::metrics::CounterDeltas::default(),
+        });
+        #[cfg(feature = "metrics")]
+        keyroll_core::metrics::register(
+            Arc::downgrade(&shared) as std::sync::Weak<dyn keyroll_core::metrics::Publish>
+        );
+        ValidateLayer { shared }
     }
 }

@@ -1,4 +1,9 @@
-//! Counters: accepted, rejected by reason, cache hits.
+//! Counters: accepted, rejected by reason, cache hits; with the feature `metrics`, published
+//! through the `metrics` facade (`keyroll_validations_total`, see `keyroll_core::metrics`).
+//!
+//! Each request adds one to one plain atomic here, as without the feature: what the facade
+//! records is read from these counters at `keyroll_core::metrics::publish`, so a validation
+//! does no registry lookup and writes no other shared memory.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,7 +67,8 @@ pub(crate) const LABELS: [&str; 24] = [
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    accepted: AtomicU64,
+    /// Accepted after a verification (not from the verified-token cache).
+    verified: AtomicU64,
     cache_hits: AtomicU64,
     unavailable: AtomicU64,
     rejected: [AtomicU64; LABELS.len()],
@@ -110,10 +116,12 @@ pub(crate) fn index(failure: &Failure) -> usize {
 
 impl Counters {
     pub(crate) fn accepted(&self, cache_hit: bool) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-        if cache_hit {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
-        }
+        let counter = if cache_hit {
+            &self.cache_hits
+        } else {
+            &self.verified
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn refused(&self, failure: &Failure) {
@@ -124,9 +132,10 @@ impl Counters {
     }
 
     pub(crate) fn snapshot(&self) -> ValidateMetrics {
+        let cache_hits = self.cache_hits.load(Ordering::Relaxed);
         ValidateMetrics {
-            accepted: self.accepted.load(Ordering::Relaxed),
-            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            accepted: self.verified.load(Ordering::Relaxed) + cache_hits,
+            cache_hits,
             unavailable: self.unavailable.load(Ordering::Relaxed),
             rejected: LABELS
                 .iter()
@@ -134,6 +143,73 @@ impl Counters {
                 .map(|(label, count)| (*label, count.load(Ordering::Relaxed)))
                 .filter(|(_, count)| *count > 0)
                 .collect(),
+        }
+    }
+}
+
+/// `keyroll_validations_total` and the token-cache gauge, published from the counters.
+#[cfg(feature = "metrics")]
+mod published {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use keyroll_core::metrics::{
+        LABEL_OUTCOME, LABEL_REASON, LABEL_VALIDATOR, Publish, VALIDATIONS,
+        VALIDATOR_TOKEN_CACHE_ENTRIES,
+    };
+    use metrics::{counter, gauge};
+
+    use super::LABELS;
+    use crate::validate::layer::Shared;
+
+    /// The counters in a fixed order: verified, cache hits, unavailable, then refusals by label.
+    const COUNTERS: usize = 3 + LABELS.len();
+
+    impl Shared {
+        fn publish_counters(&self) {
+            let counters = &self.counters;
+            let mut current = [0; COUNTERS];
+            current[0] = counters.verified.load(Relaxed);
+            current[1] = counters.cache_hits.load(Relaxed);
+            current[2] = counters.unavailable.load(Relaxed);
+            for (slot, count) in current[3..].iter_mut().zip(&counters.rejected) {
+                *slot = count.load(Relaxed);
+            }
+            let deltas = self.published.advance(current);
+            let kinds = [
+                ("accepted", "verified"),
+                ("accepted", "cache_hit"),
+                ("unavailable", "keys_unavailable"),
+            ]
+            .into_iter()
+            .chain(LABELS.iter().map(|label| ("rejected", *label)));
+            for ((outcome, reason), delta) in kinds.zip(deltas) {
+                // Every series from the first publish on, so that rates start at zero.
+                counter!(
+                    VALIDATIONS,
+                    LABEL_VALIDATOR => Arc::clone(&self.name),
+                    LABEL_OUTCOME => outcome,
+                    LABEL_REASON => reason,
+                )
+                .increment(delta);
+            }
+        }
+    }
+
+    impl Publish for Shared {
+        fn publish(&self) {
+            self.publish_counters();
+            if let Some(cache) = &self.cache {
+                gauge!(VALIDATOR_TOKEN_CACHE_ENTRIES, LABEL_VALIDATOR => Arc::clone(&self.name))
+                    .set(cache.entry_count() as f64);
+            }
+        }
+    }
+
+    impl Drop for Shared {
+        /// What was counted since the last publish stays in the recorder.
+        fn drop(&mut self) {
+            self.publish_counters();
         }
     }
 }
