@@ -6,6 +6,9 @@
 //! - [`tower`]: `ValidateLayer` (inbound), `IssueLayer` (outbound) and `JwksService`;
 //! - `azure` (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
 //! - `emulator` (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator.
+//! - feature `serde`: every configuration type (`KeyCacheConfig`, `RotationPolicy`,
+//!   `TokenCacheConfig`, `jwt::Validation`, `jwt::TokenTemplate`, the validator's and the Azure
+//!   ones) reads from files, durations as `"5m"`; see `examples/config_file.rs`.
 //!
 //! ```
 //! use std::time::Duration;
