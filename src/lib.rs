@@ -9,7 +9,10 @@
 //! - `azure` (feature `azure`): Key Vault key and certificate sources, Entra ID tokens;
 //! - `emulator` (feature `emulator`): the offline Key Vault / Entra ID / managed-identity emulator;
 //! - [`metrics`]: the name, type and labels of every metric keyroll records through the
-//!   `metrics` facade with the feature `metrics`, and `metrics::publish` for per-request counts.
+//!   `metrics` facade with the feature `metrics`, and `metrics::publish` for per-request counts;
+//! - feature `serde`: every configuration type (`KeyCacheConfig`, `RotationPolicy`,
+//!   `TokenCacheConfig`, `jwt::Validation`, `jwt::TokenTemplate`, the validator's and the Azure
+//!   ones) reads from files, durations as `"5m"`; see `examples/config_file.rs`.
 //!
 //! ```
 //! use std::time::Duration;

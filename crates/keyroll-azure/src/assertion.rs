@@ -49,6 +49,11 @@ const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com/";
 /// What an assertion needs to know about the certificate: the versioned id of its key (which
 /// signs) and its thumbprints (which name it in the header).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct CertificateKeyInfo {
     /// The versioned key id, `https://{vault}/keys/{name}/{version}`.
@@ -361,7 +366,7 @@ impl KeyVaultClientAssertion {
             "jti": jti,
             "nbf": now,
             "iat": now,
-            "exp": now + inner.lifetime.as_secs(),
+            "exp": now.saturating_add(inner.lifetime.as_secs()),
         });
         let signer = RemoteSigner {
             vault: Arc::clone(&inner.vault),

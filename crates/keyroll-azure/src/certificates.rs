@@ -50,6 +50,11 @@ use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 /// What the `kid` of a certificate version is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum CertificateKid {
     /// The certificate's SHA-1 thumbprint, base64url (`x5t`), as IdentityServer does (default).

@@ -39,6 +39,11 @@ use crate::vault::{self, RemoteSigner, Vault, VaultConfig};
 
 /// What the `kid` of a Key Vault key version is.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(rename_all = "snake_case")
+)]
 #[non_exhaustive]
 pub enum KeyIdFormat {
     /// The full versioned key id, `https://{vault}/keys/{name}/{version}` (the default).

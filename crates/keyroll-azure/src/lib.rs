@@ -36,6 +36,9 @@
 //!   `TokenCache` (which refreshes them ahead in the background).
 //! - [`credential_from_env`], [`client_options_with_transport`],
 //!   [`credential_options_with_transport`]: credentials and transports.
+//! - [`KeyVaultKeysConfig`], [`KeyVaultCertificatesConfig`], [`KeyVaultClientAssertionConfig`],
+//!   [`EntraTokensConfig`]: the plain-data settings of each, from files with the `serde`
+//!   feature; each makes its builder given a credential.
 //!
 //! Each vault request is sent once and counted ([`VaultMetrics`]; with the feature `metrics`,
 //! also `keyroll_azure_requests_total` and friends through the `metrics` facade, listed in
@@ -50,6 +53,7 @@
 
 mod assertion;
 mod certificates;
+mod config;
 mod entra;
 mod env;
 mod error;
@@ -63,6 +67,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use assertion::{CertificateKeyInfo, KeyVaultClientAssertion, KeyVaultClientAssertionBuilder};
 pub use certificates::{CertificateKid, KeyVaultCertificates, KeyVaultCertificatesBuilder};
+pub use config::{
+    EntraTokensConfig, KeyVaultCertificatesConfig, KeyVaultClientAssertionConfig,
+    KeyVaultKeysConfig,
+};
 pub use entra::EntraTokens;
 pub use env::{
     client_options_with_transport, credential_from_env, credential_options_with_transport,

@@ -22,6 +22,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::clock::later;
 use crate::key::KeyVersion;
 
 /// The rollover rules, applied to a snapshot of versions and a time.
@@ -32,16 +33,27 @@ use crate::key::KeyVersion;
 ///   before it signs anything.
 /// - If none is old enough, the newest usable version signs (a brand-new deployment works at once).
 /// - The **validation set** is every enabled version inside its window widened by `leeway`;
-///   new versions are included the moment they appear.
+///   new versions are included the moment they appear. Any leeway is safe (`Duration::MAX`:
+///   the window never closes).
 ///
 /// The choice is a pure function of the versions and the time, so the switch happens on time
 /// without a refresh, and every replica that sees the same vault state chooses the same key.
+///
+/// From a file (feature `serde`): keys `propagation` and `leeway`, each optional, durations as
+/// `"1h"`, `"90s"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct RotationPolicy {
     /// How long a new version is published for validation before it signs. Default 1 hour.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub propagation: Duration,
     /// Clock skew tolerated on versions' not-before and expiry when validating. Default 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub leeway: Duration,
 }
 
@@ -105,8 +117,10 @@ impl RotationPolicy {
         version.enabled
             && version
                 .not_before
-                .is_none_or(|nbf| nbf <= now + self.leeway)
-            && version.expires.is_none_or(|exp| now < exp + self.leeway)
+                .is_none_or(|nbf| nbf <= later(now, self.leeway))
+            && version
+                .expires
+                .is_none_or(|exp| now < later(exp, self.leeway))
     }
 
     /// The versions that validate at `now`.
@@ -224,6 +238,15 @@ mod tests {
         ];
         assert_eq!(active(&versions, t(10)), Err(NoActiveKey { total: 2 }));
         assert_eq!(active(&[], t(10)), Err(NoActiveKey { total: 0 }));
+    }
+
+    #[test]
+    fn the_longest_leeway_overflows_nothing() {
+        let forever = RotationPolicy::default().leeway(Duration::MAX);
+        let windowed = version("a", t(0)).with_not_before(t(5)).with_expires(t(10));
+        assert!(forever.validates(&windowed, t(0)));
+        assert!(forever.validates(&windowed, t(1000)));
+        assert_eq!(forever.validation_set(&[windowed], t(20)).count(), 1);
     }
 
     #[test]

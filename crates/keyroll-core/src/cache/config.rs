@@ -39,31 +39,58 @@ use crate::refresh::{RetrySchedule, scale};
 ///   throttled together, say a fleet restarting at once, come back apart.
 ///
 /// Both wait at least the source's `Retry-After`, up to `max_retry_after`.
-#[derive(Clone, Debug)]
+///
+/// # From a file (feature `serde`)
+///
+/// Every field is a key of the same name, each optional (a missing one keeps its default);
+/// durations are written as `"30s"`, `"5m"`, `"1h 30m"`; an unknown key is an error that names
+/// it. The values are brought into range when the cache is built, as the setters' are.
+///
+/// ```toml
+/// refresh_interval = "5m"
+/// max_stale = "12h"
+/// [policy]
+/// propagation = "2h"
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct KeyCacheConfig {
     /// Time between background refreshes.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub refresh_interval: Duration,
     /// Random spread of each refresh delay, as a fraction (0.1 = ±10 %), so replicas spread out.
     pub refresh_jitter: f64,
     /// At most one refresh triggered by unknown kids per this period.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub unknown_kid_cooldown: Duration,
     /// How long a kid that a refresh did not find is remembered as unknown.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub negative_ttl: Duration,
     /// How many unknown kids are remembered at most.
     pub negative_capacity: usize,
     /// First urgent retry delay after a failed load; doubles per consecutive failure.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_min: Duration,
     /// Longest urgent retry delay (a source's `Retry-After` may ask for longer).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured; a source asking for longer is asked again after this.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_retry_after: Duration,
     /// After a throttled answer (429), urgent retries are spread at random over this.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub throttle_spread: Duration,
     /// How long the last good set is served while refreshes fail; past it, keys are unavailable.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_stale: Duration,
     /// Longest a source load may take before it counts as failed (a hung connection must
     /// not hold every waiting request).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub load_timeout: Duration,
     /// Which version signs and which validate.
     pub policy: RotationPolicy,

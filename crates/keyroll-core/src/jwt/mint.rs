@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::algorithm::Algorithm;
 use crate::cache::{KeyCache, KeyCacheError};
-use crate::clock::unix_seconds;
+use crate::clock::{later, unix_seconds};
 use crate::error::SourceError;
 use crate::jwk::b64url;
 use crate::key::KeyVersion;
@@ -97,21 +97,62 @@ impl std::fmt::Debug for MintedToken {
 
 /// The claims a service puts in the tokens it mints: `iss`, `sub` (default: the issuer), `aud`
 /// (per call), `iat`, `nbf`, `exp`, a fresh `jti`, plus extra claims.
-#[derive(Clone, Debug)]
+///
+/// From a file (feature `serde`): keys named as the fields; `issuer` is required, the others
+/// default as [`TokenTemplate::new`] sets them; `lifetime` as `"10m"`, `"1h"`; `extra` a
+/// table of claims; an unknown key is an error that names it.
+///
+/// ```toml
+/// issuer = "https://orders.internal"
+/// lifetime = "10m"
+/// [extra]
+/// scope = "billing.read"
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct TokenTemplate {
     /// `iss`.
     pub issuer: String,
     /// `sub`; the issuer when unset.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub subject: Option<String>,
-    /// Lifetime (`exp` − `iat`). Default 1 hour.
+    /// Lifetime (`exp` − `iat`). Default 1 hour. An expiry past about the year 10,700 is cut
+    /// there (`Duration::MAX`: the far future, not an overflow).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "template_defaults::lifetime", with = "humantime_serde")
+    )]
     pub lifetime: Duration,
     /// `typ` header. Default `JWT`.
+    #[cfg_attr(feature = "serde", serde(default = "template_defaults::typ"))]
     pub typ: String,
     /// Put `x5t`/`x5t#S256` in the header for certificate-backed versions.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub include_x5t: bool,
     /// Extra claims.
+    #[cfg_attr(feature = "serde", serde(default))]
     pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The defaults of [`TokenTemplate::new`], one per field, for configuration files.
+mod template_defaults {
+    use std::time::Duration;
+
+    pub(super) fn lifetime() -> Duration {
+        Duration::from_secs(3600)
+    }
+
+    pub(super) fn typ() -> String {
+        "JWT".to_owned()
+    }
 }
 
 #[derive(Serialize)]
@@ -155,8 +196,8 @@ impl TokenTemplate {
         TokenTemplate {
             issuer: issuer.into(),
             subject: None,
-            lifetime: Duration::from_secs(3600),
-            typ: "JWT".to_owned(),
+            lifetime: template_defaults::lifetime(),
+            typ: template_defaults::typ(),
             include_x5t: false,
             extra: serde_json::Map::new(),
         }
@@ -210,7 +251,11 @@ impl TokenTemplate {
         let active = keys.active_signer().await?;
         let now = keys.now();
         let issued = unix_seconds(now);
-        let exp = issued + self.lifetime.as_secs();
+        // A lifetime of `Duration::MAX` (a configuration may say so) ends in the far future.
+        let exp = unix_seconds(later(
+            crate::clock::from_unix_seconds(issued),
+            self.lifetime,
+        ));
         let mut extra = self.extra.clone();
         for registered in ["iss", "sub", "aud", "iat", "nbf", "exp", "jti"] {
             extra.remove(registered);

@@ -7,7 +7,7 @@ use super::claims::BorrowedClaims;
 use super::claims::RegisteredClaims;
 use super::header_cache::HeaderCache;
 use super::token::{Header, buffer, decode_into, parse_claims, parse_header, split};
-use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
+use crate::algorithm::Algorithm;
 use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
 use crate::clock::unix_seconds;
 use crate::key::{KeyVersion, SignatureError};
@@ -21,7 +21,23 @@ use crate::key::{KeyVersion, SignatureError};
 /// | `required_claims` | `exp` |
 /// | `typ` | not checked |
 /// | `max_age` | none |
-#[derive(Clone, Debug)]
+///
+/// From a file (feature `serde`): keys named as the fields; `issuer` and `audiences` are
+/// required, the others default as above; algorithms by name (`"ES256"`: `none` and HMAC do
+/// not exist), durations as `"60s"`, `"1h 30m"`; an unknown key is an error that names it.
+///
+/// ```toml
+/// issuer = "https://orders.internal"
+/// audiences = ["api://billing"]
+/// algorithms = ["ES256", "PS256"]
+/// max_age = "1h"
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct Validation {
     /// The exact `iss` value.
@@ -30,17 +46,55 @@ pub struct Validation {
     /// is accepted unless `any_audience` is set.
     pub audiences: Vec<String>,
     /// Accept tokens for any audience (for tools; a service should name its audiences).
+    #[cfg_attr(feature = "serde", serde(default))]
     pub any_audience: bool,
     /// Allowed algorithms.
+    #[cfg_attr(feature = "serde", serde(default = "defaults::algorithms"))]
     pub algorithms: Vec<Algorithm>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default = "defaults::leeway", with = "humantime_serde")
+    )]
     pub leeway: Duration,
     /// Claims that must be present (`exp`, `iat`, `sub`, or any other name).
+    #[cfg_attr(feature = "serde", serde(default = "defaults::required_claims"))]
     pub required_claims: Vec<String>,
     /// Expected `typ` header (compared case-insensitively, `application/` prefix ignored).
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub typ: Option<String>,
     /// Reject tokens whose `iat` is older than this.
+    #[cfg_attr(
+        feature = "serde",
+        serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "humantime_serde"
+        )
+    )]
     pub max_age: Option<Duration>,
+}
+
+/// The defaults of [`Validation::new`], one per field, for configuration files.
+mod defaults {
+    use std::time::Duration;
+
+    use crate::algorithm::{ALL_ALGORITHMS, Algorithm};
+
+    pub(super) fn algorithms() -> Vec<Algorithm> {
+        ALL_ALGORITHMS.to_vec()
+    }
+
+    pub(super) fn leeway() -> Duration {
+        Duration::from_secs(60)
+    }
+
+    pub(super) fn required_claims() -> Vec<String> {
+        vec!["exp".to_owned()]
+    }
 }
 
 impl Validation {
@@ -53,9 +107,9 @@ impl Validation {
             issuer: issuer.into(),
             audiences: audiences.into_iter().map(Into::into).collect(),
             any_audience: false,
-            algorithms: ALL_ALGORITHMS.to_vec(),
-            leeway: Duration::from_secs(60),
-            required_claims: vec!["exp".to_owned()],
+            algorithms: defaults::algorithms(),
+            leeway: defaults::leeway(),
+            required_claims: defaults::required_claims(),
             typ: None,
             max_age: None,
         }

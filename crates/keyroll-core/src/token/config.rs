@@ -20,7 +20,15 @@ use crate::refresh::RetrySchedule;
 ///
 /// Values outside a setting's range are brought into it when the cache is built (the fields
 /// are public, so the setters' clamps can be bypassed): no value can make the cache panic.
+///
+/// From a file (feature `serde`): every field is a key of the same name, each optional;
+/// durations as `"5s"`, `"10m"`; an unknown key is an error that names it.
 #[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct TokenCacheConfig {
     /// When a token is refreshed, as a fraction of its lifetime, unless its source says.
@@ -29,14 +37,19 @@ pub struct TokenCacheConfig {
     pub refresh_jitter: f64,
     /// A token is not attached once it expires within this margin (capped at a tenth of its
     /// lifetime), so it does not expire in flight.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub expiry_margin: Duration,
     /// First retry delay after a failed fetch; doubles per consecutive failure.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_min: Duration,
     /// Longest retry delay (a source's `Retry-After` may ask for longer).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_retry_after: Duration,
     /// A source call taking longer fails.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub fetch_timeout: Duration,
     /// How many audiences are cached at most.
     pub max_audiences: u64,
@@ -45,6 +58,7 @@ pub struct TokenCacheConfig {
     /// yet, or expects another `aud`) then costs at most one new token per audience per this
     /// period, not one source call (a vault `sign`) per request. Zero drops on every `401`.
     /// [`TokenCache::invalidate`](super::TokenCache::invalidate) is not limited.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub min_age_to_invalidate: Duration,
 }
 

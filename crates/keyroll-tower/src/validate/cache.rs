@@ -18,12 +18,22 @@ use keyroll_core::{KeyLookup, KeyRef, unix_seconds};
 use super::extract::VerifiedClaims;
 
 /// Settings of the verified-token cache.
+///
+/// From a file (feature `serde`): keys `capacity` and `max_ttl` (`"5m"`), each optional; an
+/// unknown key is an error that names it. Any value is safe: a huge `max_ttl` is capped by
+/// each token's `exp` and by moka's own limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(default, deny_unknown_fields)
+)]
 #[non_exhaustive]
 pub struct TokenCacheConfig {
     /// The most tokens kept.
     pub capacity: u64,
     /// The longest an entry is kept, whatever its `exp`.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub max_ttl: Duration,
 }
 
