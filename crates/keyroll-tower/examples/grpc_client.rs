@@ -15,10 +15,10 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
-use keyroll::jwt::{Issuer, TokenTemplate, Validation};
-use keyroll::tower::issue::{AudiencePolicy, IssueLayer, SelfSigned};
-use keyroll::tower::validate::{ValidateLayer, VerifiedClaims};
-use keyroll::{Algorithm, KeyCache, LocalKeyRing};
+use keyroll_core::jwt::{Issuer, TokenTemplate, Validation};
+use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
+use keyroll_tower::issue::{AudiencePolicy, IssueLayer, SelfSigned};
+use keyroll_tower::validate::{ValidateLayer, VerifiedClaims};
 use tonic::transport::{Endpoint, Server, server::TcpIncoming};
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;

@@ -3,17 +3,17 @@
 //! scrape is printed.
 //!
 //! ```sh
-//! cargo run --example prometheus --features metrics
+//! cargo run --example prometheus
 //! ```
 
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use keyroll::jwt::{Issuer, TokenTemplate, Validation};
-use keyroll::token::{SelfSigned, TokenCache};
-use keyroll::tower::validate::ValidateLayer;
-use keyroll::{Algorithm, KeyCache, LocalKeyRing};
+use keyroll_core::jwt::{Issuer, TokenTemplate, Validation};
+use keyroll_core::token::{SelfSigned, TokenCache};
+use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
+use keyroll_tower::validate::ValidateLayer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 const ORDERS: &str = "https://orders.example";
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?
         .install()?;
     // Per-request counts are published from keyroll's own counters (no cost per request).
-    tokio::spawn(keyroll::metrics::publish_every(Duration::from_secs(5)));
+    tokio::spawn(keyroll_core::metrics::publish_every(Duration::from_secs(5)));
 
     // One key cache (a vault in production), named in the labels.
     let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256)?)
@@ -69,7 +69,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let refused = client.get(&url).send().await?;
     assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
 
-    keyroll::metrics::publish(); // or wait for the next `publish_every` round
+    keyroll_core::metrics::publish(); // or wait for the next `publish_every` round
     let scrape = client
         .get(format!("http://{scrape_address}/metrics"))
         .send()
