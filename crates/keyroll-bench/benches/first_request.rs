@@ -27,7 +27,7 @@ use keyroll_core::{KeyCache, KeyCacheConfig, RotationPolicy};
 use keyroll_emulator::{EmulatorHandle, KeySpec, KeyVersionOptions};
 use keyroll_tower::issue::{AudiencePolicy, IssueLayer, SelfSigned};
 use keyroll_tower::validate::ValidateLayer;
-use tower::{Layer as _, Service as _, ServiceExt as _};
+use tower::{Layer as _, ServiceExt as _};
 
 const VAULT: &str = "bench";
 const KEY: &str = "signing";
@@ -89,37 +89,33 @@ struct Run {
     round_trips: BTreeMap<String, u64>,
 }
 
-async fn validator_run(emu: &EmulatorHandle, token: &str) -> Run {
-    let before = emu.admin().counters();
-    let layer = ValidateLayer::new(Issuer::new(cold_keys(emu), Validation::new(ISS, [AUD])));
-    let mut service = layer.layer(tower::service_fn(handler));
-    let request = || {
-        Request::get("/")
-            .header(AUTHORIZATION, format!("Bearer {token}"))
-            .body(())
+/// Sends a first request through a service built on cold caches, then a warm one: their
+/// times, and the round trips the first one cost.
+async fn first_and_warm<S, B>(
+    emu: &EmulatorHandle,
+    before: &BTreeMap<String, u64>,
+    mut service: S,
+    request: impl Fn() -> Request<()>,
+) -> Run
+where
+    S: tower::Service<Request<()>, Response = Response<B>>,
+    S::Error: std::fmt::Debug,
+{
+    let mut timed = async || {
+        let started = Instant::now();
+        let response = service
+            .ready()
+            .await
             .unwrap()
+            .call(request())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        started.elapsed()
     };
-    let started = Instant::now();
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
-    let first = started.elapsed();
-    assert_eq!(response.status(), StatusCode::OK);
-    let round_trips = round_trips(emu, &before);
-    let started = Instant::now();
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
-    let warm = started.elapsed();
-    assert_eq!(response.status(), StatusCode::OK);
+    let first = timed().await;
+    let round_trips = round_trips(emu, before);
+    let warm = timed().await;
     Run {
         first,
         warm,
@@ -127,38 +123,26 @@ async fn validator_run(emu: &EmulatorHandle, token: &str) -> Run {
     }
 }
 
+async fn validator_run(emu: &EmulatorHandle, token: &str) -> Run {
+    let before = emu.admin().counters();
+    let layer = ValidateLayer::new(Issuer::new(cold_keys(emu), Validation::new(ISS, [AUD])));
+    let service = layer.layer(tower::service_fn(handler));
+    let request = || {
+        Request::get("/")
+            .header(AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .unwrap()
+    };
+    first_and_warm(emu, &before, service, request).await
+}
+
 async fn issuer_run(emu: &EmulatorHandle) -> Run {
     let before = emu.admin().counters();
     let layer = IssueLayer::new(SelfSigned::new(cold_keys(emu), TokenTemplate::new(ISS)))
         .audience(AudiencePolicy::fixed(AUD));
-    let mut service = layer.layer(tower::service_fn(handler));
+    let service = layer.layer(tower::service_fn(handler));
     let request = || Request::get("https://billing.example/").body(()).unwrap();
-    let started = Instant::now();
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
-    let first = started.elapsed();
-    assert_eq!(response.status(), StatusCode::OK);
-    let round_trips = round_trips(emu, &before);
-    let started = Instant::now();
-    let response = service
-        .ready()
-        .await
-        .unwrap()
-        .call(request())
-        .await
-        .unwrap();
-    let warm = started.elapsed();
-    assert_eq!(response.status(), StatusCode::OK);
-    Run {
-        first,
-        warm,
-        round_trips,
-    }
+    first_and_warm(emu, &before, service, request).await
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::signature::{self, ParsedPublicKey};
+use aws_lc_rs::signature::ParsedPublicKey;
 use axum::Router;
 use axum::extract::Request as AxumRequest;
 use axum::middleware::{self, Next};
@@ -39,10 +39,7 @@ use keyroll_core::jwt::{Issuer, TokenTemplate, Validation};
 use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
 use keyroll_tower::validate::{TokenCacheConfig, ValidateLayer};
 use serde::Deserialize;
-use support::Settings;
-
-const ISS: &str = "https://orders.example";
-const AUD: &str = "https://billing.example";
+use support::{AUD, ISS, Settings};
 
 #[derive(Deserialize, Clone)]
 #[allow(dead_code)]
@@ -55,12 +52,6 @@ struct BenchClaims {
 
 async fn ok() -> &'static str {
     "ok"
-}
-
-fn b64d(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .unwrap()
 }
 
 /// One algorithm's keys, a token, and the same public key in each library's form.
@@ -81,20 +72,7 @@ fn keys(algorithm: Algorithm, runtime: &tokio::runtime::Runtime) -> Keys {
     let jwk = runtime.block_on(keys.validation_set()).unwrap()[0]
         .jwk
         .clone();
-    let parsed = match algorithm {
-        Algorithm::RS256 => signature::RsaPublicKeyComponents {
-            n: b64d(jwk.n.as_deref().unwrap()),
-            e: b64d(jwk.e.as_deref().unwrap()),
-        }
-        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
-        .unwrap(),
-        _ => {
-            let mut point = vec![4];
-            point.extend(b64d(jwk.x.as_deref().unwrap()));
-            point.extend(b64d(jwk.y.as_deref().unwrap()));
-            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
-        }
-    };
+    let parsed = support::parsed_public_key(algorithm, &jwk);
     let mut jwk_json = serde_json::to_value(&jwk).unwrap();
     jwk_json["kid"] = minted.kid.clone().into();
     jwk_json["alg"] = algorithm.as_str().into();

@@ -27,10 +27,8 @@ use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
-use aws_lc_rs::signature::{self, ParsedPublicKey};
 use axum::body::Body;
 use axum::extract::FromRequestParts as _;
-use base64::Engine as _;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, StatusCode};
 use jwt_authorizer::IntoLayer as _;
@@ -39,11 +37,8 @@ use keyroll_core::jwt::{Issuer, TokenTemplate, Validation, Verifier};
 use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
 use keyroll_tower::validate::{TokenCacheConfig, ValidateLayer};
 use serde::Deserialize;
-use support::{Case, Settings};
+use support::{AUD, Case, ISS, Settings};
 use tower::{Layer as _, Service, ServiceExt as _};
-
-const ISS: &str = "https://orders.example";
-const AUD: &str = "https://billing.example";
 
 #[derive(Deserialize, Clone)]
 #[allow(dead_code)]
@@ -72,12 +67,6 @@ fn now<F: Future>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output {
 
 fn named<'a, R>(name: &str, f: impl FnMut() -> R + 'a) -> (String, Case<'a>) {
     (name.to_owned(), Case::new(name, f))
-}
-
-fn b64d(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .unwrap()
 }
 
 async fn inner(_request: Request<Body>) -> Result<axum::response::Response, Infallible> {
@@ -123,22 +112,9 @@ fn bench(algorithm: Algorithm, runtime: &tokio::runtime::Runtime, settings: &Set
     let jwk = runtime.block_on(keys.validation_set()).unwrap()[0]
         .jwk
         .clone();
-    let floor_key = match algorithm {
-        Algorithm::RS256 => signature::RsaPublicKeyComponents {
-            n: b64d(jwk.n.as_deref().unwrap()),
-            e: b64d(jwk.e.as_deref().unwrap()),
-        }
-        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
-        .unwrap(),
-        _ => {
-            let mut point = vec![4];
-            point.extend(b64d(jwk.x.as_deref().unwrap()));
-            point.extend(b64d(jwk.y.as_deref().unwrap()));
-            ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
-        }
-    };
+    let floor_key = support::parsed_public_key(algorithm, &jwk);
     let (signing_input, signature_b64) = token.rsplit_once('.').unwrap();
-    let signature_bytes = b64d(signature_b64);
+    let signature_bytes = support::b64d(signature_b64);
     floor_key
         .verify_sig(signing_input.as_bytes(), &signature_bytes)
         .unwrap();

@@ -143,3 +143,38 @@ pub fn run(
     }
     outcomes
 }
+
+/// The issuer and audience of every bench token.
+pub const ISS: &str = "https://orders.example";
+/// The audience of every bench token.
+pub const AUD: &str = "https://billing.example";
+
+/// base64url without padding, decoded (setup only: panics on bad input).
+pub fn b64d(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+/// The floor's key: `jwk` parsed once by aws-lc (RS256, else ES256).
+pub fn parsed_public_key(
+    algorithm: keyroll_core::Algorithm,
+    jwk: &keyroll_core::Jwk,
+) -> aws_lc_rs::signature::ParsedPublicKey {
+    use aws_lc_rs::signature;
+    match algorithm {
+        keyroll_core::Algorithm::RS256 => signature::RsaPublicKeyComponents {
+            n: b64d(jwk.n.as_deref().unwrap()),
+            e: b64d(jwk.e.as_deref().unwrap()),
+        }
+        .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
+        .unwrap(),
+        _ => {
+            let mut point = vec![4];
+            point.extend(b64d(jwk.x.as_deref().unwrap()));
+            point.extend(b64d(jwk.y.as_deref().unwrap()));
+            signature::ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point).unwrap()
+        }
+    }
+}
