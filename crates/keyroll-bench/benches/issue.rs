@@ -26,15 +26,11 @@ mod support;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
 use std::pin::pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use http::header::AUTHORIZATION;
 use http::{Request, Response, Uri};
-use keyroll_core::jwt::TokenTemplate;
-use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
-use keyroll_tower::issue::{AudiencePolicy, IssueLayer, SelfSigned, TokenCache};
+use keyroll_tower::issue::{AudiencePolicy, IssueLayer};
 use support::{Case, Settings};
 use tower::{Layer as _, Service};
 use tower_http::set_header::SetRequestHeaderLayer;
@@ -82,11 +78,7 @@ fn main() {
     let _entered = runtime.enter();
     let uri: Uri = "https://billing.internal/invoices/42".parse().unwrap();
 
-    let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256).unwrap()).build();
-    let template =
-        TokenTemplate::new("https://orders.internal").lifetime(Duration::from_secs(3600));
-    let cache: TokenCache<Arc<SelfSigned>> =
-        TokenCache::new(Arc::new(SelfSigned::new(keys, template)));
+    let cache = support::outbound_cache();
     // Warm: one token per audience the cases use.
     let hosts: Vec<Uri> = (0..6)
         .map(|i| format!("https://host{i}.internal/x").parse().unwrap())

@@ -25,16 +25,13 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
 
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderValue};
-use keyroll_core::jwt::TokenTemplate;
-use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
 use keyroll_reqwest::reqwest_middleware::{
     ClientBuilder, ClientWithMiddleware, Middleware, Next, Result,
 };
-use keyroll_reqwest::{AudiencePolicy, IssueMiddleware, SelfSigned, TokenCache};
+use keyroll_reqwest::{AudiencePolicy, IssueMiddleware};
 use reqwest::{Method, Request, Response, Url};
 use support::{Case, Settings};
 
@@ -92,11 +89,7 @@ fn main() {
     let _entered = runtime.enter();
     let url: Url = "https://billing.internal/invoices/42".parse().unwrap();
 
-    let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256).unwrap()).build();
-    let template =
-        TokenTemplate::new("https://orders.internal").lifetime(Duration::from_secs(3600));
-    let cache: TokenCache<Arc<SelfSigned>> =
-        TokenCache::new(Arc::new(SelfSigned::new(keys, template)));
+    let cache = support::outbound_cache();
     let hosts: Vec<Url> = (0..6)
         .map(|i| format!("https://host{i}.internal/x").parse().unwrap())
         .collect();

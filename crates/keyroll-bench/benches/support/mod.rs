@@ -178,3 +178,15 @@ pub fn parsed_public_key(
         }
     }
 }
+
+/// The outbound benches' token cache: ES256 tokens of an hour, signed by a local key ring.
+pub fn outbound_cache()
+-> keyroll_core::token::TokenCache<std::sync::Arc<keyroll_core::token::SelfSigned>> {
+    use keyroll_core::{Algorithm, KeyCache, LocalKeyRing, jwt::TokenTemplate};
+    let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256).unwrap()).build();
+    let template =
+        TokenTemplate::new("https://orders.internal").lifetime(Duration::from_secs(3600));
+    keyroll_core::token::TokenCache::new(std::sync::Arc::new(keyroll_core::token::SelfSigned::new(
+        keys, template,
+    )))
+}
