@@ -27,15 +27,81 @@ use std::time::{Duration, SystemTime};
 pub trait Clock: Send + Sync + Debug {
     /// The current time.
     fn now(&self) -> SystemTime;
+
+    /// The current time rounded up: never earlier than [`now`](Self::now) would answer, at
+    /// most a few milliseconds later, and cheaper to read where the system keeps a coarse
+    /// clock. For hot-path deadline checks that read [`now`](Self::now) only when they are
+    /// close to the deadline. Default: `now()`.
+    fn now_rounded_up(&self) -> SystemTime {
+        self.now()
+    }
 }
 
-/// The system's clock.
+/// The system's clock. On Linux, [`Clock::now_rounded_up`] reads the kernel's coarse wall
+/// clock (a few nanoseconds, against tens for a precise reading) plus a 50 ms slack.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn now_rounded_up(&self) -> SystemTime {
+        coarse::now_rounded_up()
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod coarse {
+    use std::sync::OnceLock;
+    use std::time::{Duration, SystemTime};
+
+    use rustix::time::{ClockId, Timespec, clock_getres, clock_gettime};
+
+    /// The coarse clock lags the true time by one tick (its resolution, 1–10 ms), more when
+    /// the CPU keeping time is held up (a busy virtual machine): 50 ms, or ten ticks, cover
+    /// that. The cost of a large slack is nothing: a check within it of its deadline reads
+    /// the precise clock.
+    fn slack() -> Duration {
+        static SLACK: OnceLock<Duration> = OnceLock::new();
+        *SLACK.get_or_init(|| {
+            let tick = to_duration(clock_getres(ClockId::RealtimeCoarse))
+                .unwrap_or(Duration::from_millis(10));
+            (tick * 10).max(Duration::from_millis(50))
+        })
+    }
+
+    fn to_duration(time: Timespec) -> Option<Duration> {
+        let seconds = u64::try_from(time.tv_sec).ok()?;
+        let nanos = u32::try_from(time.tv_nsec).ok()?;
+        (nanos < 1_000_000_000).then(|| Duration::new(seconds, nanos))
+    }
+
+    pub(super) fn now_rounded_up() -> SystemTime {
+        match to_duration(clock_gettime(ClockId::RealtimeCoarse)) {
+            Some(since_epoch) => SystemTime::UNIX_EPOCH + since_epoch + slack(),
+            None => SystemTime::now(),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rounded_up_is_never_before_now_and_close_to_it() {
+            for _ in 0..10_000 {
+                let before = SystemTime::now();
+                let rounded = now_rounded_up();
+                assert!(rounded >= before);
+                let ahead = rounded
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                assert!(ahead <= slack(), "{ahead:?} ahead");
+            }
+        }
     }
 }
 

@@ -49,9 +49,9 @@ mod middleware;
 mod outgoing;
 
 pub use keyroll_core::token::{
-    AudiencePolicy, CachedToken, FnSource, IssueError, IssueErrorKind, RequestHead, SelfSigned,
-    StaticToken, Token, TokenCache, TokenCacheBuilder, TokenCacheConfig, TokenCacheMetrics,
-    TokenError, TokenSource, TokenUnavailable, from_fn,
+    AudiencePolicy, CachedToken, FnSource, IssueError, IssueErrorKind, OutboundTokens, RequestHead,
+    SelfSigned, StaticToken, Token, TokenCache, TokenCacheBuilder, TokenCacheConfig,
+    TokenCacheMetrics, TokenError, TokenSource, TokenUnavailable, from_fn,
 };
 /// The reqwest-middleware this crate is built on, for matching versions.
 pub use reqwest_middleware;

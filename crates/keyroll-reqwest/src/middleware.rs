@@ -18,7 +18,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use http::{Extensions, StatusCode, header::AUTHORIZATION};
-use keyroll_core::token::{AudiencePolicy, CachedToken, IssueError, TokenCache, TokenSource};
+use keyroll_core::token::{
+    AudiencePolicy, CachedToken, IssueError, Lookup, OutboundTokens, TokenCache, TokenSource,
+};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
@@ -40,21 +42,20 @@ use crate::outgoing::Outgoing;
 /// - **`401`**: a response `401 Unauthorized` drops the token the request carried, once that
 ///   token is [`min_age_to_invalidate`](keyroll_core::token::TokenCacheConfig::min_age_to_invalidate)
 ///   old, so the next request gets a new one.
-/// - **Cost**: with a token cached, a request costs the audience choice (borrowed: no
-///   allocation for a fixed audience or an origin in the table), one lock-free cache lookup
-///   and a header insert. Concurrent requests that find no token share one source call.
+/// - **Cost**: with a token cached, a request costs one lock-free read of the origin index
+///   ([`OutboundTokens`], shared by clones: the policy runs once per origin), a read of the
+///   audience's token and a header insert. Concurrent requests that find no token share one
+///   source call.
 ///
 /// Put it after middlewares that retry (each attempt then carries a current token).
 pub struct IssueMiddleware<T = Arc<dyn TokenSource>> {
-    cache: TokenCache<T>,
-    audience: AudiencePolicy,
+    tokens: OutboundTokens<T>,
 }
 
 impl<T> Clone for IssueMiddleware<T> {
     fn clone(&self) -> Self {
         IssueMiddleware {
-            cache: self.cache.clone(),
-            audience: self.audience.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -62,8 +63,7 @@ impl<T> Clone for IssueMiddleware<T> {
 impl<T: fmt::Debug> fmt::Debug for IssueMiddleware<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssueMiddleware")
-            .field("cache", &self.cache)
-            .field("audience", &self.audience)
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
@@ -81,21 +81,23 @@ impl<T: TokenSource> IssueMiddleware<T> {
     /// Tokens from an existing cache (shared with other middlewares or layers, or configured
     /// with a clock).
     pub fn with_cache(cache: TokenCache<T>) -> Self {
-        IssueMiddleware {
-            cache,
-            audience: AudiencePolicy::default(),
-        }
+        IssueMiddleware::with_tokens(OutboundTokens::new(cache, AudiencePolicy::default()))
+    }
+
+    /// Tokens looked up through `tokens` (sharing its origin index with its other users).
+    pub fn with_tokens(tokens: OutboundTokens<T>) -> Self {
+        IssueMiddleware { tokens }
     }
 
     /// Sets how each request's audience is chosen.
-    pub fn audience(mut self, audience: AudiencePolicy) -> Self {
-        self.audience = audience;
-        self
+    pub fn audience(self, audience: AudiencePolicy) -> Self {
+        let cache = self.tokens.cache().clone();
+        IssueMiddleware::with_tokens(OutboundTokens::new(cache, audience))
     }
 
     /// The token cache.
     pub fn cache(&self) -> &TokenCache<T> {
-        &self.cache
+        self.tokens.cache()
     }
 
     /// The audience `request` would get a token for (with no middleware extensions), or
@@ -106,7 +108,8 @@ impl<T: TokenSource> IssueMiddleware<T> {
             request,
             extensions: &extensions,
         };
-        self.audience
+        self.tokens
+            .policy()
             .select(&outgoing)
             .map(|audience| audience.as_str().to_owned())
     }
@@ -117,20 +120,15 @@ impl<T: TokenSource> IssueMiddleware<T> {
         request: &Request,
         extensions: &Extensions,
     ) -> std::result::Result<Arc<CachedToken>, IssueError> {
-        let audience = {
-            let outgoing = Outgoing {
-                request,
-                extensions,
-            };
-            let Some(audience) = self.audience.select(&outgoing) else {
-                return Err(IssueError::no_audience());
-            };
-            if let Some(token) = self.cache.lookup(audience.as_str()) {
-                return Ok(token);
-            }
-            audience.into_arc()
+        let outgoing = Outgoing {
+            request,
+            extensions,
         };
-        Ok(self.cache.fetch(audience).await?)
+        match self.tokens.lookup(&outgoing) {
+            Lookup::Cached(token) => Ok(token),
+            Lookup::Fetch(audience) => Ok(self.tokens.cache().fetch(audience).await?),
+            _ => Err(IssueError::no_audience()),
+        }
     }
 }
 

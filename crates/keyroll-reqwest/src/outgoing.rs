@@ -32,6 +32,15 @@ impl OutboundRequest for Outgoing<'_> {
         origin(self.request.url())
     }
 
+    fn origin_as_written(&self) -> Option<(&str, &str)> {
+        let url = self.request.url();
+        url.host_str()?;
+        Some((
+            url.scheme(),
+            &url[Position::BeforeUsername..Position::AfterPort],
+        ))
+    }
+
     fn with_head<R>(&self, f: impl FnOnce(&RequestHead<'_>) -> R) -> Option<R> {
         let uri = Uri::try_from(self.request.url().as_str()).ok()?;
         Some(f(&RequestHead::new(
@@ -111,6 +120,33 @@ mod tests {
         }
         let no_host: Url = "data:text/plain,hello".parse().unwrap();
         assert_eq!(origin(&no_host), None);
+    }
+
+    #[test]
+    fn origins_as_written_keep_the_authority_and_only_it() {
+        let extensions = Extensions::new();
+        let written = |url: &str| {
+            let request = reqwest::Request::new(reqwest::Method::GET, url.parse().unwrap());
+            let outgoing = Outgoing {
+                request: &request,
+                extensions: &extensions,
+            };
+            outgoing
+                .origin_as_written()
+                .map(|(scheme, authority)| format!("{scheme} {authority}"))
+        };
+        let cases = [
+            ("https://billing.internal/x?y", "https billing.internal"),
+            (
+                "https://user:pw@billing.internal:8443/",
+                "https user:pw@billing.internal:8443",
+            ),
+            ("http://[::1]:3000/a", "http [::1]:3000"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(written(url).as_deref(), Some(expected), "{url}");
+        }
+        assert_eq!(written("data:text/plain,hello"), None);
     }
 
     #[test]

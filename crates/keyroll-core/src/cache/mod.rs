@@ -836,7 +836,6 @@ impl KeyCache {
                 }
                 let marked = Arc::new(current.with_revoked(&revoked));
                 if self.inner.slot.replace(&current, Arc::clone(&marked)) {
-                    self.inner.engine.changes.fetch_add(1, Ordering::AcqRel);
                     break marked;
                 }
             };

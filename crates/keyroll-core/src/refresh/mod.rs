@@ -43,9 +43,6 @@ pub(crate) struct Engine {
     pub(crate) loads: AtomicU64,
     /// Loads that failed (timed out and panicked ones included).
     pub(crate) failures: AtomicU64,
-    /// Bumped after every new value a slot publishes (and by owners that drop values): a
-    /// reader that saw no change since it looked a value up may keep using it.
-    pub(crate) changes: AtomicU64,
 }
 
 impl fmt::Debug for Engine {
@@ -68,7 +65,6 @@ impl Engine {
             timeout,
             loads: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            changes: AtomicU64::new(0),
         }
     }
 

@@ -350,7 +350,6 @@ where
         match result {
             Ok(value) => {
                 self.value.store(Some(Arc::clone(value)));
-                engine.changes.fetch_add(1, Ordering::AcqRel);
                 let mut state = lock(&self.state);
                 state.flight = None;
                 state.failures = 0;

@@ -72,11 +72,25 @@ pub trait OutboundRequest {
     /// `f` applied to the request's head (`None` when no head can be formed, e.g. a URL that
     /// is not a valid `http::Uri`).
     fn with_head<R>(&self, f: impl FnOnce(&RequestHead<'_>) -> R) -> Option<R>;
+
+    /// The URL's scheme and authority exactly as it spells them (before any normalising),
+    /// for a middleware to remember the audience chosen per origin
+    /// ([`OutboundTokens`](super::OutboundTokens)): two requests that answer the same here
+    /// must have the same [`origin`](Self::origin). Default `None`: the policy then runs for
+    /// every request.
+    fn origin_as_written(&self) -> Option<(&str, &str)> {
+        None
+    }
 }
 
 impl<B> OutboundRequest for Request<B> {
     fn origin(&self) -> Option<Cow<'_, str>> {
         origin(self.uri()).map(Cow::Owned)
+    }
+
+    fn origin_as_written(&self) -> Option<(&str, &str)> {
+        let uri = self.uri();
+        Some((uri.scheme_str()?, uri.authority()?.as_str()))
     }
 
     fn with_head<R>(&self, f: impl FnOnce(&RequestHead<'_>) -> R) -> Option<R> {
@@ -303,6 +317,11 @@ impl AudiencePolicy {
     /// policies), so that a middleware may remember a token per origin.
     pub fn is_origin(&self) -> bool {
         matches!(self.select, Select::Origin)
+    }
+
+    /// Whether every request gets the same audience ([`fixed`](Self::fixed)).
+    pub(super) fn is_fixed(&self) -> bool {
+        matches!(self.select, Select::Fixed(_))
     }
 
     /// The audience for `request`, or `None` when it gets no token, borrowed where it can be

@@ -234,7 +234,30 @@ struct Counters {
 }
 
 type TokenSlot = Slot<CachedToken, TokenError>;
-type Slots = HashMap<Arc<str>, Arc<TokenSlot>>;
+type Slots = HashMap<Arc<str>, Arc<AudienceSlot>>;
+
+/// One audience's place in the cache: its token (and fetch) slot, and whether the cache has
+/// let go of it (evicted to make room), so that a holder of it (an
+/// [`OutboundTokens`](super::OutboundTokens) route) asks the cache again.
+pub(super) struct AudienceSlot {
+    slot: Arc<TokenSlot>,
+    evicted: AtomicBool,
+}
+
+impl std::ops::Deref for AudienceSlot {
+    type Target = Arc<TokenSlot>;
+
+    fn deref(&self) -> &Arc<TokenSlot> {
+        &self.slot
+    }
+}
+
+impl AudienceSlot {
+    /// Whether the cache still holds it.
+    pub(super) fn is_current(&self) -> bool {
+        !self.evicted.load(Ordering::Acquire)
+    }
+}
 
 /// Tokens per audience from a [`TokenSource`]. Cheap to clone: clones share everything.
 ///
@@ -449,10 +472,11 @@ impl<T: TokenSource> TokenCache<T> {
 
     /// The cached token for `audience` if it is still usable, without fetching or refreshing.
     pub fn cached(&self, audience: &str) -> Option<Arc<CachedToken>> {
-        let now = self.inner.engine.clock.now();
-        let slots = self.inner.slots.load();
-        let token = slots.get(audience)?.value_full()?;
-        (now < token.usable_until && !self.inner.drop_if_revoked(&token)).then_some(token)
+        let token = self.inner.slots.load().get(audience)?.value_full()?;
+        let clock = &self.inner.engine.clock;
+        let usable =
+            clock.now_rounded_up() < token.usable_until || clock.now() < token.usable_until;
+        (usable && !self.inner.drop_if_revoked(&token)).then_some(token)
     }
 
     /// Drops the cached token for `audience`; the next caller fetches a new one.
@@ -573,18 +597,29 @@ impl<T: TokenSource> TokenCache<T> {
         self.admit(&token).then_some(token)
     }
 
-    /// Bumped after every change of the cached tokens (a new token, an invalidation, an
-    /// eviction): a caller that reads it before a [`lookup`](Self::lookup) may reuse the token
-    /// it found, after [`admit`](Self::admit), while it is unchanged.
-    pub fn epoch(&self) -> u64 {
-        self.inner.engine.changes.load(Ordering::Acquire)
+    /// [`lookup`](Self::lookup) through a slot held since (`None` too when the cache let go
+    /// of it: ask for the audience's slot again).
+    pub(super) fn lookup_in(&self, slot: &AudienceSlot) -> Option<Arc<CachedToken>> {
+        let token = slot.value_full()?;
+        (slot.is_current() && self.admit(&token)).then_some(token)
+    }
+
+    /// The audience's slot, added on first use (for a caller that keeps it, to skip the
+    /// audience lookup next time).
+    pub(super) fn slot_of(&self, audience: &Arc<str>) -> Arc<AudienceSlot> {
+        self.inner.slot(audience)
     }
 
     /// Whether `token` may be attached now, asking for its background refresh when it is due
     /// (`false` too when it is due and the background task is not running: go through
     /// [`fetch`](Self::fetch), which starts it).
     pub fn admit(&self, token: &Arc<CachedToken>) -> bool {
-        let now = self.inner.engine.clock.now();
+        let clock = &self.inner.engine.clock;
+        // The common case, on the cheap clock: before its refresh point, so usable and not due.
+        if clock.now_rounded_up() < token.refresh_at {
+            return !self.inner.drop_if_revoked(token);
+        }
+        let now = clock.now();
         if now >= token.usable_until || self.inner.drop_if_revoked(token) {
             return false;
         }
@@ -700,7 +735,6 @@ impl<T> Inner<T> {
     fn discard(&self, slot: &TokenSlot, token: &Arc<CachedToken>) -> bool {
         let dropped = slot.discard(token);
         if dropped {
-            self.engine.changes.fetch_add(1, Ordering::AcqRel);
             self.counters.invalidations.fetch_add(1, Ordering::Relaxed);
         }
         dropped
@@ -718,7 +752,7 @@ impl<T> Inner<T> {
     }
 
     /// The audience's slot, added (and the table trimmed to `max_audiences`) on first use.
-    fn slot(&self, audience: &Arc<str>) -> Arc<TokenSlot> {
+    fn slot(&self, audience: &Arc<str>) -> Arc<AudienceSlot> {
         if let Some(slot) = self.slots.load().get(audience) {
             return Arc::clone(slot);
         }
@@ -741,7 +775,10 @@ impl<T> Inner<T> {
         let slot = Slot::new(format!("token for `{audience}`"), errors);
         #[cfg(feature = "metrics")]
         let slot = slot.observed(self.metrics.observer());
-        let slot = Arc::new(slot);
+        let slot = Arc::new(AudienceSlot {
+            slot: Arc::new(slot),
+            evicted: AtomicBool::new(false),
+        });
         slots.insert(Arc::clone(audience), Arc::clone(&slot));
         self.slots.store(Arc::new(slots));
         slot
@@ -752,7 +789,10 @@ impl<T> Inner<T> {
     fn evict(&self, slots: &mut Slots, max: usize) {
         let now = self.engine.clock.now();
         slots.retain(|_, slot| {
-            slot.is_loading() || slot.value().as_ref().is_some_and(|t| now < t.usable_until)
+            let keep =
+                slot.is_loading() || slot.value().as_ref().is_some_and(|t| now < t.usable_until);
+            slot.evicted.store(!keep, Ordering::Release);
+            keep
         });
         while slots.len() >= max {
             let first_to_expire = slots
@@ -763,9 +803,10 @@ impl<T> Inner<T> {
             let Some(audience) = first_to_expire else {
                 break;
             };
-            slots.remove(&audience);
+            if let Some(slot) = slots.remove(&audience) {
+                slot.evicted.store(true, Ordering::Release);
+            }
         }
-        self.engine.changes.fetch_add(1, Ordering::AcqRel);
     }
 }
 

@@ -2,8 +2,9 @@
 //! [`from_fn`], or Entra ID through keyroll-azure) and the per-audience [`TokenCache`] that
 //! every outbound integration (keyroll-tower's `IssueLayer`, keyroll-reqwest's
 //! `IssueMiddleware`, a plain caller) reads; the [`AudiencePolicy`] those middlewares choose
-//! each request's audience with, and the [`IssueError`] they fail a call with when no token
-//! can be attached.
+//! each request's audience with, [`OutboundTokens`] (the two together, indexed by origin) they
+//! look tokens up with, and the [`IssueError`] they fail a call with when no token can be
+//! attached.
 //!
 //! ```
 //! use std::time::Duration;
@@ -27,6 +28,7 @@ mod audience;
 mod cache;
 mod config;
 mod issue_error;
+mod outbound;
 mod source;
 mod sources;
 
@@ -37,5 +39,6 @@ pub use self::cache::{
 };
 pub use self::config::TokenCacheConfig;
 pub use self::issue_error::{IssueError, IssueErrorKind};
+pub use self::outbound::{Lookup, OutboundTokens};
 pub use self::source::{Token, TokenError, TokenSource};
 pub use self::sources::{FnSource, SelfSigned, StaticToken, from_fn};

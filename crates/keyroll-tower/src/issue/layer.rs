@@ -21,22 +21,21 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use keyroll_core::token::{AudiencePolicy, TokenCache, TokenSource};
+use keyroll_core::token::{AudiencePolicy, OutboundTokens, TokenCache, TokenSource};
 
 use super::service::Issue;
 
-/// Applies [`Issue`] to a service: configuration only (the audience policy) plus a handle to
-/// the shared [`TokenCache`], so every service the layer makes shares one cache.
+/// Applies [`Issue`] to a service: the audience policy and a handle to the shared
+/// [`TokenCache`] ([`OutboundTokens`]), so every service the layer makes shares one cache and
+/// one origin index.
 pub struct IssueLayer<T = Arc<dyn TokenSource>> {
-    cache: TokenCache<T>,
-    audience: AudiencePolicy,
+    tokens: OutboundTokens<T>,
 }
 
 impl<T> Clone for IssueLayer<T> {
     fn clone(&self) -> Self {
         IssueLayer {
-            cache: self.cache.clone(),
-            audience: self.audience.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -44,8 +43,7 @@ impl<T> Clone for IssueLayer<T> {
 impl<T: std::fmt::Debug> std::fmt::Debug for IssueLayer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssueLayer")
-            .field("cache", &self.cache)
-            .field("audience", &self.audience)
+            .field("tokens", &self.tokens)
             .finish()
     }
 }
@@ -61,21 +59,23 @@ impl<T: TokenSource> IssueLayer<T> {
 
     /// Tokens from an existing cache (shared with other layers, or configured with a clock).
     pub fn with_cache(cache: TokenCache<T>) -> Self {
-        IssueLayer {
-            cache,
-            audience: AudiencePolicy::default(),
-        }
+        IssueLayer::with_tokens(OutboundTokens::new(cache, AudiencePolicy::default()))
+    }
+
+    /// Tokens looked up through `tokens` (sharing its origin index with its other users).
+    pub fn with_tokens(tokens: OutboundTokens<T>) -> Self {
+        IssueLayer { tokens }
     }
 
     /// Sets how each request's audience is chosen.
-    pub fn audience(mut self, audience: AudiencePolicy) -> Self {
-        self.audience = audience;
-        self
+    pub fn audience(self, audience: AudiencePolicy) -> Self {
+        let cache = self.tokens.cache().clone();
+        IssueLayer::with_tokens(OutboundTokens::new(cache, audience))
     }
 
     /// The token cache.
     pub fn cache(&self) -> &TokenCache<T> {
-        &self.cache
+        self.tokens.cache()
     }
 }
 
@@ -83,6 +83,6 @@ impl<S, T: TokenSource> Layer<S> for IssueLayer<T> {
     type Service = Issue<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Issue::new(inner, self.cache.clone(), self.audience.clone())
+        Issue::with_tokens(inner, self.tokens.clone())
     }
 }

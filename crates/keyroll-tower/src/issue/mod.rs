@@ -93,7 +93,7 @@ pub use self::future::ResponseFuture;
 pub use self::layer::IssueLayer;
 pub use self::service::Issue;
 pub use keyroll_core::token::{
-    AudiencePolicy, CachedToken, FnSource, IssueError, IssueErrorKind, RequestHead, SelfSigned,
-    StaticToken, Token, TokenCache, TokenCacheBuilder, TokenCacheConfig, TokenCacheMetrics,
-    TokenError, TokenSource, TokenUnavailable, from_fn,
+    AudiencePolicy, CachedToken, FnSource, IssueError, IssueErrorKind, OutboundTokens, RequestHead,
+    SelfSigned, StaticToken, Token, TokenCache, TokenCacheBuilder, TokenCacheConfig,
+    TokenCacheMetrics, TokenError, TokenSource, TokenUnavailable, from_fn,
 };

@@ -1,0 +1,417 @@
+//! The token for each outbound request: an [`AudiencePolicy`] over a [`TokenCache`], with an
+//! index from each request's origin to its audience's place in the cache, shared by clones.
+//! What every outbound middleware (keyroll-tower's `IssueLayer`, keyroll-reqwest's
+//! `IssueMiddleware`) looks tokens up with.
+//!
+//! ```
+//! use http::Request;
+//! use keyroll_core::token::{AudiencePolicy, Lookup, OutboundTokens, StaticToken, TokenCache};
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let tokens = OutboundTokens::new(
+//!     TokenCache::new(StaticToken::new("t")),
+//!     AudiencePolicy::origin().map("https://billing.internal", "api://billing"),
+//! );
+//! let request = Request::get("https://billing.internal/invoices").body(()).unwrap();
+//! // Cold: the audience to fetch a token for.
+//! let Lookup::Fetch(audience) = tokens.lookup(&request) else { panic!("nothing is cached yet") };
+//! assert_eq!(&*audience, "api://billing");
+//! tokens.cache().fetch(audience).await.unwrap();
+//! // Warm: the cached token, found by the request's origin.
+//! assert!(matches!(tokens.lookup(&request), Lookup::Cached(_)));
+//! // Origins not in the policy's table get no token.
+//! let elsewhere = Request::get("https://evil.example/").body(()).unwrap();
+//! assert!(matches!(tokens.lookup(&elsewhere), Lookup::NoAudience));
+//! # });
+//! ```
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use hashbrown::{DefaultHashBuilder, Equivalent, HashMap};
+
+use super::audience::{AudiencePolicy, OutboundRequest};
+use super::cache::{AudienceSlot, CachedToken, TokenCache};
+use super::source::TokenSource;
+use crate::lock;
+
+/// The tokens for outbound requests: a [`TokenCache`] and the [`AudiencePolicy`] that chooses
+/// each request's audience. Cheap to clone: clones share the cache and the index.
+///
+/// # The index
+///
+/// Under the origin policies and a fixed audience, the audience a request gets depends only on
+/// its URL's scheme and authority, so the first request to each origin (as its URL spells it)
+/// runs the policy once and remembers where that audience's token lives in the cache, or that
+/// the origin gets none. Every later request to it costs one lock-free read of the index, a
+/// hash of the scheme and authority, and a read of the audience's current token: no
+/// normalising, no allocation, at any number of audiences. The index is validated per
+/// audience, not per cache change: a new token, a refresh or a `401` elsewhere in the cache
+/// leaves every other route as it is; an audience the cache evicted is looked up again.
+/// It holds at most twice the cache's [`max_audiences`](super::TokenCacheConfig::max_audiences)
+/// origins (at least 64, at most 65,536), and starts over when full.
+///
+/// A function policy ([`AudiencePolicy::from_fn`]) runs its function for every request and
+/// looks the audience up in the cache.
+pub struct OutboundTokens<T = Arc<dyn TokenSource>> {
+    cache: TokenCache<T>,
+    policy: AudiencePolicy,
+    routes: Arc<Routes>,
+}
+
+impl<T> Clone for OutboundTokens<T> {
+    fn clone(&self) -> Self {
+        OutboundTokens {
+            cache: self.cache.clone(),
+            policy: self.policy.clone(),
+            routes: Arc::clone(&self.routes),
+        }
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for OutboundTokens<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundTokens")
+            .field("cache", &self.cache)
+            .field("policy", &self.policy)
+            .field("origins_indexed", &self.routes.map.load().len())
+            .finish()
+    }
+}
+
+/// What [`OutboundTokens::lookup`] found for a request.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Lookup {
+    /// A usable cached token: attach it.
+    Cached(Arc<CachedToken>),
+    /// No usable token is cached for this audience: fetch one with
+    /// [`TokenCache::fetch`] (single flight).
+    Fetch(Arc<str>),
+    /// The policy gives the request no token: do not send it.
+    NoAudience,
+}
+
+/// The index: origin as written → route. Replaced whole when a route is added; read
+/// lock-free.
+struct Routes {
+    map: ArcSwap<RouteMap>,
+    /// Serialises the writers of `map`.
+    writer: Mutex<()>,
+    /// The most routes kept.
+    capacity: usize,
+}
+
+type RouteMap = HashMap<OriginKey, Route, DefaultHashBuilder>;
+
+#[derive(Clone)]
+enum Route {
+    To {
+        audience: Arc<str>,
+        slot: Arc<AudienceSlot>,
+    },
+    Refused,
+}
+
+/// A request's scheme and authority as its URL spells them: the index's lookup key.
+#[derive(Clone, Copy)]
+struct Written<'a> {
+    scheme: &'a str,
+    authority: &'a str,
+}
+
+impl Hash for Written<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.scheme, self.authority).hash(state);
+    }
+}
+
+/// [`Written`], owned: the index's stored key.
+#[derive(Clone, PartialEq, Eq)]
+struct OriginKey {
+    scheme: Arc<str>,
+    authority: Arc<str>,
+}
+
+impl Hash for OriginKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (&*self.scheme, &*self.authority).hash(state);
+    }
+}
+
+impl Equivalent<OriginKey> for Written<'_> {
+    fn equivalent(&self, key: &OriginKey) -> bool {
+        *key.authority == *self.authority && *key.scheme == *self.scheme
+    }
+}
+
+/// The key of a fixed audience's one route (every request gets the same audience).
+const FIXED: Written<'static> = Written {
+    scheme: "",
+    authority: "",
+};
+
+impl<T: TokenSource> OutboundTokens<T> {
+    /// Tokens from `cache` for the audiences `policy` chooses.
+    pub fn new(cache: TokenCache<T>, policy: AudiencePolicy) -> Self {
+        let twice = cache.config().max_audiences.saturating_mul(2);
+        let capacity = usize::try_from(twice)
+            .unwrap_or(usize::MAX)
+            .clamp(64, 65_536);
+        OutboundTokens {
+            cache,
+            policy,
+            routes: Arc::new(Routes {
+                map: ArcSwap::default(),
+                writer: Mutex::new(()),
+                capacity,
+            }),
+        }
+    }
+
+    /// The token cache.
+    pub fn cache(&self) -> &TokenCache<T> {
+        &self.cache
+    }
+
+    /// The audience policy.
+    pub fn policy(&self) -> &AudiencePolicy {
+        &self.policy
+    }
+
+    /// The token for `request`: cached, to fetch (for which audience), or none. Never waits
+    /// and never calls the source; asks for a background refresh when the token is due (see
+    /// [`TokenCache::lookup`]).
+    pub fn lookup<R: OutboundRequest + ?Sized>(&self, request: &R) -> Lookup {
+        let written = if self.policy.is_fixed() {
+            FIXED
+        } else if self.policy.is_origin() {
+            match request.origin_as_written() {
+                Some((scheme, authority)) => Written { scheme, authority },
+                // Not an origin the index can key: the policy decides, the cache looks up.
+                None => return self.lookup_by_audience(request),
+            }
+        } else {
+            return self.lookup_by_audience(request);
+        };
+        if let Some(route) = self.routes.map.load().get(&written) {
+            match route {
+                Route::Refused => return Lookup::NoAudience,
+                Route::To { audience, slot } => {
+                    if let Some(token) = self.cache.lookup_in(slot) {
+                        return Lookup::Cached(token);
+                    }
+                    if slot.is_current() {
+                        return Lookup::Fetch(Arc::clone(audience));
+                    }
+                }
+            }
+        }
+        self.route(request, written)
+    }
+
+    fn lookup_by_audience<R: OutboundRequest + ?Sized>(&self, request: &R) -> Lookup {
+        let Some(audience) = self.policy.select(request) else {
+            return Lookup::NoAudience;
+        };
+        match self.cache.lookup(audience.as_str()) {
+            Some(token) => Lookup::Cached(token),
+            None => Lookup::Fetch(audience.into_arc()),
+        }
+    }
+
+    /// The first request to an origin (or the first after its audience was evicted): the
+    /// policy chooses, the route is remembered.
+    fn route<R: OutboundRequest + ?Sized>(&self, request: &R, written: Written<'_>) -> Lookup {
+        let Some(audience) = self.policy.select(request) else {
+            self.remember(written, Route::Refused);
+            return Lookup::NoAudience;
+        };
+        let audience = audience.into_arc();
+        let slot = self.cache.slot_of(&audience);
+        let found = self.cache.lookup_in(&slot);
+        self.remember(
+            written,
+            Route::To {
+                audience: Arc::clone(&audience),
+                slot,
+            },
+        );
+        match found {
+            Some(token) => Lookup::Cached(token),
+            None => Lookup::Fetch(audience),
+        }
+    }
+
+    fn remember(&self, written: Written<'_>, route: Route) {
+        let routes = &self.routes;
+        let _writer = lock(&routes.writer);
+        let current = routes.map.load_full();
+        let mut map = if current.len() >= routes.capacity {
+            RouteMap::default()
+        } else {
+            (*current).clone()
+        };
+        map.insert(
+            OriginKey {
+                scheme: written.scheme.into(),
+                authority: written.authority.into(),
+            },
+            route,
+        );
+        routes.map.store(Arc::new(map));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::{Duration, SystemTime};
+
+    use http::Request;
+
+    use super::*;
+    use crate::token::{Token, TokenCacheConfig, from_fn};
+
+    fn get(uri: &str) -> Request<()> {
+        Request::get(uri).body(()).unwrap()
+    }
+
+    fn cache(max_audiences: u64) -> TokenCache {
+        let source: Arc<dyn TokenSource> = Arc::new(from_fn(|audience: String| async move {
+            Ok(Token::new(
+                format!("t-{audience}"),
+                SystemTime::now() + Duration::from_secs(3600),
+            ))
+        }));
+        TokenCache::builder(source)
+            .config(TokenCacheConfig::default().max_audiences(max_audiences))
+            .build()
+    }
+
+    async fn warm<T: TokenSource>(tokens: &OutboundTokens<T>, request: &Request<()>) {
+        match tokens.lookup(request) {
+            Lookup::Fetch(audience) => drop(tokens.cache().fetch(audience).await.unwrap()),
+            other => panic!("expected a fetch, got {other:?}"),
+        }
+    }
+
+    fn cached<T: TokenSource>(tokens: &OutboundTokens<T>, request: &Request<()>) -> String {
+        match tokens.lookup(request) {
+            Lookup::Cached(token) => token.header_value().to_str().unwrap().to_owned(),
+            other => panic!("expected a cached token, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_by_origin_as_written_to_the_normalised_audience() {
+        let policy = AudiencePolicy::origin().map("https://billing.internal", "api://billing");
+        let tokens = OutboundTokens::new(cache(100), policy);
+        warm(&tokens, &get("https://billing.internal/a")).await;
+        // Other spellings of the same origin are routes of their own, to the same token.
+        for uri in [
+            "https://billing.internal/b?c",
+            "https://BILLING.internal:443/",
+            "https://user@billing.internal/",
+        ] {
+            assert_eq!(
+                cached(&tokens, &get(uri)),
+                "Bearer t-api://billing",
+                "{uri}"
+            );
+        }
+        assert_eq!(tokens.routes.map.load().len(), 3);
+        assert_eq!(tokens.cache().metrics().fetches, 1);
+        // Unlisted origins are refused, and remembered as refused.
+        for _ in 0..2 {
+            assert!(matches!(
+                tokens.lookup(&get("https://billing.internal:8443/")),
+                Lookup::NoAudience
+            ));
+        }
+        assert_eq!(tokens.routes.map.load().len(), 4);
+        // No origin at all: no token.
+        assert!(matches!(
+            tokens.lookup(&get("/relative")),
+            Lookup::NoAudience
+        ));
+    }
+
+    #[tokio::test]
+    async fn clones_share_the_index_and_a_new_token_needs_no_new_route() {
+        let tokens = OutboundTokens::new(cache(100), AudiencePolicy::any_origin());
+        let clone = tokens.clone();
+        let request = get("https://a.internal/");
+        warm(&tokens, &request).await;
+        assert_eq!(cached(&clone, &request), "Bearer t-https://a.internal");
+        // Dropped from the cache: the route stays and leads to a fetch of the same audience.
+        tokens.cache().invalidate("https://a.internal");
+        match clone.lookup(&request) {
+            Lookup::Fetch(audience) => assert_eq!(&*audience, "https://a.internal"),
+            other => panic!("expected a fetch, got {other:?}"),
+        }
+        tokens.cache().get("https://a.internal").await.unwrap();
+        assert_eq!(cached(&tokens, &request), "Bearer t-https://a.internal");
+        assert_eq!(tokens.routes.map.load().len(), 1);
+        assert_eq!(tokens.cache().metrics().fetches, 2);
+    }
+
+    #[tokio::test]
+    async fn an_evicted_audience_is_routed_again() {
+        let tokens = OutboundTokens::new(cache(2), AudiencePolicy::any_origin());
+        let hosts: Vec<_> = (0..3)
+            .map(|i| get(&format!("https://h{i}.internal/")))
+            .collect();
+        warm(&tokens, &hosts[0]).await;
+        warm(&tokens, &hosts[1]).await;
+        // A third audience evicts one of the first two (the cache holds two).
+        warm(&tokens, &hosts[2]).await;
+        let evicted = hosts[..2]
+            .iter()
+            .position(|host| matches!(tokens.lookup(host), Lookup::Fetch(_)))
+            .unwrap();
+        // Its route led to the evicted slot, so it was looked up again: a fetch into the
+        // cache's new slot, which the route now follows.
+        warm(&tokens, &hosts[evicted]).await;
+        assert!(matches!(tokens.lookup(&hosts[evicted]), Lookup::Cached(_)));
+        assert_eq!(tokens.cache().metrics().fetches, 4);
+        assert_eq!(tokens.cache().metrics().audiences, 2);
+    }
+
+    #[tokio::test]
+    async fn the_index_is_bounded() {
+        let tokens = OutboundTokens::new(cache(1), AudiencePolicy::origin());
+        assert_eq!(tokens.routes.capacity, 64);
+        for i in 0..200 {
+            let request = get(&format!("https://h{i}.internal/"));
+            assert!(matches!(tokens.lookup(&request), Lookup::NoAudience));
+            assert!(tokens.routes.map.load().len() <= 64);
+        }
+    }
+
+    #[tokio::test]
+    async fn fixed_and_function_policies() {
+        let fixed = OutboundTokens::new(cache(100), AudiencePolicy::fixed("api://x"));
+        warm(&fixed, &get("/any")).await;
+        assert_eq!(cached(&fixed, &get("https://other/")), "Bearer t-api://x");
+        let by_header = OutboundTokens::new(
+            cache(100),
+            AudiencePolicy::from_fn(|head| {
+                let target = head.headers.get("x-target")?.to_str().ok()?;
+                Some(format!("api://{target}"))
+            }),
+        );
+        let mut request = get("https://gateway.internal/");
+        assert!(matches!(by_header.lookup(&request), Lookup::NoAudience));
+        request
+            .headers_mut()
+            .insert("x-target", "stock".parse().unwrap());
+        warm(&by_header, &request).await;
+        assert_eq!(cached(&by_header, &request), "Bearer t-api://stock");
+        // A function policy is not indexed: it runs for every request.
+        assert_eq!(by_header.routes.map.load().len(), 0);
+    }
+}
