@@ -11,7 +11,8 @@
 //! - `IssueMiddleware, URL origin mapped`: the default policy, the URL's origin mapped through
 //!   the table to an `api://` id;
 //! - `IssueMiddleware, URL origin as audience`: `any_origin()`, the origin borrowed from the URL;
-//! - `IssueMiddleware, six audiences round-robin`: each call to another host.
+//! - `IssueMiddleware, N audiences round-robin` (6, 100, 1,000): each call to the next of N
+//!   hosts.
 //!
 //! `SWEEPS` and `SLICE_MS` tune the run (defaults 40 × 25 ms).
 
@@ -90,18 +91,18 @@ fn main() {
     let url: Url = "https://billing.internal/invoices/42".parse().unwrap();
 
     let cache = support::outbound_cache();
-    let hosts: Vec<Url> = (0..6)
-        .map(|i| format!("https://host{i}.internal/x").parse().unwrap())
-        .collect();
+    let origins = support::round_robin_origins();
     runtime.block_on(cache.get("api://billing")).unwrap();
     runtime
         .block_on(cache.get("https://billing.internal"))
         .unwrap();
-    for host in &hosts {
-        runtime
-            .block_on(cache.get(host.origin().ascii_serialization().as_str()))
-            .unwrap();
+    for origin in &origins {
+        runtime.block_on(cache.get(origin)).unwrap();
     }
+    let urls: Vec<Url> = origins
+        .iter()
+        .map(|origin| format!("{origin}/x").parse().unwrap())
+        .collect();
     let header = cache
         .cached("api://billing")
         .unwrap()
@@ -120,8 +121,6 @@ fn main() {
         AudiencePolicy::origin().map("https://billing.internal", "api://billing"),
     ));
     let origin = chain(issue(AudiencePolicy::any_origin()));
-    let round_robin = chain(issue(AudiencePolicy::any_origin()));
-    let mut turn = 0;
 
     let cases = vec![
         Case::new("chain only", || one(&chain_only, &url)),
@@ -131,16 +130,30 @@ fn main() {
         Case::new("IssueMiddleware, URL origin as audience", || {
             one(&origin, &url)
         }),
-        Case::new("IssueMiddleware, six audiences round-robin", || {
-            turn = (turn + 1) % hosts.len();
-            one(&round_robin, &hosts[turn])
-        }),
     ];
+    let mut cases = cases;
+    for count in support::ROUND_ROBIN {
+        // One middleware shared by the chains of every count, as one client's would be.
+        let client = chain(issue(AudiencePolicy::any_origin()));
+        let hosts = &urls[..count];
+        let mut turn = 0;
+        cases.push(Case::new(
+            format!("IssueMiddleware, {count} audiences round-robin"),
+            move || {
+                turn = (turn + 1) % hosts.len();
+                one(&client, &hosts[turn])
+            },
+        ));
+    }
     support::run(
         "IssueMiddleware: attach a cached token, per request",
         cases,
         1,
         &Settings::from_env(),
     );
-    assert_eq!(cache.metrics().fetches, 8, "the cache stayed warm");
+    assert_eq!(
+        cache.metrics().fetches,
+        2 + origins.len() as u64,
+        "the cache stayed warm"
+    );
 }

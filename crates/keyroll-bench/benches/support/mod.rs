@@ -179,6 +179,16 @@ pub fn parsed_public_key(
     }
 }
 
+/// The audience counts the outbound benches cycle through.
+pub const ROUND_ROBIN: [usize; 3] = [6, 100, 1000];
+
+/// `https://host{i}.internal` for as many hosts as the largest round robin.
+pub fn round_robin_origins() -> Vec<String> {
+    (0..ROUND_ROBIN[ROUND_ROBIN.len() - 1])
+        .map(|i| format!("https://host{i}.internal"))
+        .collect()
+}
+
 /// The outbound benches' token cache: ES256 tokens of an hour, signed by a local key ring.
 pub fn outbound_cache()
 -> keyroll_core::token::TokenCache<std::sync::Arc<keyroll_core::token::SelfSigned>> {

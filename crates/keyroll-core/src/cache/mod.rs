@@ -74,7 +74,7 @@ mod signing;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -133,6 +133,9 @@ struct Loading {
     ledger: ledger::Ledger,
     /// Kids revoked here ([`KeyCache::revoke`]): disabled in every set, whatever the source says.
     revoked: ArcSwap<Vec<Arc<str>>>,
+    /// Whether `revoked` is not empty: what [`KeyCache::is_revoked`] reads first, since the
+    /// outbound path asks for every token it attaches and revocations are rare.
+    any_revoked: AtomicBool,
 }
 
 /// See [`KeyCache::classify_miss`].
@@ -334,6 +337,7 @@ impl KeyCacheBuilder {
             clock: self.time.clock,
             ledger: ledger::Ledger::default(),
             revoked: ArcSwap::default(),
+            any_revoked: AtomicBool::new(false),
         });
         let for_loads = Arc::clone(&loading);
         let loader: Box<Loader<KeySet, SourceError>> = Box::new(move |previous| {
@@ -820,6 +824,7 @@ impl KeyCache {
             }
             revoked
         });
+        loading.any_revoked.store(true, Ordering::Release);
         // A load that started before the revocation may publish a set without it: let it
         // finish, then mark the current set.
         if let Some(running) = self.inner.slot.flight() {
@@ -846,12 +851,13 @@ impl KeyCache {
 
     /// Whether version `kid` was [revoked](Self::revoke) here.
     pub fn is_revoked(&self, kid: &str) -> bool {
-        self.inner
-            .loading
-            .revoked
-            .load()
-            .iter()
-            .any(|revoked| **revoked == *kid)
+        let loading = &self.inner.loading;
+        loading.any_revoked.load(Ordering::Acquire)
+            && loading
+                .revoked
+                .load()
+                .iter()
+                .any(|revoked| **revoked == *kid)
     }
 
     /// Counts a remote signature that did not verify (see [`CacheMetrics::bad_signatures`]).

@@ -1,7 +1,7 @@
 //! One refreshed value: single-flight loads, stale-if-error, and when to try again.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -104,6 +104,11 @@ pub(crate) struct Errors<E> {
 pub(crate) struct Slot<V, E> {
     label: Arc<str>,
     value: ArcSwapOption<V>,
+    /// Bumped after every change of `value` (and on retiring): a reader that remembered the
+    /// value with the version it read before it may keep using it while this is unchanged.
+    version: AtomicU64,
+    /// Set when the owner let go of the slot (the token cache evicted its audience).
+    retired: AtomicBool,
     state: Mutex<State<V, E>>,
     errors: Errors<E>,
     observer: Option<Arc<Observer<V, E>>>,
@@ -154,6 +159,8 @@ where
         Slot {
             label: label.into(),
             value: ArcSwapOption::empty(),
+            version: AtomicU64::new(0),
+            retired: AtomicBool::new(false),
             state: Mutex::new(State {
                 flight: None,
                 failures: 0,
@@ -185,16 +192,51 @@ where
         self.value.load_full()
     }
 
+    /// The current value with the version it is at least as new as (the version is read
+    /// first): while [`version`](Self::version) still answers that, the value is current.
+    pub(crate) fn versioned(&self) -> (u64, Option<Arc<V>>) {
+        let version = self.version();
+        (version, self.value.load_full())
+    }
+
+    /// See [`versioned`](Self::versioned).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Marks the slot let go of by its owner (and changes its version).
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.changed();
+    }
+
+    /// Whether [`retire`](Self::retire) was called.
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     /// Replaces `current` with `with` if it is still the current value; whether it was.
     pub(crate) fn replace(&self, current: &Arc<V>, with: Arc<V>) -> bool {
         let previous = self.value.compare_and_swap(current, Some(with));
-        previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, current))
+        let replaced = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, current));
+        if replaced {
+            self.changed();
+        }
+        replaced
     }
 
     /// Drops `value` if it is still the current one: the next caller loads anew.
     pub(crate) fn discard(&self, value: &Arc<V>) -> bool {
         let previous = self.value.compare_and_swap(value, None::<Arc<V>>);
-        previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, value))
+        let dropped = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, value));
+        if dropped {
+            self.changed();
+        }
+        dropped
     }
 
     /// Failed loads since the last good one.
@@ -350,6 +392,7 @@ where
         match result {
             Ok(value) => {
                 self.value.store(Some(Arc::clone(value)));
+                self.changed();
                 let mut state = lock(&self.state);
                 state.flight = None;
                 state.failures = 0;

@@ -233,31 +233,10 @@ struct Counters {
     cooldown_rejections: AtomicU64,
 }
 
-type TokenSlot = Slot<CachedToken, TokenError>;
-type Slots = HashMap<Arc<str>, Arc<AudienceSlot>>;
-
-/// One audience's place in the cache: its token (and fetch) slot, and whether the cache has
-/// let go of it (evicted to make room), so that a holder of it (an
-/// [`OutboundTokens`](super::OutboundTokens) route) asks the cache again.
-pub(super) struct AudienceSlot {
-    slot: Arc<TokenSlot>,
-    evicted: AtomicBool,
-}
-
-impl std::ops::Deref for AudienceSlot {
-    type Target = Arc<TokenSlot>;
-
-    fn deref(&self) -> &Arc<TokenSlot> {
-        &self.slot
-    }
-}
-
-impl AudienceSlot {
-    /// Whether the cache still holds it.
-    pub(super) fn is_current(&self) -> bool {
-        !self.evicted.load(Ordering::Acquire)
-    }
-}
+/// One audience's token (and its fetches). An evicted audience's slot is retired, so that a
+/// holder of it (an [`OutboundTokens`](super::OutboundTokens) route) asks the cache again.
+pub(super) type TokenSlot = Slot<CachedToken, TokenError>;
+type Slots = HashMap<Arc<str>, Arc<TokenSlot>>;
 
 /// Tokens per audience from a [`TokenSource`]. Cheap to clone: clones share everything.
 ///
@@ -597,16 +576,10 @@ impl<T: TokenSource> TokenCache<T> {
         self.admit(&token).then_some(token)
     }
 
-    /// [`lookup`](Self::lookup) through a slot held since (`None` too when the cache let go
-    /// of it: ask for the audience's slot again).
-    pub(super) fn lookup_in(&self, slot: &AudienceSlot) -> Option<Arc<CachedToken>> {
-        let token = slot.value_full()?;
-        (slot.is_current() && self.admit(&token)).then_some(token)
-    }
-
     /// The audience's slot, added on first use (for a caller that keeps it, to skip the
-    /// audience lookup next time).
-    pub(super) fn slot_of(&self, audience: &Arc<str>) -> Arc<AudienceSlot> {
+    /// audience lookup next time: see [`Slot::versioned`]; a slot the cache let go of is
+    /// retired).
+    pub(super) fn slot_of(&self, audience: &Arc<str>) -> Arc<TokenSlot> {
         self.inner.slot(audience)
     }
 
@@ -752,7 +725,7 @@ impl<T> Inner<T> {
     }
 
     /// The audience's slot, added (and the table trimmed to `max_audiences`) on first use.
-    fn slot(&self, audience: &Arc<str>) -> Arc<AudienceSlot> {
+    fn slot(&self, audience: &Arc<str>) -> Arc<TokenSlot> {
         if let Some(slot) = self.slots.load().get(audience) {
             return Arc::clone(slot);
         }
@@ -775,10 +748,7 @@ impl<T> Inner<T> {
         let slot = Slot::new(format!("token for `{audience}`"), errors);
         #[cfg(feature = "metrics")]
         let slot = slot.observed(self.metrics.observer());
-        let slot = Arc::new(AudienceSlot {
-            slot: Arc::new(slot),
-            evicted: AtomicBool::new(false),
-        });
+        let slot = Arc::new(slot);
         slots.insert(Arc::clone(audience), Arc::clone(&slot));
         self.slots.store(Arc::new(slots));
         slot
@@ -791,7 +761,9 @@ impl<T> Inner<T> {
         slots.retain(|_, slot| {
             let keep =
                 slot.is_loading() || slot.value().as_ref().is_some_and(|t| now < t.usable_until);
-            slot.evicted.store(!keep, Ordering::Release);
+            if !keep {
+                slot.retire();
+            }
             keep
         });
         while slots.len() >= max {
@@ -804,7 +776,7 @@ impl<T> Inner<T> {
                 break;
             };
             if let Some(slot) = slots.remove(&audience) {
-                slot.evicted.store(true, Ordering::Release);
+                slot.retire();
             }
         }
     }

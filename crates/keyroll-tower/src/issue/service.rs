@@ -39,7 +39,8 @@ use super::layer::IssueLayer;
 /// `error.downcast_ref::<IssueError>()`.
 ///
 /// With a token cached, the inner service is called at once: the token is found through
-/// [`OutboundTokens`]' origin index, shared by every service the layer makes and their clones.
+/// [`OutboundTokens`]' origin index, shared by every service the layer makes and their clones
+/// (each service reads it through its own snapshot, [`OutboundTokens::lookup_local`]).
 /// Otherwise the ready inner service is swapped out for a clone (so `poll_ready`'s reservation
 /// goes with the request) and called once the token arrives.
 pub struct Issue<S, T = Arc<dyn TokenSource>> {
@@ -127,7 +128,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let audience = match self.tokens.lookup(&request) {
+        let audience = match self.tokens.lookup_local(&request) {
             Lookup::Cached(token) => {
                 attach(&mut request, &token);
                 return ResponseFuture::calling(self.inner.call(request), token);
