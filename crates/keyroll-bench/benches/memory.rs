@@ -1,5 +1,5 @@
-//! Memory: live heap bytes per verified-token-cache entry, per key version held, and per cached
-//! outbound token, counted by an instrumented global allocator (`stats_alloc`) around filling
+//! Memory: live heap bytes per verified-token-cache entry, per key version held, per cached
+//! outbound token and per route in an outbound middleware's origin index, counted by an instrumented global allocator (`stats_alloc`) around filling
 //! each structure with many entries (the structure's own growth included), divided by the count.
 //! aws-lc allocates a parsed public key with C `malloc`, outside Rust's allocator, so the figure
 //! for a key version leaves that part out (the key's JWK, its metadata and keyroll's
@@ -16,7 +16,7 @@ use axum::body::Body;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request};
 use keyroll_core::jwt::{Issuer, TokenTemplate, Validation};
-use keyroll_core::token::{SelfSigned, TokenCache};
+use keyroll_core::token::{AudiencePolicy, Lookup, OutboundTokens, SelfSigned, TokenCache};
 use keyroll_core::{Algorithm, KeyCache, LocalKey, LocalKeyRing, StaticKeys};
 use keyroll_tower::validate::{TokenCacheConfig, ValidateLayer};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -121,6 +121,21 @@ fn outbound_tokens(runtime: &tokio::runtime::Runtime, count: usize) {
     });
     println!(
         "| cached outbound token (ES256 token of {token_len} bytes) | {:.0} B |",
+        live / count as f64
+    );
+    // The origin index of a middleware over that cache: one route per origin, to its token.
+    let tokens = OutboundTokens::new(cache, AudiencePolicy::any_origin());
+    let requests: Vec<Request<()>> = audiences[..count]
+        .iter()
+        .map(|origin| Request::get(format!("{origin}/x")).body(()).unwrap())
+        .collect();
+    let ((), live) = live_bytes_during(|| {
+        for request in &requests {
+            assert!(matches!(tokens.lookup(request), Lookup::Cached(_)));
+        }
+    });
+    println!(
+        "| outbound route (an origin in `OutboundTokens`' index) | {:.0} B |",
         live / count as f64
     );
 }
