@@ -142,6 +142,32 @@ async fn outage_serves_last_good_set_until_max_stale_then_recovers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn urgent_retries_start_on_time_when_a_routine_retry_would_come_after_max_stale() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    // Refresh every 5 minutes, serve at most 10: urgent from 9 minutes (nine tenths).
+    let config = KeyCacheConfig::default()
+        .refresh_interval(Duration::from_secs(300))
+        .refresh_jitter(0.0)
+        .max_stale(Duration::from_secs(600));
+    let cache = cache(Arc::clone(&source), &clock, config);
+    cache.ready().await.unwrap();
+    source.failing.store(true, Ordering::SeqCst);
+    // The refresh at 5 minutes fails; its routine retry would come at 10, when the set goes
+    // stale. The background task wakes at 9 instead and retries with backoff (1 s, 2 s, …).
+    tokio::time::sleep(Duration::from_secs(539)).await;
+    assert_eq!(source.loads(), 2, "the first load and the failed refresh");
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(source.loads() >= 5, "urgent retries from 9 minutes on");
+    // The vault comes back before 10 minutes: the next urgent retry refreshes in time.
+    source.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(cache.is_ready(), "never stale");
+    assert_eq!(cache.metrics().consecutive_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn never_loaded_is_unavailable() {
     let clock = TokioClock::default();
     let source = Arc::new(CountingSource::default());

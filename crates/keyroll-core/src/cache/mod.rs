@@ -949,14 +949,19 @@ impl Inner {
     }
 
     /// When the background task should load next: the retry point after a failure, else
-    /// the set's planned refresh (now, on a cold cache).
+    /// the set's planned refresh (now, on a cold cache); while the set is fresh, no later
+    /// than when it turns urgent (a routine retry may fall after that, even after
+    /// `max_stale`, and the urgent retries must start on time).
     fn next_load(&self, need: Need, now: SystemTime) -> SystemTime {
-        self.slot.retry_at(need).unwrap_or_else(|| {
-            self.slot
-                .value()
-                .as_deref()
-                .map_or(now, |set| set.schedule().refresh_at)
-        })
+        let set = self.slot.value();
+        let planned = self
+            .slot
+            .retry_at(need)
+            .unwrap_or_else(|| set.as_deref().map_or(now, |set| set.schedule().refresh_at));
+        match (need, set.as_deref()) {
+            (Need::Routine, Some(set)) => planned.min(set.schedule().urgent_at),
+            _ => planned,
+        }
     }
 }
 
