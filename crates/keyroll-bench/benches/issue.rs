@@ -79,21 +79,12 @@ fn main() {
 
     let cache = support::outbound_cache();
     // Warm: one token per audience the cases use.
-    let origins = support::round_robin_origins();
-    for audience in [
+    let warm = [
         "api://billing",
         "https://billing.internal",
         "https://payments.internal",
-    ] {
-        runtime.block_on(cache.get(audience)).unwrap();
-    }
-    for origin in &origins {
-        runtime.block_on(cache.get(origin)).unwrap();
-    }
-    let uris: Vec<Uri> = origins
-        .iter()
-        .map(|origin| format!("{origin}/x").parse().unwrap())
-        .collect();
+    ];
+    let uris: Vec<Uri> = support::warm_round_robin(&runtime, &cache, &warm);
     let header = cache
         .cached("api://billing")
         .unwrap()
@@ -160,7 +151,7 @@ fn main() {
     );
     assert_eq!(
         cache.metrics().fetches,
-        3 + origins.len() as u64,
+        (warm.len() + uris.len()) as u64,
         "the cache stayed warm"
     );
 }

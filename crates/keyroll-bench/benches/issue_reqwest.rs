@@ -91,18 +91,8 @@ fn main() {
     let url: Url = "https://billing.internal/invoices/42".parse().unwrap();
 
     let cache = support::outbound_cache();
-    let origins = support::round_robin_origins();
-    runtime.block_on(cache.get("api://billing")).unwrap();
-    runtime
-        .block_on(cache.get("https://billing.internal"))
-        .unwrap();
-    for origin in &origins {
-        runtime.block_on(cache.get(origin)).unwrap();
-    }
-    let urls: Vec<Url> = origins
-        .iter()
-        .map(|origin| format!("{origin}/x").parse().unwrap())
-        .collect();
+    let warm = ["api://billing", "https://billing.internal"];
+    let urls: Vec<Url> = support::warm_round_robin(&runtime, &cache, &warm);
     let header = cache
         .cached("api://billing")
         .unwrap()
@@ -153,7 +143,7 @@ fn main() {
     );
     assert_eq!(
         cache.metrics().fetches,
-        2 + origins.len() as u64,
+        (warm.len() + urls.len()) as u64,
         "the cache stayed warm"
     );
 }

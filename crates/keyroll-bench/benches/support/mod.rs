@@ -182,10 +182,29 @@ pub fn parsed_public_key(
 /// The audience counts the outbound benches cycle through.
 pub const ROUND_ROBIN: [usize; 3] = [6, 100, 1000];
 
-/// `https://host{i}.internal` for as many hosts as the largest round robin.
-pub fn round_robin_origins() -> Vec<String> {
-    (0..ROUND_ROBIN[ROUND_ROBIN.len() - 1])
+/// `https://host{i}.internal/x` for as many hosts as the largest round robin, each origin's
+/// token fetched into `cache` (with `also`'s audiences).
+pub fn warm_round_robin<T: std::str::FromStr>(
+    runtime: &tokio::runtime::Runtime,
+    cache: &keyroll_core::token::TokenCache<impl keyroll_core::token::TokenSource>,
+    also: &[&str],
+) -> Vec<T>
+where
+    T::Err: std::fmt::Debug,
+{
+    let origins: Vec<String> = (0..ROUND_ROBIN[ROUND_ROBIN.len() - 1])
         .map(|i| format!("https://host{i}.internal"))
+        .collect();
+    for audience in also
+        .iter()
+        .copied()
+        .chain(origins.iter().map(String::as_str))
+    {
+        runtime.block_on(cache.get(audience)).unwrap();
+    }
+    origins
+        .iter()
+        .map(|origin| format!("{origin}/x").parse().unwrap())
         .collect()
 }
 
