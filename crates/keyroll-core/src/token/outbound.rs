@@ -177,8 +177,8 @@ impl Equivalent<OriginKey> for Written<'_> {
 }
 
 /// The key of a fixed audience's one route (every request gets the same audience). Not
-/// empty strings: comparing an empty `&'static str` (a dangling pointer) with glibc's
-/// `memcmp` measured 40 times slower than comparing a short one.
+/// empty strings: with them a lookup measured four times slower, all of it in glibc's
+/// `memcmp` comparing the two empty strings.
 const FIXED: Written<'static> = Written {
     scheme: "fixed",
     authority: "*",
@@ -263,29 +263,25 @@ impl<T: TokenSource> OutboundTokens<T> {
         request: &R,
         written: Written<'_>,
     ) -> Lookup {
-        if let Some(route) = map.get(&written) {
-            match route {
-                Route::Refused => return Lookup::NoAudience,
-                Route::To {
-                    seen: Some((version, token)),
-                    slot,
-                    ..
-                } if slot.version() == *version => {
-                    if self.cache.admit(token) {
-                        return Lookup::Cached(Arc::clone(token));
-                    }
-                }
-                Route::To { audience, slot, .. } if !slot.is_retired() => {
-                    return self.follow(written, audience, slot);
-                }
-                // Evicted: routed again below.
-                Route::To { .. } => {}
+        match map.get(&written) {
+            Some(Route::Refused) => Lookup::NoAudience,
+            Some(Route::To {
+                seen: Some((version, token)),
+                slot,
+                ..
+            }) if slot.version() == *version && self.cache.admit(token) => {
+                Lookup::Cached(Arc::clone(token))
             }
+            Some(Route::To { audience, slot, .. }) if !slot.is_retired() => {
+                self.follow(written, audience, slot)
+            }
+            // New, or its audience was evicted.
+            _ => self.route(request, written),
         }
-        self.route(request, written)
     }
 
-    /// The token in `slot` (changed since the route saw it), the route updated to it.
+    /// The token in `slot` (changed since the route saw it, or not admitted), the route
+    /// updated to it.
     fn follow(&self, written: Written<'_>, audience: &Arc<str>, slot: &Arc<TokenSlot>) -> Lookup {
         let (version, token) = slot.versioned();
         let Some(token) = token.filter(|token| self.cache.admit(token)) else {
