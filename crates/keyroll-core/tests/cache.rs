@@ -215,6 +215,38 @@ async fn a_disabled_version_stops_validating_at_refresh_now() {
     assert_eq!(cache.validation_set().await.unwrap().len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn validates_at_agrees_with_lookup_at() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    source.add("k2", &clock);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    let agree = |kid: &str| {
+        let now = cache.now();
+        let valid = matches!(
+            cache.lookup_at(KeyRef::Kid(kid), now),
+            Ok(Some(KeyLookup::Valid(_)))
+        );
+        assert_eq!(cache.validates_at(KeyRef::Kid(kid), now), valid, "{kid}");
+        valid
+    };
+    // Nothing loaded yet: no version validates.
+    assert!(!agree("k1"));
+    cache.ready().await.unwrap();
+    assert!(agree("k1"));
+    assert!(agree("k2"));
+    assert!(!agree("unknown"));
+    source.disable("k1");
+    cache.refresh_now().await.unwrap();
+    assert!(!agree("k1"));
+    assert!(agree("k2"));
+    // Past max_stale with the source down: nothing validates.
+    source.failing.store(true, Ordering::SeqCst);
+    tokio::time::advance(KeyCacheConfig::default().max_stale + Duration::from_secs(1)).await;
+    assert!(!agree("k2"));
+}
+
 #[derive(Debug)]
 struct PanickingSource;
 

@@ -136,11 +136,23 @@ impl KeySet {
 
     /// Looks a version up and classifies it under `policy` at `now`.
     pub fn lookup(&self, key: KeyRef<'_>, policy: &RotationPolicy, now: SystemTime) -> KeyLookup {
-        let found = match key {
+        classify(self.find(key), policy, now)
+    }
+
+    /// Whether the version `key` names validates under `policy` at `now` (what
+    /// [`lookup`](Self::lookup) tells as [`KeyLookup::Valid`]), without handing out the
+    /// version: nothing is cloned, so no reference count is written and threads asking at once
+    /// share no written cache line.
+    pub fn validates(&self, key: KeyRef<'_>, policy: &RotationPolicy, now: SystemTime) -> bool {
+        self.find(key)
+            .is_some_and(|version| policy.validates(version, now))
+    }
+
+    fn find(&self, key: KeyRef<'_>) -> Option<&Arc<KeyVersion>> {
+        match key {
             KeyRef::Kid(kid) => self.by_kid.get(kid),
             KeyRef::X5t(x5t) => self.by_x5t.get(x5t.trim_end_matches('=')),
-        };
-        classify(found, policy, now)
+        }
     }
 
     /// Looks up the newest version with this id whose key verifies `algorithm`, and

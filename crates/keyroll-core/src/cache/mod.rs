@@ -552,6 +552,28 @@ impl KeyCache {
         key: KeyRef<'_>,
         now: SystemTime,
     ) -> Result<Option<KeyLookup>, KeyCacheError> {
+        self.in_served_set(now, |set| set.lookup(key, &self.config().policy, now))
+    }
+
+    /// Whether the version `key` names validates at `now` in the set
+    /// [`lookup_at`](Self::lookup_at) would serve (`false` whenever `lookup_at` would not
+    /// answer [`KeyLookup::Valid`]: no set loaded, past `max_stale`, a refresh due with the
+    /// background task down, an unknown or invalid version). What a cache of verified tokens
+    /// asks on each hit: it clones nothing ([`KeySet::validates`]), so hits on many threads
+    /// write no shared cache line.
+    pub fn validates_at(&self, key: KeyRef<'_>, now: SystemTime) -> bool {
+        matches!(
+            self.in_served_set(now, |set| set.validates(key, &self.config().policy, now)),
+            Ok(Some(true))
+        )
+    }
+
+    /// `read` over the set served at `now`, as [`lookup_at`](Self::lookup_at) describes.
+    fn in_served_set<T>(
+        &self,
+        now: SystemTime,
+        read: impl FnOnce(&KeySet) -> T,
+    ) -> Result<Option<T>, KeyCacheError> {
         let snapshot = self.inner.slot.value();
         let Some(set) = snapshot.as_deref() else {
             return Ok(None);
@@ -573,7 +595,7 @@ impl KeyCache {
         {
             return Ok(None);
         }
-        Ok(Some(set.lookup(key, &self.config().policy, now)))
+        Ok(Some(read(set)))
     }
 
     fn age(&self, set: &KeySet, now: SystemTime) -> Duration {
