@@ -506,11 +506,12 @@ impl Verifier {
         // refused by a cheap check allocates nothing it does not need.
         let segments = split(token, self.max_token_len)?;
         let known_headers = self.headers.entries();
-        let mut header_buffer = buffer::<512>();
+        let mut header_buffer;
         let header_json;
         let (header, header_known) = match known_headers.iter().find(|e| e.is(segments.header)) {
             Some(entry) => (entry.header(), true),
             None => {
+                header_buffer = buffer::<512>();
                 header_json = decode_into(segments.header, &mut header_buffer)?;
                 (parse_header(&header_json)?, false)
             }
