@@ -376,7 +376,10 @@ fn main() {
     let settings = Settings::from_env();
     let only = std::env::var("ALGORITHM").ok();
     for algorithm in [Algorithm::RS256, Algorithm::ES256] {
-        if only.as_deref().is_some_and(|only| only != algorithm.as_str()) {
+        if only
+            .as_deref()
+            .is_some_and(|only| only != algorithm.as_str())
+        {
             continue;
         }
         bench(algorithm, &runtime, &settings);

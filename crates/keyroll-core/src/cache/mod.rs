@@ -82,6 +82,7 @@ use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 
 pub use self::config::KeyCacheConfig;
+pub(crate) use self::key_set::Found;
 use self::key_set::Schedule;
 pub use self::key_set::{KeyLookup, KeyRef, KeySet};
 pub use self::ledger::SignedBy;
@@ -571,6 +572,18 @@ impl KeyCache {
             self.in_served_set(now, |set| set.validates(key, &self.config().policy, now)),
             Ok(Some(true))
         )
+    }
+
+    /// [`lookup_at`](Self::lookup_at), the answer lent to `read` (the version is not cloned).
+    pub(crate) fn lookup_lent_at<T>(
+        &self,
+        key: KeyRef<'_>,
+        now: SystemTime,
+        read: impl FnOnce(Found<'_>) -> T,
+    ) -> Result<Option<T>, KeyCacheError> {
+        self.in_served_set(now, |set| {
+            read(set.find_lent(key, &self.config().policy, now))
+        })
     }
 
     /// `read` over the set served at `now`, as [`lookup_at`](Self::lookup_at) describes.

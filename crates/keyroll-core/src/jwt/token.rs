@@ -192,13 +192,23 @@ pub(crate) fn parse_header(json: &[u8]) -> Result<Header<'_>, InvalidToken> {
 
 /// Parses a decoded payload's registered claims.
 pub(crate) fn parse_claims(json: &[u8]) -> Result<BorrowedClaims<'_>, InvalidToken> {
-    let malformed = || {
-        invalid(InvalidReason::Malformed(
-            "the payload is not a JSON object with valid claims",
-        ))
-    };
-    let json = std::str::from_utf8(json).map_err(|_| malformed())?;
-    BorrowedClaims::parse(json).map_err(|_| malformed())
+    parse_claims_text(payload_text(json)?)
+}
+
+fn malformed_payload() -> InvalidToken {
+    invalid(InvalidReason::Malformed(
+        "the payload is not a JSON object with valid claims",
+    ))
+}
+
+/// The payload as text (JSON is UTF-8), refused as [`parse_claims`] refuses it.
+pub(crate) fn payload_text(json: &[u8]) -> Result<&str, InvalidToken> {
+    std::str::from_utf8(json).map_err(|_| malformed_payload())
+}
+
+/// [`parse_claims`] of a payload already known to be text.
+pub(crate) fn parse_claims_text(json: &str) -> Result<BorrowedClaims<'_>, InvalidToken> {
+    BorrowedClaims::parse(json).map_err(|_| malformed_payload())
 }
 
 impl Segments<'_> {

@@ -1,6 +1,7 @@
 //! A small index for the current thread, for data kept once per thread so that threads
 //! write no cache line in common: the verified-token cache keeps each token's claims once per
-//! slot, and a hit clones its own slot's copy.
+//! slot, and a hit clones its own slot's copy; the layer keeps its realm once per slot for the
+//! claims of accepted requests.
 //!
 //! Slots are dense: `thread_local` recycles the ids of exited threads and keeps their values,
 //! so a thread that starts after another exited takes over its slot, and the slots in use stay
