@@ -434,7 +434,8 @@ async fn the_longest_durations_a_file_can_hold_panic_nowhere() {
     let verifier = Verifier::new([Issuer::new(keys.clone(), validation.clone())]);
     verifier.verify(&minted.token).await.unwrap();
 
-    // The verified-token cache keeps such a token as long as moka allows: a hit, no panic.
+    // The verified-token cache keeps such a token (its life beyond what a clock holds): a hit,
+    // no panic.
     let verified: validate::TokenCacheConfig = read(&format!("max_ttl = {FOREVER}"));
     let layer = ValidateLayer::builder()
         .issuer(Issuer::new(keys, validation))

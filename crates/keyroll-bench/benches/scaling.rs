@@ -104,7 +104,9 @@ fn cases(algorithm: Algorithm, runtime: &tokio::runtime::Runtime) -> Vec<Case> {
     let through = move |layer: ValidateLayer, bearer: HeaderValue| {
         move || -> Box<dyn FnMut() + Send> {
             let mut service = layer.layer(inner);
-            let bearer = bearer.clone();
+            // Each thread's own copy: a clone would share one reference count between the
+            // threads, which a server's requests (each parsed from its connection) never do.
+            let bearer = HeaderValue::from_bytes(bearer.as_bytes()).unwrap();
             Box::new(move || {
                 let request = Request::builder()
                     .header(AUTHORIZATION, bearer.clone())

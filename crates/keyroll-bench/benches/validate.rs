@@ -14,7 +14,9 @@
 //! - rejected tokens through the layer: malformed, untrusted issuer, wrong audience, expired,
 //!   unknown kid (negative-cached), bad signature (the one rejection that costs a verify).
 //!
-//! `SWEEPS` and `SLICE_MS` tune the run (defaults 40 × 25 ms; about a minute in all).
+//! `SWEEPS` and `SLICE_MS` tune the run (defaults 40 × 25 ms; about a minute in all). For
+//! profiling, `FILTER` keeps the floor and the cases whose name contains it, and `ALGORITHM`
+//! (`RS256` or `ES256`) runs one algorithm.
 
 // A benchmark may panic on setup failures: they are not library code.
 #![allow(clippy::unwrap_used)]
@@ -372,7 +374,14 @@ fn main() {
         .unwrap();
     let _guard = runtime.enter();
     let settings = Settings::from_env();
+    let only = std::env::var("ALGORITHM").ok();
     for algorithm in [Algorithm::RS256, Algorithm::ES256] {
+        if only
+            .as_deref()
+            .is_some_and(|only| only != algorithm.as_str())
+        {
+            continue;
+        }
         bench(algorithm, &runtime, &settings);
     }
 }

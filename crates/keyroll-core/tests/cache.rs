@@ -241,6 +241,95 @@ async fn a_disabled_version_stops_validating_at_refresh_now() {
     assert_eq!(cache.validation_set().await.unwrap().len(), 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn validates_at_agrees_with_lookup_at() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    source.add("k2", &clock);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    let agree = |kid: &str| {
+        let now = cache.now();
+        let valid = matches!(
+            cache.lookup_at(KeyRef::Kid(kid), now),
+            Ok(Some(KeyLookup::Valid(_)))
+        );
+        assert_eq!(cache.validates_at(KeyRef::Kid(kid), now), valid, "{kid}");
+        valid
+    };
+    // Nothing loaded yet: no version validates.
+    assert!(!agree("k1"));
+    cache.ready().await.unwrap();
+    assert!(agree("k1"));
+    assert!(agree("k2"));
+    assert!(!agree("unknown"));
+    source.disable("k1");
+    cache.refresh_now().await.unwrap();
+    assert!(!agree("k1"));
+    assert!(agree("k2"));
+    // Past max_stale with the source down: nothing validates.
+    source.failing.store(true, Ordering::SeqCst);
+    tokio::time::advance(KeyCacheConfig::default().max_stale + Duration::from_secs(1)).await;
+    assert!(!agree("k2"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_negative_cache_keeps_its_bound() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let config = KeyCacheConfig::default().negative_cache(Duration::from_secs(3600), 2);
+    let cooldown = config.unknown_kid_cooldown;
+    let cache = cache(Arc::clone(&source), &clock, config);
+    cache.ready().await.unwrap();
+    let unknown = async |kid: &str| {
+        assert!(matches!(
+            cache.find(KeyRef::Kid(kid)).await.unwrap(),
+            KeyLookup::Unknown
+        ));
+    };
+    // Three refreshes miss three kids; the third finds the cache full of live entries and
+    // starts over, keeping only itself.
+    for kid in ["ghost-1", "ghost-2", "ghost-3"] {
+        tokio::time::advance(cooldown).await;
+        unknown(kid).await;
+    }
+    let loads = source.loads();
+    assert_eq!(loads, 4);
+    tokio::time::advance(cooldown).await;
+    unknown("ghost-3").await;
+    assert_eq!((source.loads(), cache.metrics().negative_hits), (loads, 1));
+    // ghost-1 was let go: past the cooldown it may refresh again.
+    unknown("ghost-1").await;
+    assert_eq!(source.loads(), loads + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn negative_hits_on_the_sync_path_are_counted_exactly_across_threads() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    source.add("k1", &clock);
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    cache.ready().await.unwrap();
+    assert!(matches!(
+        cache.find(KeyRef::Kid("ghost")).await.unwrap(),
+        KeyLookup::Unknown
+    ));
+    let now = cache.now();
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..1000 {
+                    assert!(cache.miss_is_settled_at(KeyRef::Kid("ghost"), now));
+                }
+            });
+        }
+    });
+    let metrics = cache.metrics();
+    assert_eq!((metrics.negative_hits, metrics.kid_misses), (4000, 4001));
+    assert_eq!(source.loads(), 2);
+}
+
 #[derive(Debug)]
 struct PanickingSource;
 

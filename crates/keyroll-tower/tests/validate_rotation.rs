@@ -305,3 +305,75 @@ async fn token_cache_honours_the_issuers_max_age() {
     assert_eq!(answer.challenge().unwrap(), invalid("the token is too old"));
     assert_eq!(layer.metrics().cache_hits, 1);
 }
+
+#[tokio::test]
+async fn token_cache_keeps_at_most_its_capacity_dropping_the_oldest_first() {
+    let fixture =
+        Fixture::with(|b| b.token_cache(TokenCacheConfig::new(3, Duration::from_secs(3600))));
+    let tokens: Vec<String> = (0..5)
+        .map(|i| {
+            let mut claims = fixture.claims();
+            claims["jti"] = format!("token-{i}").into();
+            sign(&fixture.source.key("ec"), &header("ES256", "ec"), &claims)
+        })
+        .collect();
+    for token in &tokens {
+        assert_eq!(fixture.bearer(token).await.status, StatusCode::OK);
+    }
+    assert_eq!(fixture.layer.metrics().cache_hits, 0);
+    // The three newest are cached.
+    for token in tokens[2..].iter().rev() {
+        assert_eq!(fixture.bearer(token).await.status, StatusCode::OK);
+    }
+    assert_eq!(fixture.layer.metrics().cache_hits, 3);
+    // The two oldest went: verified again, each taking the place of the oldest cached one.
+    assert_eq!(fixture.bearer(&tokens[0]).await.status, StatusCode::OK);
+    assert_eq!(fixture.layer.metrics().cache_hits, 3);
+    assert_eq!(fixture.bearer(&tokens[0]).await.status, StatusCode::OK);
+    assert_eq!(fixture.layer.metrics().cache_hits, 4);
+    // tokens[2] was the oldest cached: it made room for tokens[0].
+    assert_eq!(fixture.bearer(&tokens[2]).await.status, StatusCode::OK);
+    assert_eq!(fixture.layer.metrics().cache_hits, 4);
+    let metrics = fixture.layer.metrics();
+    assert_eq!((metrics.accepted, metrics.rejected_total()), (11, 0));
+}
+
+#[tokio::test]
+async fn token_cache_entries_live_at_most_max_ttl_on_the_issuers_clock() {
+    let fixture =
+        Fixture::with(|b| b.token_cache(TokenCacheConfig::new(10, Duration::from_secs(60))));
+    // Valid for an hour; the cache keeps it a minute.
+    let token = fixture.token("ec");
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    fixture.clock.advance(Duration::from_secs(60));
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(fixture.layer.metrics().cache_hits, 1);
+    // Past the minute: verified again (and cached again), not served from the old entry.
+    fixture.clock.advance(Duration::from_secs(1));
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(fixture.layer.metrics().cache_hits, 1);
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(fixture.layer.metrics().cache_hits, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn token_cache_hits_on_many_threads_are_counted_exactly() {
+    let fixture = Arc::new(cached_fixture());
+    let token: Arc<str> = fixture.token("ec").into();
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    let tasks = (0..4).map(|_| {
+        let (fixture, token) = (Arc::clone(&fixture), Arc::clone(&token));
+        tokio::spawn(async move {
+            for _ in 0..250 {
+                let answer = fixture.bearer(&token).await;
+                assert_eq!(answer.status, StatusCode::OK);
+                assert_eq!(answer.body, "orders");
+            }
+        })
+    });
+    for task in join_all(tasks).await {
+        task.unwrap();
+    }
+    let metrics = fixture.layer.metrics();
+    assert_eq!((metrics.accepted, metrics.cache_hits), (1001, 1000));
+}

@@ -52,6 +52,26 @@ pub enum KeyLookup {
     Unknown,
 }
 
+/// A lookup's answer with the version lent from the snapshot instead of cloned: the
+/// verifier's hot path, which so writes no reference count that threads share.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Found<'a> {
+    Valid(&'a KeyVersion),
+    NotValid,
+    Unknown,
+}
+
+impl KeyLookup {
+    /// This answer, lent.
+    pub(crate) fn lent(&self) -> Found<'_> {
+        match self {
+            KeyLookup::Valid(version) => Found::Valid(version),
+            KeyLookup::NotValid(_) => Found::NotValid,
+            KeyLookup::Unknown => Found::Unknown,
+        }
+    }
+}
+
 /// A version reference from a token header.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -136,11 +156,37 @@ impl KeySet {
 
     /// Looks a version up and classifies it under `policy` at `now`.
     pub fn lookup(&self, key: KeyRef<'_>, policy: &RotationPolicy, now: SystemTime) -> KeyLookup {
-        let found = match key {
+        classify(self.find(key), policy, now)
+    }
+
+    /// [`lookup`](Self::lookup), the version lent.
+    pub(crate) fn find_lent(
+        &self,
+        key: KeyRef<'_>,
+        policy: &RotationPolicy,
+        now: SystemTime,
+    ) -> Found<'_> {
+        match self.find(key) {
+            Some(version) if policy.validates(version, now) => Found::Valid(version),
+            Some(_) => Found::NotValid,
+            None => Found::Unknown,
+        }
+    }
+
+    /// Whether the version `key` names validates under `policy` at `now` (what
+    /// [`lookup`](Self::lookup) tells as [`KeyLookup::Valid`]), without handing out the
+    /// version: nothing is cloned, so no reference count is written and threads asking at once
+    /// share no written cache line.
+    pub fn validates(&self, key: KeyRef<'_>, policy: &RotationPolicy, now: SystemTime) -> bool {
+        self.find(key)
+            .is_some_and(|version| policy.validates(version, now))
+    }
+
+    fn find(&self, key: KeyRef<'_>) -> Option<&Arc<KeyVersion>> {
+        match key {
             KeyRef::Kid(kid) => self.by_kid.get(kid),
             KeyRef::X5t(x5t) => self.by_x5t.get(x5t.trim_end_matches('=')),
-        };
-        classify(found, policy, now)
+        }
     }
 
     /// Looks up the newest version with this id whose key verifies `algorithm`, and

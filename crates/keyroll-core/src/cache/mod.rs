@@ -82,6 +82,7 @@ use arc_swap::ArcSwap;
 use tokio::runtime::Handle;
 
 pub use self::config::KeyCacheConfig;
+pub(crate) use self::key_set::Found;
 use self::key_set::Schedule;
 pub use self::key_set::{KeyLookup, KeyRef, KeySet};
 pub use self::ledger::SignedBy;
@@ -114,6 +115,11 @@ struct Inner {
     /// `None` when background refresh is off.
     background: Option<Background>,
     misses: Mutex<MissState>,
+    /// Unknown kids a refresh did not find, with when each stops being remembered. Read
+    /// without a lock (a flood of such kids is refused writing nothing shared but counters);
+    /// written under `misses`, so the bound holds. Hashed with a per-process key: the kids come
+    /// from untrusted tokens.
+    negative: papaya::HashMap<Box<str>, SystemTime>,
     signers: Mutex<Signers>,
     /// A failed sign holding the others (see `signing`).
     held: Mutex<Option<signing::Hold>>,
@@ -148,7 +154,6 @@ enum Miss {
 #[derive(Default)]
 struct MissState {
     last_refresh: Option<SystemTime>,
-    negative: HashMap<String, SystemTime>,
 }
 
 /// Signers by kid, for the versions of the set with this generation.
@@ -364,6 +369,7 @@ impl KeyCacheBuilder {
             slot: Arc::new(slot),
             background: self.background.then(Background::default),
             misses: Mutex::new(MissState::default()),
+            negative: papaya::HashMap::new(),
             signers: Mutex::new(Signers::default()),
             held: Mutex::new(None),
             counters: Counters::default(),
@@ -556,6 +562,40 @@ impl KeyCache {
         key: KeyRef<'_>,
         now: SystemTime,
     ) -> Result<Option<KeyLookup>, KeyCacheError> {
+        self.in_served_set(now, |set| set.lookup(key, &self.config().policy, now))
+    }
+
+    /// Whether the version `key` names validates at `now` in the set
+    /// [`lookup_at`](Self::lookup_at) would serve (`false` whenever `lookup_at` would not
+    /// answer [`KeyLookup::Valid`]: no set loaded, past `max_stale`, a refresh due with the
+    /// background task down, an unknown or invalid version). What a cache of verified tokens
+    /// asks on each hit: it clones nothing ([`KeySet::validates`]), so hits on many threads
+    /// write no shared cache line.
+    pub fn validates_at(&self, key: KeyRef<'_>, now: SystemTime) -> bool {
+        matches!(
+            self.in_served_set(now, |set| set.validates(key, &self.config().policy, now)),
+            Ok(Some(true))
+        )
+    }
+
+    /// [`lookup_at`](Self::lookup_at), the answer lent to `read` (the version is not cloned).
+    pub(crate) fn lookup_lent_at<T>(
+        &self,
+        key: KeyRef<'_>,
+        now: SystemTime,
+        read: impl FnOnce(Found<'_>) -> T,
+    ) -> Result<Option<T>, KeyCacheError> {
+        self.in_served_set(now, |set| {
+            read(set.find_lent(key, &self.config().policy, now))
+        })
+    }
+
+    /// `read` over the set served at `now`, as [`lookup_at`](Self::lookup_at) describes.
+    fn in_served_set<T>(
+        &self,
+        now: SystemTime,
+        read: impl FnOnce(&KeySet) -> T,
+    ) -> Result<Option<T>, KeyCacheError> {
         let snapshot = self.inner.slot.value();
         let Some(set) = snapshot.as_deref() else {
             return Ok(None);
@@ -577,7 +617,7 @@ impl KeyCache {
         {
             return Ok(None);
         }
-        Ok(Some(set.lookup(key, &self.config().policy, now)))
+        Ok(Some(read(set)))
     }
 
     fn age(&self, set: &KeySet, now: SystemTime) -> Duration {
@@ -662,13 +702,13 @@ impl KeyCache {
     /// [`lookup_at`](Self::lookup_at).
     pub fn miss_is_settled_at(&self, key: KeyRef<'_>, now: SystemTime) -> bool {
         let counters = &self.inner.counters;
-        let settled = match self.classify_miss(&lock(&self.inner.misses), key_id(key), now) {
-            Miss::Negative => {
-                counters.negative_hits.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Miss::Cooling(running) => running.is_none(),
-            Miss::Due => false,
+        let id = key_id(key);
+        // The flood case first, without the lock: a kid a refresh already missed.
+        let settled = if self.is_negative(id, now) {
+            counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            self.settled_without_load(&lock(&self.inner.misses), id, now)
         };
         if settled {
             counters.kid_misses.fetch_add(1, Ordering::Relaxed);
@@ -676,10 +716,32 @@ impl KeyCache {
         settled
     }
 
+    /// For [`miss_is_settled_at`](Self::miss_is_settled_at), under the miss lock.
+    fn settled_without_load(&self, misses: &MissState, id: &str, now: SystemTime) -> bool {
+        match self.classify_miss(misses, id, now) {
+            Miss::Negative => {
+                let counters = &self.inner.counters;
+                counters.negative_hits.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Miss::Cooling(running) => running.is_none(),
+            Miss::Due => false,
+        }
+    }
+
+    /// Whether a refresh missed `id` within `negative_ttl` of `now`.
+    fn is_negative(&self, id: &str, now: SystemTime) -> bool {
+        self.inner
+            .negative
+            .pin()
+            .get(id)
+            .is_some_and(|until| now < *until)
+    }
+
     /// What a miss on `id` calls for: the negative cache answers, the cooldown holds (and
     /// whether a load runs, to wait for), or a refresh is due.
     fn classify_miss(&self, misses: &MissState, id: &str, now: SystemTime) -> Miss {
-        if misses.negative.get(id).is_some_and(|until| now < *until) {
+        if self.is_negative(id, now) {
             return Miss::Negative;
         }
         let cooldown = self.config().unknown_kid_cooldown;
@@ -696,18 +758,18 @@ impl KeyCache {
     fn remember_unknown(&self, id: &str) {
         let config = self.config();
         let now = self.now();
-        let mut misses = lock(&self.inner.misses);
-        if misses.negative.len() >= config.negative_capacity {
-            misses.negative.retain(|_, until| now < *until);
-            if misses.negative.len() >= config.negative_capacity {
+        // Writers take the miss lock, so that the bound holds between the count and the insert.
+        let _writing = lock(&self.inner.misses);
+        let negative = self.inner.negative.pin();
+        if negative.len() >= config.negative_capacity {
+            negative.retain(|_, until| now < *until);
+            if negative.len() >= config.negative_capacity {
                 // Still full of live entries: start over. The cooldown still bounds source calls.
-                misses.negative.clear();
+                negative.clear();
             }
         }
         if config.negative_capacity > 0 {
-            misses
-                .negative
-                .insert(id.to_owned(), later(now, config.negative_ttl));
+            negative.insert(id.into(), later(now, config.negative_ttl));
         }
     }
 

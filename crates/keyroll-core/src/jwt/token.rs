@@ -1,8 +1,7 @@
 //! A compact JWS split and decoded once, before anything about it is trusted.
 
 use std::borrow::Cow;
-
-use base64::Engine as _;
+use std::mem::MaybeUninit;
 
 use super::claims::{BorrowedClaims, RegisteredClaims};
 use super::json::{Reader, unset};
@@ -42,34 +41,40 @@ fn invalid(reason: InvalidReason) -> InvalidToken {
 }
 
 /// Token segments are decoded strictly (no padding, no stray bits, URL-safe alphabet only):
-/// the signature and payload of every token pass through here.
-const BASE64URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+/// the signature and payload of every token pass through here. `base64-simd` decodes with the
+/// CPU's vector instructions (about four times `base64`'s speed on a signature); it is held to
+/// the `base64` crate's `URL_SAFE_NO_PAD` by a differential test and by the fuzz targets.
+const BASE64URL: base64_simd::Base64 = base64_simd::URL_SAFE_NO_PAD;
 
 fn not_base64() -> InvalidToken {
     invalid(InvalidReason::Malformed("a segment is not base64url"))
 }
 
 fn decode_segment(segment: &[u8]) -> Result<Vec<u8>, InvalidToken> {
-    BASE64URL.decode(segment).map_err(|_| not_base64())
+    BASE64URL.decode_to_vec(segment).map_err(|_| not_base64())
 }
 
-/// A buffer to decode into.
-pub(crate) fn buffer<const N: usize>() -> [u8; N] {
-    [0; N]
+/// A buffer to decode into, left uninitialized: the decoder writes what it returns, so no
+/// token pays for zeroing bytes it never uses.
+pub(crate) fn buffer<const N: usize>() -> [MaybeUninit<u8>; N] {
+    [MaybeUninit::uninit(); N]
 }
 
 /// Decodes a segment into `buffer` when it fits, else onto the heap.
 pub(crate) fn decode_into<'b>(
     segment: &[u8],
-    buffer: &'b mut [u8],
+    buffer: &'b mut [MaybeUninit<u8>],
 ) -> Result<Cow<'b, [u8]>, InvalidToken> {
-    if base64::decoded_len_estimate(segment.len()) > buffer.len() {
-        return decode_segment(segment).map(Cow::Owned);
-    }
     let length = BASE64URL
-        .decode_slice(segment, buffer)
+        .decoded_length(segment)
         .map_err(|_| not_base64())?;
-    Ok(Cow::Borrowed(&buffer[..length]))
+    let Some(buffer) = buffer.get_mut(..length) else {
+        return decode_segment(segment).map(Cow::Owned);
+    };
+    let decoded = BASE64URL
+        .decode(segment, base64_simd::Out::from_uninit_slice(buffer))
+        .map_err(|_| not_base64())?;
+    Ok(Cow::Borrowed(decoded))
 }
 
 /// The three segments of a compact JWS. Bytes, not text: base64url decoding checks every
@@ -187,13 +192,23 @@ pub(crate) fn parse_header(json: &[u8]) -> Result<Header<'_>, InvalidToken> {
 
 /// Parses a decoded payload's registered claims.
 pub(crate) fn parse_claims(json: &[u8]) -> Result<BorrowedClaims<'_>, InvalidToken> {
-    let malformed = || {
-        invalid(InvalidReason::Malformed(
-            "the payload is not a JSON object with valid claims",
-        ))
-    };
-    let json = std::str::from_utf8(json).map_err(|_| malformed())?;
-    BorrowedClaims::parse(json).map_err(|_| malformed())
+    parse_claims_text(payload_text(json)?)
+}
+
+fn malformed_payload() -> InvalidToken {
+    invalid(InvalidReason::Malformed(
+        "the payload is not a JSON object with valid claims",
+    ))
+}
+
+/// The payload as text (JSON is UTF-8), refused as [`parse_claims`] refuses it.
+pub(crate) fn payload_text(json: &[u8]) -> Result<&str, InvalidToken> {
+    std::str::from_utf8(json).map_err(|_| malformed_payload())
+}
+
+/// [`parse_claims`] of a payload already known to be text.
+pub(crate) fn parse_claims_text(json: &str) -> Result<BorrowedClaims<'_>, InvalidToken> {
+    BorrowedClaims::parse(json).map_err(|_| malformed_payload())
 }
 
 impl Segments<'_> {
@@ -300,6 +315,45 @@ mod tests {
             header(r#"{"alg":"ES256","jku":"https://x","jwk":{"kty":"oct"}}"#),
             Ok(Algorithm::ES256)
         );
+    }
+
+    /// Decodes as the verifier does, into a 64-byte stack buffer (longer segments go to the
+    /// heap), and as the `base64` crate does.
+    fn both_decodings(segment: &[u8]) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        use base64::Engine as _;
+        let mut stack = buffer::<64>();
+        let ours = decode_into(segment, &mut stack).ok().map(Cow::into_owned);
+        let reference = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(segment)
+            .ok();
+        (ours, reference)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn segments_decode_as_the_base64_crate_decodes_them(
+            segment in proptest::collection::vec(
+                proptest::prop_oneof![
+                    8 => proptest::sample::select(
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".to_vec()
+                    ),
+                    1 => proptest::sample::select(b"=+/ .\n\x00\x80\xff".to_vec()),
+                ],
+                0..200,
+            ),
+        ) {
+            let (ours, reference) = both_decodings(&segment);
+            proptest::prop_assert_eq!(ours, reference);
+        }
+
+        #[test]
+        fn encoded_bytes_decode_back(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            use base64::Engine as _;
+            let segment = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+            let (ours, reference) = both_decodings(segment.as_bytes());
+            proptest::prop_assert_eq!(ours.as_deref(), Some(bytes.as_slice()));
+            proptest::prop_assert_eq!(reference.as_deref(), Some(bytes.as_slice()));
+        }
     }
 
     #[test]

@@ -6,9 +6,11 @@ use std::time::Duration;
 use super::claims::BorrowedClaims;
 use super::claims::RegisteredClaims;
 use super::header_cache::HeaderCache;
-use super::token::{Header, buffer, decode_into, parse_claims, parse_header, split};
+use super::token::{
+    Header, buffer, decode_into, parse_claims_text, parse_header, payload_text, split,
+};
 use crate::algorithm::Algorithm;
-use crate::cache::{KeyCache, KeyCacheError, KeyLookup, KeyRef};
+use crate::cache::{Found, KeyCache, KeyCacheError, KeyLookup, KeyRef};
 use crate::clock::unix_seconds;
 use crate::key::{KeyVersion, SignatureError};
 
@@ -331,19 +333,22 @@ pub enum VerifyError {
 /// A token whose signature and claims were checked.
 #[derive(Clone)]
 pub struct VerifiedToken {
-    issuer: Arc<str>,
-    version: Arc<KeyVersion>,
+    /// The payload's JSON, then the verifying version's kid, then the issuer: one allocation
+    /// of its own, so a verification clones no `Arc` that other threads' verifications write
+    /// too.
+    text: Box<str>,
+    payload_end: usize,
+    kid_end: usize,
     algorithm: Algorithm,
     /// Built from the payload on first use: most handlers deserialize their own claims type
     /// and never ask, so the hot path does not copy every string claim.
     claims: OnceLock<RegisteredClaims>,
-    payload: bytes::Bytes,
 }
 
 impl std::fmt::Debug for VerifiedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VerifiedToken")
-            .field("issuer", &self.issuer)
+            .field("issuer", &self.issuer())
             .field("kid", &self.kid())
             .field("algorithm", &self.algorithm)
             .field("sub", &self.claims().sub)
@@ -353,14 +358,30 @@ impl std::fmt::Debug for VerifiedToken {
 }
 
 impl VerifiedToken {
+    fn new(payload: &str, kid: &str, issuer: &str, algorithm: Algorithm) -> Self {
+        let mut text = String::with_capacity(payload.len() + kid.len() + issuer.len());
+        text.push_str(payload);
+        text.push_str(kid);
+        text.push_str(issuer);
+        VerifiedToken {
+            text: text.into_boxed_str(),
+            payload_end: payload.len(),
+            kid_end: payload.len() + kid.len(),
+            algorithm,
+            claims: OnceLock::new(),
+        }
+    }
+
     /// The issuer that vouched for the token.
     pub fn issuer(&self) -> &str {
-        &self.issuer
+        self.text.get(self.kid_end..).unwrap_or_default()
     }
 
     /// The kid of the version that verified it.
     pub fn kid(&self) -> &str {
-        &self.version.kid
+        self.text
+            .get(self.payload_end..self.kid_end)
+            .unwrap_or_default()
     }
 
     /// The signature algorithm.
@@ -372,7 +393,7 @@ impl VerifiedToken {
     pub fn claims(&self) -> &RegisteredClaims {
         self.claims.get_or_init(|| {
             // The payload parsed when it was verified, so this cannot fail.
-            parse_claims(&self.payload)
+            parse_claims_text(self.payload_str())
                 .map(BorrowedClaims::into_owned)
                 .unwrap_or_default()
         })
@@ -380,12 +401,16 @@ impl VerifiedToken {
 
     /// The whole payload as JSON bytes, to deserialize into any claims type.
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        self.payload_str().as_bytes()
+    }
+
+    fn payload_str(&self) -> &str {
+        self.text.get(..self.payload_end).unwrap_or_default()
     }
 
     /// Deserializes the payload into `T`.
     pub fn deserialize<'a, T: serde::Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.payload)
+        serde_json::from_str(self.payload_str())
     }
 }
 
@@ -506,11 +531,12 @@ impl Verifier {
         // refused by a cheap check allocates nothing it does not need.
         let segments = split(token, self.max_token_len)?;
         let known_headers = self.headers.entries();
-        let mut header_buffer = buffer::<512>();
+        let mut header_buffer;
         let header_json;
         let (header, header_known) = match known_headers.iter().find(|e| e.is(segments.header)) {
             Some(entry) => (entry.header(), true),
             None => {
+                header_buffer = buffer::<512>();
                 header_json = decode_into(segments.header, &mut header_buffer)?;
                 (parse_header(&header_json)?, false)
             }
@@ -518,7 +544,8 @@ impl Verifier {
         segments.require_signature()?;
         let mut payload_buffer = buffer::<2048>();
         let payload = decode_into(segments.payload, &mut payload_buffer)?;
-        let claims = parse_claims(&payload)?;
+        let payload_text = payload_text(&payload)?;
+        let claims = parse_claims_text(payload_text)?;
 
         let issuer = claims
             .iss
@@ -530,7 +557,7 @@ impl Verifier {
         check_claims(
             &header,
             &claims,
-            &payload,
+            payload_text,
             &issuer.validation,
             unix_seconds(now),
         )?;
@@ -544,74 +571,80 @@ impl Verifier {
             (None, None) => return Err(InvalidToken::new(InvalidReason::NoKeyId).into()),
             _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
         };
-        let lookup = match found {
-            Some(found) => found,
+        // The signature check, with the version the lookup lends (no reference count written).
+        let finish = |version: &KeyVersion| {
+            // 1 KiB holds an RSA-8192 signature; anything longer cannot verify and is decoded
+            // onto the heap only to be refused.
+            let mut signature_buffer = buffer::<1024>();
+            let signature = decode_into(segments.signature, &mut signature_buffer)?;
+            version
+                .verifying_key()
+                .verify(header.algorithm, segments.signing_input, &signature)
+                .map_err(|e| {
+                    InvalidToken::new(match e {
+                        SignatureError::AlgorithmMismatch => InvalidReason::AlgorithmKeyMismatch,
+                        _ => InvalidReason::BadSignature,
+                    })
+                })?;
+            if !header_known {
+                self.headers.remember(segments.header, &header);
+            }
+            Ok(VerifiedToken::new(
+                payload_text,
+                &version.kid,
+                &issuer.name,
+                header.algorithm,
+            ))
+        };
+        let settle = |found: Found<'_>| match found {
+            Found::Valid(version) if version.allows(header.algorithm) => Some(finish(version)),
+            // Another key may share the id (RFC 7517 allows it): the one of the token's type.
+            Found::Valid(_) => Some(
+                match issuer
+                    .keys
+                    .lookup_for_algorithm_at(key_ref, header.algorithm, now)
+                {
+                    Some(KeyLookup::Valid(version)) => finish(&version),
+                    Some(KeyLookup::NotValid(_)) => {
+                        Err(InvalidToken::new(InvalidReason::KeyNotValid).into())
+                    }
+                    _ => Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into()),
+                },
+            ),
+            Found::NotValid => Some(Err(InvalidToken::new(InvalidReason::KeyNotValid).into())),
+            Found::Unknown => None,
+        };
+        let settled = match &found {
+            Some(found) => settle(found.lent()),
             None => match issuer
                 .keys
-                .lookup_at(key_ref, now)
+                .lookup_lent_at(key_ref, now, settle)
                 .map_err(VerifyError::KeysUnavailable)?
             {
-                Some(KeyLookup::Unknown) if issuer.keys.miss_is_settled_at(key_ref, now) => {
-                    return Err(InvalidToken::new(InvalidReason::UnknownKey).into());
-                }
-                Some(KeyLookup::Unknown) | None => {
-                    let key = match key_ref {
-                        KeyRef::Kid(kid) => OwnedKeyRef::Kid(kid.to_owned()),
-                        KeyRef::X5t(x5t) => OwnedKeyRef::X5t(x5t.to_owned()),
-                    };
-                    return Ok(Attempt::NeedsKeys {
-                        issuer: Arc::clone(issuer),
-                        key,
-                    });
-                }
-                Some(lookup) => lookup,
+                Some(settled) => settled,
+                // The set must load first (cold, stale, or its refresh is overdue).
+                None => return Ok(self.needs_keys(issuer, key_ref)),
             },
         };
-        let version = match lookup {
-            KeyLookup::Valid(version) => version,
-            KeyLookup::NotValid(_) => {
-                return Err(InvalidToken::new(InvalidReason::KeyNotValid).into());
+        match settled {
+            Some(verified) => verified.map(Attempt::Verified),
+            // Unknown after a refresh, or a miss the negative cache or the cooldown settles.
+            None if found.is_some() || issuer.keys.miss_is_settled_at(key_ref, now) => {
+                Err(InvalidToken::new(InvalidReason::UnknownKey).into())
             }
-            _ => return Err(InvalidToken::new(InvalidReason::UnknownKey).into()),
-        };
-        let version = if version.allows(header.algorithm) {
-            version
-        } else {
-            // Another key may share the id (RFC 7517 allows it): the one of the token's type.
-            match issuer
-                .keys
-                .lookup_for_algorithm_at(key_ref, header.algorithm, now)
-            {
-                Some(KeyLookup::Valid(version)) => version,
-                Some(KeyLookup::NotValid(_)) => {
-                    return Err(InvalidToken::new(InvalidReason::KeyNotValid).into());
-                }
-                _ => return Err(InvalidToken::new(InvalidReason::AlgorithmKeyMismatch).into()),
-            }
-        };
-        // 1 KiB holds an RSA-8192 signature; anything longer cannot verify and is decoded
-        // onto the heap only to be refused.
-        let mut signature_buffer = buffer::<1024>();
-        let signature = decode_into(segments.signature, &mut signature_buffer)?;
-        version
-            .verifying_key()
-            .verify(header.algorithm, segments.signing_input, &signature)
-            .map_err(|e| {
-                InvalidToken::new(match e {
-                    SignatureError::AlgorithmMismatch => InvalidReason::AlgorithmKeyMismatch,
-                    _ => InvalidReason::BadSignature,
-                })
-            })?;
-        if !header_known {
-            self.headers.remember(segments.header, &header);
+            None => Ok(self.needs_keys(issuer, key_ref)),
         }
-        Ok(Attempt::Verified(VerifiedToken {
-            issuer: Arc::clone(&issuer.name),
-            algorithm: header.algorithm,
-            version,
-            claims: OnceLock::new(),
-            payload: bytes::Bytes::copy_from_slice(&payload),
-        }))
+    }
+
+    fn needs_keys(&self, issuer: &Arc<Issuer>, key_ref: KeyRef<'_>) -> Attempt {
+        let key = match key_ref {
+            KeyRef::Kid(kid) => OwnedKeyRef::Kid(kid.to_owned()),
+            KeyRef::X5t(x5t) => OwnedKeyRef::X5t(x5t.to_owned()),
+        };
+        Attempt::NeedsKeys {
+            issuer: Arc::clone(issuer),
+            key,
+        }
     }
 }
 
@@ -636,7 +669,7 @@ enum OwnedKeyRef {
 fn check_claims(
     header: &Header<'_>,
     claims: &BorrowedClaims<'_>,
-    payload: &[u8],
+    payload: &str,
     rules: &Validation,
     now: u64,
 ) -> Result<(), InvalidToken> {
@@ -663,7 +696,7 @@ fn check_claims(
             "aud" => claims.aud.is_some(),
             "jti" => claims.jti.is_some(),
             "iss" => claims.iss.is_some(),
-            other => has_member(payload, other),
+            other => super::json::has_member(payload, other),
         };
         if !present {
             return fail(InvalidReason::MissingClaim);
@@ -699,8 +732,4 @@ fn check_claims(
         return fail(InvalidReason::WrongAudience);
     }
     Ok(())
-}
-
-fn has_member(payload: &[u8], name: &str) -> bool {
-    std::str::from_utf8(payload).is_ok_and(|json| super::json::has_member(json, name))
 }

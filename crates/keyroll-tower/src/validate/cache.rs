@@ -1,27 +1,42 @@
 //! The optional verified-token cache.
 //!
-//! Keyed by the whole token: moka hashes it (SipHash with a per-process random key) and a hit
-//! compares the full token, so a hash collision can never serve another token's claims. An
-//! entry lives until the token's `exp`, or until it gets older than the issuer's
-//! [`Validation::max_age`](keyroll_core::jwt::Validation::max_age) (`iat` + `max_age` +
-//! leeway), at most `max_ttl`; on every hit, `exp` and the maximum age are checked again on the
-//! issuer's clock, and the verifying key version must still be in the issuer's current set and
-//! valid, with the set fresh enough (a key that left the set, or keys that went stale, send the
-//! request down the full path, which answers 401 or 503).
+//! Keyed by the whole token, and a hit compares the full token, so a hash collision can never
+//! serve another token's claims (the hash, foldhash with a per-process random seed, only places
+//! entries; and only verified tokens are inserted, so nobody without a signing key chooses what
+//! the table holds). An entry lives until the token's `exp`, or until it gets older than the
+//! issuer's [`Validation::max_age`](keyroll_core::jwt::Validation::max_age) (`iat` + `max_age` +
+//! leeway), at most `max_ttl`, on the issuer's clock; on every hit, `exp` and the maximum age
+//! are checked again on the issuer's clock, and the verifying key version must still be in the
+//! issuer's current set and valid, with the set fresh enough (a key that left the set, or keys
+//! that went stale, send the request down the full path, which answers 401 or 503).
+//!
+//! At most `capacity` tokens: a full cache drops its oldest entry for a new one (first in,
+//! first out: every entry's life is capped by `max_ttl`, so the oldest is the nearest its end),
+//! and an entry past its life goes once an insert, or a count for metrics, finds it first in
+//! line.
+//!
+//! A hit writes no memory that another thread writes, so hits scale with cores: the map
+//! (papaya) is read under an epoch guard of the thread's own, the checks read the entry, the
+//! issuer's rules and the key set without cloning anything, and the claims handed out are the
+//! thread slot's own copy (see `thread_slot`), whose reference count only
+//! that slot's threads touch. An insert (one per verification, which costs a signature check
+//! anyway) takes a lock.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use keyroll_core::jwt::{Issuer, RegisteredClaims, Validation};
-use keyroll_core::{KeyLookup, KeyRef, unix_seconds};
+use keyroll_core::{KeyRef, unix_seconds};
 
 use super::extract::VerifiedClaims;
+use super::thread_slot;
 
 /// Settings of the verified-token cache.
 ///
 /// From a file (feature `serde`): keys `capacity` and `max_ttl` (`"5m"`), each optional; an
 /// unknown key is an error that names it. Any value is safe: a huge `max_ttl` is capped by
-/// each token's `exp` and by moka's own limit.
+/// each token's `exp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",
@@ -54,34 +69,70 @@ impl TokenCacheConfig {
     }
 }
 
-pub(crate) struct Entry {
+/// A cached token's key: the whole token, shared by the map and the insertion order.
+type Key = Arc<[u8]>;
+
+struct Entry {
+    /// The claims once per thread slot, each made on its slot's first hit.
+    copies: Box<[OnceLock<VerifiedClaims>]>,
+    /// What the copies are made from (the claims of the request that verified the token).
     claims: VerifiedClaims,
     issuer: Arc<Issuer>,
-    ttl: Duration,
+    /// What a hit checks, copied out of the claims so that a hit reads only this entry.
+    kid: Box<str>,
+    exp: Option<u64>,
+    iat: Option<u64>,
+    /// The end of the entry's life on the issuer's clock (`None`: beyond what a clock holds,
+    /// so only `exp` and the maximum age end it).
+    until: Option<SystemTime>,
 }
 
-struct EntryExpiry;
+impl Entry {
+    /// Whether the entry may be served now: within its life, the rules that time can break
+    /// (`exp`, the maximum age) hold, and the key that verified it is still valid in a
+    /// fresh-enough set.
+    fn servable(&self) -> bool {
+        let keys = self.issuer.keys();
+        let now = keys.now();
+        self.alive_at(now) && {
+            let validation = self.issuer.validation();
+            let seconds = unix_seconds(now);
+            !validation.is_expired(self.exp, seconds)
+                && !validation.is_too_old(self.iat, seconds)
+                && keys.validates_at(KeyRef::Kid(&self.kid), now)
+        }
+    }
 
-impl moka::Expiry<Arc<[u8]>, Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &Arc<[u8]>,
-        value: &Arc<Entry>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
+    /// Through the last instant of its life, as the full check's limits are inclusive (a
+    /// token exactly `max_age` + leeway old still passes).
+    fn alive_at(&self, now: SystemTime) -> bool {
+        self.until.is_none_or(|until| now <= until)
+    }
+
+    /// The claims for a thread in `slot`.
+    fn claims_for(&self, slot: usize) -> VerifiedClaims {
+        self.copies[slot % self.copies.len()]
+            .get_or_init(|| self.claims.replica())
+            .clone()
     }
 }
 
 pub(crate) struct TokenCache {
-    entries: moka::sync::Cache<Arc<[u8]>, Arc<Entry>>,
+    entries: papaya::HashMap<Key, Entry, foldhash::fast::RandomState>,
+    /// The keys in insertion order, one per insert (an entry dropped early leaves its key
+    /// here until its turn comes): never longer than `capacity`, so neither is the map.
+    order: Mutex<VecDeque<Key>>,
+    capacity: usize,
     max_ttl: Duration,
+    /// Copies of the claims per entry.
+    slots: usize,
 }
 
 impl std::fmt::Debug for TokenCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenCache")
-            .field("entries", &self.entries.entry_count())
+            .field("entries", &self.entries.len())
+            .field("capacity", &self.capacity)
             .field("max_ttl", &self.max_ttl)
             .finish()
     }
@@ -90,47 +141,109 @@ impl std::fmt::Debug for TokenCache {
 impl TokenCache {
     pub(crate) fn new(config: TokenCacheConfig) -> Self {
         TokenCache {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(config.capacity)
-                .expire_after(EntryExpiry)
+            entries: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
                 .build(),
+            order: Mutex::default(),
+            capacity: usize::try_from(config.capacity).unwrap_or(usize::MAX),
             max_ttl: config.max_ttl,
+            slots: thread_slot::count(),
         }
     }
 
     /// The claims of a cached token that is still good to serve.
     pub(crate) fn get(&self, token: &[u8]) -> Option<VerifiedClaims> {
-        let entry = self.entries.get(token)?;
-        if servable(&entry) {
-            Some(entry.claims.clone())
-        } else {
-            self.entries.invalidate(token);
-            None
+        let entries = self.entries.pin();
+        let entry = entries.get(token)?;
+        if entry.servable() {
+            return Some(entry.claims_for(thread_slot::current()));
         }
+        // This entry only, not one a concurrent insert has just put in its place.
+        let _ = entries.remove_if(token, |_, current| std::ptr::eq(current, entry));
+        None
     }
 
-    /// How many tokens are cached, after moka's pending maintenance (at publish, never on a
-    /// request).
+    /// How many tokens are cached, after dropping those found past their life (at publish,
+    /// never on a request).
     #[cfg(feature = "metrics")]
     pub(crate) fn entry_count(&self) -> u64 {
-        self.entries.run_pending_tasks();
-        self.entries.entry_count()
+        let entries = self.entries.pin();
+        self.drop_ended(&mut self.order(), &entries);
+        entries.len() as u64
     }
 
     /// Remembers a verified token.
     pub(crate) fn insert(&self, token: &[u8], claims: &VerifiedClaims, issuer: Arc<Issuer>) {
-        let now = unix_seconds(issuer.keys().now());
-        let Some(ttl) = entry_ttl(claims.registered(), issuer.validation(), now, self.max_ttl)
-        else {
+        if self.capacity == 0 {
+            return;
+        }
+        let now = issuer.keys().now();
+        let registered = claims.registered();
+        let Some(ttl) = entry_ttl(
+            registered,
+            issuer.validation(),
+            unix_seconds(now),
+            self.max_ttl,
+        ) else {
             return;
         };
+        let copies: Box<[OnceLock<VerifiedClaims>]> =
+            (0..self.slots).map(|_| OnceLock::new()).collect();
+        // This thread's copy is the one the verifying request carries.
+        let _ = copies[thread_slot::current() % self.slots].set(claims.clone());
         let entry = Entry {
+            copies,
             claims: claims.clone(),
+            kid: claims.kid().into(),
+            exp: registered.exp,
+            iat: registered.iat,
+            until: now.checked_add(ttl),
             issuer,
-            ttl,
         };
-        self.entries.insert(token.into(), Arc::new(entry));
+        let key: Key = token.into();
+        let entries = self.entries.pin();
+        let mut order = self.order();
+        self.drop_ended(&mut order, &entries);
+        while order.len() >= self.capacity {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            remove(&entries, &oldest);
+        }
+        order.push_back(Arc::clone(&key));
+        entries.insert(key, entry);
     }
+
+    fn order(&self) -> MutexGuard<'_, VecDeque<Key>> {
+        self.order.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops, from the front of the line, keys whose entry is gone or past its life.
+    fn drop_ended(&self, order: &mut VecDeque<Key>, entries: &Entries<'_>) {
+        while let Some(oldest) = order.front() {
+            let ended = match entries.get_key_value(&**oldest) {
+                Some((key, entry)) if Arc::ptr_eq(key, oldest) => {
+                    !entry.alive_at(entry.issuer.keys().now())
+                }
+                // Dropped early, or replaced by a later insert (which has its own place).
+                _ => true,
+            };
+            if !ended {
+                break;
+            }
+            if let Some(oldest) = order.pop_front() {
+                remove(entries, &oldest);
+            }
+        }
+    }
+}
+
+type Entries<'a> =
+    papaya::HashMapRef<'a, Key, Entry, foldhash::fast::RandomState, papaya::LocalGuard<'a>>;
+
+/// Removes the entry `key` was inserted with (not one inserted later for the same token).
+fn remove(entries: &Entries<'_>, key: &Key) {
+    let _ = entries.remove_if(&**key, |current, _| Arc::ptr_eq(current, key));
 }
 
 /// How long a token verified at `now` may be served from the cache: until its `exp`, and until
@@ -157,27 +270,88 @@ fn entry_ttl(
     (!ttl.is_zero()).then_some(ttl)
 }
 
-/// Whether a cached entry may still be served: the rules that time can break (`exp`, the
-/// maximum age) hold, and the key that verified it is still valid in a fresh-enough set.
-fn servable(entry: &Entry) -> bool {
-    let keys = entry.issuer.keys();
-    let now = keys.now();
-    let claims = entry.claims.registered();
-    let validation = entry.issuer.validation();
-    if validation.is_expired(claims.exp, unix_seconds(now))
-        || validation.is_too_old(claims.iat, unix_seconds(now))
-    {
-        return false;
-    }
-    matches!(
-        keys.lookup_at(KeyRef::Kid(entry.claims.kid()), now),
-        Ok(Some(KeyLookup::Valid(_)))
-    )
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use keyroll_core::jwt::{TokenTemplate, Verifier};
+    use keyroll_core::{Algorithm, KeyCache, LocalKeyRing};
+
+    const ISS: &str = "https://orders.example";
+    const AUD: &str = "https://billing.example";
+
+    /// `count` distinct verified tokens, with their claims, and their issuer.
+    fn verified(count: usize) -> (Arc<Issuer>, Vec<(String, VerifiedClaims)>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let keys = KeyCache::builder(LocalKeyRing::in_memory(Algorithm::ES256).unwrap())
+            .background_refresh(false)
+            .build();
+        let verifier = Verifier::new([Issuer::new(keys.clone(), Validation::new(ISS, [AUD]))]);
+        let realm: Arc<str> = "test".into();
+        let tokens = runtime.block_on(async {
+            let mut tokens = Vec::new();
+            for _ in 0..count {
+                let token = TokenTemplate::new(ISS)
+                    .mint(&keys, AUD)
+                    .await
+                    .unwrap()
+                    .token;
+                let claims =
+                    VerifiedClaims::new(verifier.verify(&token).await.unwrap(), Arc::clone(&realm));
+                tokens.push((token, claims));
+            }
+            tokens
+        });
+        (Arc::clone(verifier.issuer(ISS).unwrap()), tokens)
+    }
+
+    #[test]
+    fn inserts_from_many_threads_keep_the_capacity() {
+        let (issuer, tokens) = verified(200);
+        let cache = TokenCache::new(TokenCacheConfig::new(20, Duration::from_secs(300)));
+        std::thread::scope(|scope| {
+            for share in tokens.chunks(50) {
+                let (cache, issuer) = (&cache, &issuer);
+                scope.spawn(move || {
+                    for (token, claims) in share {
+                        cache.insert(token.as_bytes(), claims, Arc::clone(issuer));
+                        assert!(cache.entries.len() <= 20);
+                    }
+                });
+            }
+        });
+        assert_eq!(cache.entries.len(), 20);
+        assert_eq!(cache.order().len(), 20);
+        let hits = tokens
+            .iter()
+            .filter(|(token, _)| cache.get(token.as_bytes()).is_some())
+            .count();
+        assert_eq!(hits, 20);
+    }
+
+    #[test]
+    fn each_thread_slot_hands_out_claims_of_its_own() {
+        let (issuer, tokens) = verified(1);
+        let (token, claims) = &tokens[0];
+        let cache = TokenCache::new(TokenCacheConfig::default());
+        cache.insert(token.as_bytes(), claims, issuer);
+        let entries = cache.entries.pin();
+        let entry = entries.get(token.as_bytes()).unwrap();
+        let mine = thread_slot::current();
+        let other = mine + 1;
+        // This thread's slot holds the verifying request's claims; another slot, a replica.
+        assert!(entry.claims_for(mine).is_clone_of(claims));
+        let replica = entry.claims_for(other);
+        assert!(!replica.is_clone_of(claims));
+        assert!(entry.claims_for(other).is_clone_of(&replica));
+        assert_eq!(replica.payload(), claims.payload());
+        assert_eq!(replica.kid(), claims.kid());
+        // Through `get`, on this thread: its own slot's.
+        assert!(cache.get(token.as_bytes()).unwrap().is_clone_of(claims));
+    }
 
     fn claims(iat: Option<u64>, exp: Option<u64>) -> RegisteredClaims {
         let mut claims = RegisteredClaims::default();

@@ -42,6 +42,18 @@ impl VerifiedClaims {
         }
     }
 
+    /// The same claims behind a reference count of their own: the verified-token cache keeps
+    /// one per thread slot, so that hits on different threads clone different `Arc`s.
+    pub(crate) fn replica(&self) -> Self {
+        VerifiedClaims::new(self.inner.token.clone(), Arc::clone(&self.inner.realm))
+    }
+
+    /// Whether `other` is a clone of these claims (one reference count), not a replica.
+    #[cfg(test)]
+    pub(crate) fn is_clone_of(&self, other: &VerifiedClaims) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The verified token.
     pub fn token(&self) -> &VerifiedToken {
         &self.inner.token

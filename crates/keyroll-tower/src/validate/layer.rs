@@ -11,6 +11,7 @@ use super::extract::VerifiedClaims;
 use super::metrics::{Counters, ValidateMetrics};
 use super::response::{Responses, sanitize};
 use super::service::Validate;
+use super::thread_slot;
 use super::token::TokenSources;
 
 /// The default realm in `WWW-Authenticate` challenges.
@@ -31,7 +32,9 @@ pub struct ValidateLayer {
 pub(crate) struct Shared {
     pub(crate) verifier: Verifier,
     pub(crate) sources: TokenSources,
-    pub(crate) realm: Arc<str>,
+    /// The realm once per thread slot, for the claims of accepted requests: each thread
+    /// clones its own `Arc`, so accepting writes no reference count that threads share.
+    realms: Box<[Arc<str>]>,
     /// Refusal responses, built once per reason.
     pub(crate) responses: Responses,
     pub(crate) cache: Option<TokenCache>,
@@ -49,7 +52,8 @@ impl Shared {
         token: &[u8],
         verified: keyroll_core::jwt::VerifiedToken,
     ) -> VerifiedClaims {
-        let claims = VerifiedClaims::new(verified, Arc::clone(&self.realm));
+        let realm = &self.realms[thread_slot::current() % self.realms.len()];
+        let claims = VerifiedClaims::new(verified, Arc::clone(realm));
         if let Some(cache) = &self.cache
             && let Some(issuer) = self.verifier.issuer(claims.issuer())
         {
@@ -185,7 +189,9 @@ impl ValidateLayerBuilder {
                 max_len: self.max_token_len,
             },
             responses: Responses::new(Arc::clone(&realm)),
-            realm,
+            realms: (0..thread_slot::count())
+                .map(|_| Arc::from(&*realm))
+                .collect(),
             cache: self.cache.map(TokenCache::new),
             counters: Counters::default(),
             name,

@@ -1,12 +1,18 @@
 //! Counters: accepted, rejected by reason, cache hits; with the feature `metrics`, published
 //! through the `metrics` facade (`keyroll_validations_total`, see `keyroll_core::metrics`).
 //!
-//! Each request adds one to one plain atomic here, as without the feature: what the facade
-//! records is read from these counters at `keyroll_core::metrics::publish`, so a validation
-//! does no registry lookup and writes no other shared memory.
+//! Each request adds one to one plain atomic of its own thread's tally, as without the
+//! feature: the totals are the sums over the threads' tallies, read at
+//! [`ValidateLayer::metrics`](super::ValidateLayer::metrics) and, for the facade, at
+//! `keyroll_core::metrics::publish`. So a validation does no registry lookup and writes no
+//! memory another thread writes: two cores validating at once never wait on a counter's
+//! cache line.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+use thread_local::ThreadLocal;
 
 use super::response::Failure;
 
@@ -65,13 +71,36 @@ pub(crate) const LABELS: [&str; 24] = [
     "other",
 ];
 
-#[derive(Debug, Default)]
+/// The counters in a fixed order: verified, cache hits, unavailable, then refusals by label.
+pub(crate) const COUNTERS: usize = 3 + LABELS.len();
+const VERIFIED: usize = 0;
+const CACHE_HITS: usize = 1;
+const UNAVAILABLE: usize = 2;
+const REJECTED: usize = 3;
+
+/// A layer's counters: one tally per thread that validated, each on cache lines of its own.
+#[derive(Default)]
 pub(crate) struct Counters {
-    /// Accepted after a verification (not from the verified-token cache).
-    verified: AtomicU64,
-    cache_hits: AtomicU64,
-    unavailable: AtomicU64,
-    rejected: [AtomicU64; LABELS.len()],
+    threads: ThreadLocal<CachePadded<Tally>>,
+}
+
+/// One thread's counts, in the order of [`COUNTERS`]. Only its thread adds to it (a thread
+/// that starts after another exited may take over its tally, counts included); any thread
+/// reads it.
+struct Tally([AtomicU64; COUNTERS]);
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("totals", &self.snapshot())
+            .finish()
+    }
 }
 
 /// The index of `failure`'s label in [`LABELS`] (the last, `other`, for a label not listed): a
@@ -115,32 +144,44 @@ pub(crate) fn index(failure: &Failure) -> usize {
 }
 
 impl Counters {
+    /// Adds one to this thread's counter `at`.
+    fn add(&self, at: usize) {
+        self.threads.get_or_default().0[at].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn accepted(&self, cache_hit: bool) {
-        let counter = if cache_hit {
-            &self.cache_hits
-        } else {
-            &self.verified
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.add(if cache_hit { CACHE_HITS } else { VERIFIED });
     }
 
     pub(crate) fn refused(&self, failure: &Failure) {
         match failure {
-            Failure::Unavailable(_) => self.unavailable.fetch_add(1, Ordering::Relaxed),
-            other => self.rejected[index(other)].fetch_add(1, Ordering::Relaxed),
-        };
+            Failure::Unavailable(_) => self.add(UNAVAILABLE),
+            other => self.add(REJECTED + index(other)),
+        }
+    }
+
+    /// Every counter, summed over the threads. (A sum read while other threads count is
+    /// each counter's value at some instant of the read.)
+    pub(crate) fn totals(&self) -> [u64; COUNTERS] {
+        let mut totals = [0; COUNTERS];
+        for tally in self.threads.iter() {
+            for (total, count) in totals.iter_mut().zip(&tally.0) {
+                *total += count.load(Ordering::Relaxed);
+            }
+        }
+        totals
     }
 
     pub(crate) fn snapshot(&self) -> ValidateMetrics {
-        let cache_hits = self.cache_hits.load(Ordering::Relaxed);
+        let totals = self.totals();
         ValidateMetrics {
-            accepted: self.verified.load(Ordering::Relaxed) + cache_hits,
-            cache_hits,
-            unavailable: self.unavailable.load(Ordering::Relaxed),
+            accepted: totals[VERIFIED] + totals[CACHE_HITS],
+            cache_hits: totals[CACHE_HITS],
+            unavailable: totals[UNAVAILABLE],
             rejected: LABELS
                 .iter()
-                .zip(&self.rejected)
-                .map(|(label, count)| (*label, count.load(Ordering::Relaxed)))
+                .zip(&totals[REJECTED..])
+                .map(|(label, count)| (*label, *count))
                 .filter(|(_, count)| *count > 0)
                 .collect(),
         }
@@ -151,7 +192,6 @@ impl Counters {
 #[cfg(feature = "metrics")]
 mod published {
     use std::sync::Arc;
-    use std::sync::atomic::Ordering::Relaxed;
 
     use keyroll_core::metrics::{
         LABEL_OUTCOME, LABEL_REASON, LABEL_VALIDATOR, Publish, VALIDATIONS,
@@ -162,20 +202,9 @@ mod published {
     use super::LABELS;
     use crate::validate::layer::Shared;
 
-    /// The counters in a fixed order: verified, cache hits, unavailable, then refusals by label.
-    const COUNTERS: usize = 3 + LABELS.len();
-
     impl Shared {
         fn publish_counters(&self) {
-            let counters = &self.counters;
-            let mut current = [0; COUNTERS];
-            current[0] = counters.verified.load(Relaxed);
-            current[1] = counters.cache_hits.load(Relaxed);
-            current[2] = counters.unavailable.load(Relaxed);
-            for (slot, count) in current[3..].iter_mut().zip(&counters.rejected) {
-                *slot = count.load(Relaxed);
-            }
-            let deltas = self.published.advance(current);
+            let deltas = self.published.advance(self.counters.totals());
             let kinds = [
                 ("accepted", "verified"),
                 ("accepted", "cache_hit"),
@@ -238,6 +267,36 @@ mod tests {
         assert_eq!(metrics.rejected_for("malformed"), 1);
         assert_eq!(metrics.rejected_for("missing_token"), 1);
         assert_eq!(metrics.rejected_total(), 4);
+    }
+
+    #[test]
+    fn totals_are_exact_sums_over_threads_that_come_and_go() {
+        let counters = Counters::default();
+        for round in 1..=2u64 {
+            // New threads each round: some take over the tallies of the exited ones.
+            std::thread::scope(|scope| {
+                for thread in 0..8 {
+                    let counters = &counters;
+                    scope.spawn(move || {
+                        for i in 0..10_000 {
+                            counters.accepted(i % 4 == 0);
+                            if i % 10 == 0 {
+                                counters.refused(&Failure::Invalid(InvalidReason::Expired));
+                            }
+                        }
+                        if thread == 0 {
+                            counters.refused(&Failure::Unavailable(std::time::Duration::ZERO));
+                        }
+                    });
+                }
+            });
+            let metrics = counters.snapshot();
+            assert_eq!(metrics.accepted, round * 80_000);
+            assert_eq!(metrics.cache_hits, round * 20_000);
+            assert_eq!(metrics.unavailable, round);
+            assert_eq!(metrics.rejected_for("expired"), round * 8_000);
+            assert_eq!(metrics.rejected_total(), round * 8_000);
+        }
     }
 
     #[test]

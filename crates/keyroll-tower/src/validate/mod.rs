@@ -79,6 +79,7 @@ mod metrics;
 mod response;
 mod scope;
 mod service;
+mod thread_slot;
 mod token;
 
 pub use self::body::ValidateBody;
