@@ -18,13 +18,19 @@
 //! A hit writes no memory that another thread writes, so hits scale with cores: the map
 //! (papaya) is read under an epoch guard of the thread's own, the checks read the entry, the
 //! issuer's rules and the key set without cloning anything, and the claims handed out are the
-//! thread slot's own copy (see `thread_slot`), whose reference count only
-//! that slot's threads touch. An insert (one per verification, which costs a signature check
-//! anyway) takes a lock.
+//! thread slot's own copy (see `thread_slot`), whose reference count only that slot's threads
+//! touch. What a hit reads of an entry (the map's node with the entry in it, the token's bytes)
+//! sits on cache lines of its own: a small allocation of another thread's requests next to it
+//! would otherwise be written while the hit reads it. An insert (one per verification, which
+//! costs a signature check anyway) takes a lock.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
+
+use crossbeam_utils::CachePadded;
 
 use keyroll_core::jwt::{Issuer, RegisteredClaims, Validation};
 use keyroll_core::{KeyRef, unix_seconds};
@@ -69,17 +75,90 @@ impl TokenCacheConfig {
     }
 }
 
-/// A cached token's key: the whole token, shared by the map and the insertion order.
-type Key = Arc<[u8]>;
+/// A cached token's key: the whole token (and, after it, the verifying version's kid), shared
+/// by the map and the insertion order. Hashes and compares as the token's bytes, so the map is
+/// looked up by a request's `&[u8]`.
+#[derive(Clone)]
+struct Key(Arc<Padded>);
+
+/// The token's bytes, then the kid's, starting on a cache line and followed by a whole line of
+/// padding, so that no other allocation shares their lines.
+#[repr(align(128))]
+struct Padded {
+    bytes: Box<[u8]>,
+    start: usize,
+    token_len: usize,
+    kid_len: usize,
+}
+
+/// Cache lines are at most 128 bytes (the pairs x86 prefetches together included).
+const LINE: usize = 128;
+
+impl Key {
+    fn new(token: &[u8], kid: &str) -> Self {
+        let len = token.len() + kid.len();
+        let mut bytes = vec![0; len + 2 * LINE].into_boxed_slice();
+        let start = (LINE - bytes.as_ptr() as usize % LINE) % LINE;
+        bytes[start..start + token.len()].copy_from_slice(token);
+        bytes[start + token.len()..start + len].copy_from_slice(kid.as_bytes());
+        Key(Arc::new(Padded {
+            bytes,
+            start,
+            token_len: token.len(),
+            kid_len: kid.len(),
+        }))
+    }
+
+    fn token(&self) -> &[u8] {
+        let padded = &*self.0;
+        &padded.bytes[padded.start..padded.start + padded.token_len]
+    }
+
+    /// The kid the key was made with (valid UTF-8: it was a `&str`).
+    fn kid(&self) -> &str {
+        let padded = &*self.0;
+        let kid = padded.start + padded.token_len;
+        std::str::from_utf8(&padded.bytes[kid..kid + padded.kid_len]).unwrap_or_default()
+    }
+
+    fn is(&self, other: &Key) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.token()
+    }
+}
+
+impl Hash for Key {
+    /// As the token's bytes hash, so that a lookup by `&[u8]` finds it.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.token().hash(state);
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.token() == other.token()
+    }
+}
+
+impl Eq for Key {}
+
+/// How many threads hit one entry each on a copy of its own; more share copies (contention
+/// only, never a wrong answer).
+const COPIES: usize = 16;
 
 struct Entry {
     /// The claims once per thread slot, each made on its slot's first hit.
-    copies: Box<[OnceLock<VerifiedClaims>]>,
+    copies: [OnceLock<VerifiedClaims>; COPIES],
     /// What the copies are made from (the claims of the request that verified the token).
     claims: VerifiedClaims,
     issuer: Arc<Issuer>,
-    /// What a hit checks, copied out of the claims so that a hit reads only this entry.
-    kid: Box<str>,
+    /// What a hit checks, copied out of the claims so that a hit reads only this entry (the
+    /// kid is in the key).
     exp: Option<u64>,
     iat: Option<u64>,
     /// The end of the entry's life on the issuer's clock (`None`: beyond what a clock holds,
@@ -89,9 +168,9 @@ struct Entry {
 
 impl Entry {
     /// Whether the entry may be served now: within its life, the rules that time can break
-    /// (`exp`, the maximum age) hold, and the key that verified it is still valid in a
+    /// (`exp`, the maximum age) hold, and the key that verified it (`kid`) is still valid in a
     /// fresh-enough set.
-    fn servable(&self) -> bool {
+    fn servable(&self, kid: &str) -> bool {
         let keys = self.issuer.keys();
         let now = keys.now();
         self.alive_at(now) && {
@@ -99,7 +178,7 @@ impl Entry {
             let seconds = unix_seconds(now);
             !validation.is_expired(self.exp, seconds)
                 && !validation.is_too_old(self.iat, seconds)
-                && keys.validates_at(KeyRef::Kid(&self.kid), now)
+                && keys.validates_at(KeyRef::Kid(kid), now)
         }
     }
 
@@ -111,21 +190,20 @@ impl Entry {
 
     /// The claims for a thread in `slot`.
     fn claims_for(&self, slot: usize) -> VerifiedClaims {
-        self.copies[slot % self.copies.len()]
+        self.copies[slot % COPIES]
             .get_or_init(|| self.claims.replica())
             .clone()
     }
 }
 
 pub(crate) struct TokenCache {
-    entries: papaya::HashMap<Key, Entry, foldhash::fast::RandomState>,
+    /// Entries padded to cache lines: papaya puts each (key, entry) in one allocation.
+    entries: papaya::HashMap<Key, CachePadded<Entry>, foldhash::fast::RandomState>,
     /// The keys in insertion order, one per insert (an entry dropped early leaves its key
     /// here until its turn comes): never longer than `capacity`, so neither is the map.
     order: Mutex<VecDeque<Key>>,
     capacity: usize,
     max_ttl: Duration,
-    /// Copies of the claims per entry.
-    slots: usize,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -147,15 +225,14 @@ impl TokenCache {
             order: Mutex::default(),
             capacity: usize::try_from(config.capacity).unwrap_or(usize::MAX),
             max_ttl: config.max_ttl,
-            slots: thread_slot::count(),
         }
     }
 
     /// The claims of a cached token that is still good to serve.
     pub(crate) fn get(&self, token: &[u8]) -> Option<VerifiedClaims> {
         let entries = self.entries.pin();
-        let entry = entries.get(token)?;
-        if entry.servable() {
+        let (key, entry) = entries.get_key_value(token)?;
+        if entry.servable(key.kid()) {
             return Some(entry.claims_for(thread_slot::current()));
         }
         // This entry only, not one a concurrent insert has just put in its place.
@@ -187,20 +264,18 @@ impl TokenCache {
         ) else {
             return;
         };
-        let copies: Box<[OnceLock<VerifiedClaims>]> =
-            (0..self.slots).map(|_| OnceLock::new()).collect();
+        let copies: [OnceLock<VerifiedClaims>; COPIES] = std::array::from_fn(|_| OnceLock::new());
         // This thread's copy is the one the verifying request carries.
-        let _ = copies[thread_slot::current() % self.slots].set(claims.clone());
-        let entry = Entry {
+        let _ = copies[thread_slot::current() % COPIES].set(claims.clone());
+        let entry = CachePadded::new(Entry {
             copies,
             claims: claims.clone(),
-            kid: claims.kid().into(),
             exp: registered.exp,
             iat: registered.iat,
             until: now.checked_add(ttl),
             issuer,
-        };
-        let key: Key = token.into();
+        });
+        let key = Key::new(token, claims.kid());
         let entries = self.entries.pin();
         let mut order = self.order();
         self.drop_ended(&mut order, &entries);
@@ -210,7 +285,7 @@ impl TokenCache {
             };
             remove(&entries, &oldest);
         }
-        order.push_back(Arc::clone(&key));
+        order.push_back(key.clone());
         entries.insert(key, entry);
     }
 
@@ -221,10 +296,8 @@ impl TokenCache {
     /// Drops, from the front of the line, keys whose entry is gone or past its life.
     fn drop_ended(&self, order: &mut VecDeque<Key>, entries: &Entries<'_>) {
         while let Some(oldest) = order.front() {
-            let ended = match entries.get_key_value(&**oldest) {
-                Some((key, entry)) if Arc::ptr_eq(key, oldest) => {
-                    !entry.alive_at(entry.issuer.keys().now())
-                }
+            let ended = match entries.get_key_value(oldest.token()) {
+                Some((key, entry)) if key.is(oldest) => !entry.alive_at(entry.issuer.keys().now()),
                 // Dropped early, or replaced by a later insert (which has its own place).
                 _ => true,
             };
@@ -238,12 +311,17 @@ impl TokenCache {
     }
 }
 
-type Entries<'a> =
-    papaya::HashMapRef<'a, Key, Entry, foldhash::fast::RandomState, papaya::LocalGuard<'a>>;
+type Entries<'a> = papaya::HashMapRef<
+    'a,
+    Key,
+    CachePadded<Entry>,
+    foldhash::fast::RandomState,
+    papaya::LocalGuard<'a>,
+>;
 
 /// Removes the entry `key` was inserted with (not one inserted later for the same token).
 fn remove(entries: &Entries<'_>, key: &Key) {
-    let _ = entries.remove_if(&**key, |current, _| Arc::ptr_eq(current, key));
+    let _ = entries.remove_if(key.token(), |current, _| current.is(key));
 }
 
 /// How long a token verified at `now` may be served from the cache: until its `exp`, and until
@@ -306,6 +384,21 @@ mod tests {
             tokens
         });
         (Arc::clone(verifier.issuer(ISS).unwrap()), tokens)
+    }
+
+    #[test]
+    fn a_key_reads_and_hashes_as_its_token_on_lines_of_its_own() {
+        use std::hash::BuildHasher;
+        let token = b"header.payload.signature";
+        let key = Key::new(token, "kid-1");
+        assert_eq!((key.token(), key.kid()), (&token[..], "kid-1"));
+        let hasher = foldhash::fast::RandomState::default();
+        assert_eq!(hasher.hash_one(&key), hasher.hash_one(&token[..]));
+        assert!(key == Key::new(token, "other") && !key.is(&Key::new(token, "kid-1")));
+        // The data starts a line, and a whole line of the allocation follows it.
+        let padded = &*key.0;
+        assert_eq!((padded.bytes.as_ptr() as usize + padded.start) % LINE, 0);
+        assert!(padded.start + padded.token_len + padded.kid_len + LINE <= padded.bytes.len());
     }
 
     #[test]
