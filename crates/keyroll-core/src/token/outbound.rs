@@ -283,20 +283,31 @@ impl<T: TokenSource> OutboundTokens<T> {
     /// The token in `slot` (changed since the route saw it, or not admitted), the route
     /// updated to it.
     fn follow(&self, written: Written<'_>, audience: &Arc<str>, slot: &Arc<TokenSlot>) -> Lookup {
-        let (version, token) = slot.versioned();
-        let Some(token) = token.filter(|token| self.cache.admit(token)) else {
+        let (route, token) = self.reach(audience, Arc::clone(slot));
+        let Some(token) = token else {
             return Lookup::Fetch(Arc::clone(audience));
-        };
-        let route = Route::To {
-            audience: Arc::clone(audience),
-            slot: Arc::clone(slot),
-            seen: Some((version, Arc::clone(&token))),
         };
         // An update may be skipped while another writer runs: the next request tries again.
         if let Ok(writer) = self.routes.writer.try_lock() {
             self.routes.insert(&writer, written, route);
         }
         Lookup::Cached(token)
+    }
+
+    /// The route to `slot` as it stands now, and its token if that may be attached now.
+    fn reach(
+        &self,
+        audience: &Arc<str>,
+        slot: Arc<TokenSlot>,
+    ) -> (Route, Option<Arc<CachedToken>>) {
+        let (version, token) = slot.versioned();
+        let token = token.filter(|token| self.cache.admit(token));
+        let route = Route::To {
+            audience: Arc::clone(audience),
+            slot,
+            seen: token.as_ref().map(|token| (version, Arc::clone(token))),
+        };
+        (route, token)
     }
 
     fn lookup_by_audience<R: OutboundRequest + ?Sized>(&self, request: &R) -> Lookup {
@@ -317,14 +328,7 @@ impl<T: TokenSource> OutboundTokens<T> {
             return Lookup::NoAudience;
         };
         let audience = audience.into_arc();
-        let slot = self.cache.slot_of(&audience);
-        let (version, token) = slot.versioned();
-        let token = token.filter(|token| self.cache.admit(token));
-        let route = Route::To {
-            audience: Arc::clone(&audience),
-            slot,
-            seen: token.as_ref().map(|token| (version, Arc::clone(token))),
-        };
+        let (route, token) = self.reach(&audience, self.cache.slot_of(&audience));
         self.remember(written, route);
         match token {
             Some(token) => Lookup::Cached(token),
