@@ -34,6 +34,35 @@ pub struct VerifyingKey {
     key_type: KeyType,
     pinned: Option<Algorithm>,
     parsed: [Option<ParsedPublicKey>; ALL_ALGORITHMS.len()],
+    fingerprint: KeyFingerprint,
+}
+
+/// A public key's identity: SHA-256 over its type and public numbers, the same for the same key
+/// whichever version, load or source lists it, and different for any other key.
+///
+/// What a verification remembers of its key: a verified-token cache serves a hit only while a
+/// key with this fingerprint is the one the token's kid and algorithm would verify with now
+/// (a kid can be reused for new key material, and RFC 7517 lets keys of different types share
+/// one).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyFingerprint([u8; 32]);
+
+impl KeyFingerprint {
+    /// The SHA-256 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The first eight bytes: enough to tell keys apart in a log.
+        f.write_str("KeyFingerprint(")?;
+        for byte in &self.0[..8] {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str("…)")
+    }
 }
 
 impl fmt::Debug for VerifyingKey {
@@ -41,6 +70,7 @@ impl fmt::Debug for VerifyingKey {
         f.debug_struct("VerifyingKey")
             .field("key_type", &self.key_type)
             .field("algorithms", &self.algorithms().collect::<Vec<_>>())
+            .field("fingerprint", &self.fingerprint)
             .finish()
     }
 }
@@ -115,7 +145,13 @@ impl VerifyingKey {
             key_type,
             pinned,
             parsed,
+            fingerprint: material.fingerprint(key_type),
         })
+    }
+
+    /// The key's identity (see [`KeyFingerprint`]).
+    pub fn fingerprint(&self) -> KeyFingerprint {
+        self.fingerprint
     }
 
     /// The key type.
@@ -200,6 +236,33 @@ enum Material {
 }
 
 impl Material {
+    /// SHA-256 over the key type and each public number, length-prefixed.
+    fn fingerprint(&self, key_type: KeyType) -> KeyFingerprint {
+        let mut digest = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut field = |bytes: &[u8]| {
+            digest.update(&(bytes.len() as u64).to_be_bytes());
+            digest.update(bytes);
+        };
+        match (self, key_type) {
+            (Material::Rsa { n, e }, _) => {
+                field(b"RSA");
+                field(n);
+                field(e);
+            }
+            (Material::Point(point), KeyType::Ec(curve)) => {
+                field(curve.as_str().as_bytes());
+                field(point);
+            }
+            (Material::Point(point), _) => {
+                field(b"Ed25519");
+                field(point);
+            }
+        }
+        let mut bytes = [0; 32];
+        bytes.copy_from_slice(digest.finish().as_ref());
+        KeyFingerprint(bytes)
+    }
+
     fn parse(&self, alg: Algorithm) -> Result<ParsedPublicKey, KeyError> {
         let rejected = |e: aws_lc_rs::error::KeyRejected| {
             KeyError::new(format!("invalid {alg} public key: {e}"))
@@ -399,5 +462,36 @@ impl KeyVersion {
         self.enabled
             && self.not_before.is_none_or(|nbf| nbf <= now)
             && self.expires.is_none_or(|exp| now < exp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::LocalKey;
+
+    fn fingerprint(jwk: &Jwk) -> KeyFingerprint {
+        VerifyingKey::from_jwk(jwk).unwrap().fingerprint()
+    }
+
+    #[test]
+    fn a_fingerprint_names_the_public_key_and_only_it() {
+        let rsa = LocalKey::generate(Algorithm::RS256).unwrap().public_jwk();
+        let ec = LocalKey::generate(Algorithm::ES256).unwrap().public_jwk();
+        assert_eq!(fingerprint(&rsa), fingerprint(&rsa.clone()));
+        // The same numbers whatever the JWK names or pins.
+        let mut renamed = rsa.clone();
+        renamed.alg = None;
+        renamed.kid = Some("another name".into());
+        assert_eq!(fingerprint(&renamed), fingerprint(&rsa));
+        // Any other key differs.
+        let other = LocalKey::generate(Algorithm::RS256).unwrap().public_jwk();
+        assert_ne!(fingerprint(&other), fingerprint(&rsa));
+        assert_ne!(fingerprint(&ec), fingerprint(&rsa));
+        // Debug shows a prefix, enough to tell keys apart.
+        let shown = format!("{:?}", fingerprint(&ec));
+        assert!(shown.starts_with("KeyFingerprint(") && shown.len() < 40, "{shown}");
     }
 }

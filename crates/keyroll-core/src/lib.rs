@@ -53,7 +53,7 @@ pub use clock::{
 };
 pub use error::{BoxError, KeyError, SourceError};
 pub use jwk::{Jwk, JwkSet, LenientJwkSet};
-pub use key::{KeyVersion, SignatureError, VerifyingKey};
+pub use key::{KeyFingerprint, KeyVersion, SignatureError, VerifyingKey};
 pub use local_key::LocalKey;
 pub use policy::{NoActiveKey, RotationPolicy};
 pub use source::{BoxFuture, KeySource, LoadedKeys, Signer};

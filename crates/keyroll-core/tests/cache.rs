@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::CountingSource;
 use keyroll_core::jwt::{Issuer, TokenTemplate, Validation, Verifier};
 use keyroll_core::{
-    Algorithm, BoxFuture, KeyCache, KeyCacheConfig, KeyCacheError, KeyLookup, KeyRef, KeySource,
-    LoadedKeys, LocalKeyRing, RotationPolicy, SourceError, TokioClock,
+    Algorithm, BoxFuture, Clock, KeyCache, KeyCacheConfig, KeyCacheError, KeyFingerprint,
+    KeyLookup, KeyRef, KeySource, KeyVersion, LoadedKeys, LocalKey, LocalKeyRing, RotationPolicy,
+    SourceError, TokioClock, VerifyingKey,
 };
 
 fn cache(source: Arc<CountingSource>, clock: &TokioClock, config: KeyCacheConfig) -> KeyCache {
@@ -242,35 +243,85 @@ async fn a_disabled_version_stops_validating_at_refresh_now() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn validates_at_agrees_with_lookup_at() {
+async fn still_verifies_at_agrees_with_lookup_at_for_the_same_key() {
     let clock = TokioClock::default();
     let source = Arc::new(CountingSource::default());
     source.add("k1", &clock);
     source.add("k2", &clock);
+    let fingerprint = |kid: &str| {
+        let jwk = source.keys.lock().unwrap()[kid].public_jwk();
+        VerifyingKey::from_jwk(&jwk).unwrap().fingerprint()
+    };
+    let (k1, k2) = (fingerprint("k1"), fingerprint("k2"));
     let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
-    let agree = |kid: &str| {
+    let agree = |kid: &str, key: &KeyFingerprint| {
         let now = cache.now();
         let valid = matches!(
             cache.lookup_at(KeyRef::Kid(kid), now),
             Ok(Some(KeyLookup::Valid(_)))
         );
-        assert_eq!(cache.validates_at(KeyRef::Kid(kid), now), valid, "{kid}");
+        assert_eq!(
+            cache.still_verifies_at(kid, Algorithm::ES256, key, now),
+            valid,
+            "{kid}"
+        );
         valid
     };
     // Nothing loaded yet: no version validates.
-    assert!(!agree("k1"));
+    assert!(!agree("k1", &k1));
     cache.ready().await.unwrap();
-    assert!(agree("k1"));
-    assert!(agree("k2"));
-    assert!(!agree("unknown"));
+    assert!(agree("k1", &k1));
+    assert!(agree("k2", &k2));
+    assert!(!agree("unknown", &k1));
+    // The kid's version validates, but it is not the key that verified, or not for this
+    // algorithm.
+    let now = cache.now();
+    assert!(!cache.still_verifies_at("k1", Algorithm::ES256, &k2, now));
+    assert!(!cache.still_verifies_at("k1", Algorithm::ES384, &k1, now));
     source.disable("k1");
     cache.refresh_now().await.unwrap();
-    assert!(!agree("k1"));
-    assert!(agree("k2"));
+    assert!(!agree("k1", &k1));
+    assert!(agree("k2", &k2));
     // Past max_stale with the source down: nothing validates.
     source.failing.store(true, Ordering::SeqCst);
     tokio::time::advance(KeyCacheConfig::default().max_stale + Duration::from_secs(1)).await;
-    assert!(!agree("k2"));
+    assert!(!agree("k2", &k2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn still_verifies_follows_a_kid_to_new_key_material_and_keys_sharing_it() {
+    let clock = TokioClock::default();
+    let source = Arc::new(CountingSource::default());
+    let rsa = LocalKey::generate(Algorithm::RS256).unwrap();
+    let ec = LocalKey::generate(Algorithm::ES256).unwrap();
+    let version =
+        |key: &LocalKey| KeyVersion::new("shared", key.public_jwk(), clock.now()).unwrap();
+    let fingerprint = |key: &LocalKey| {
+        VerifyingKey::from_jwk(&key.public_jwk())
+            .unwrap()
+            .fingerprint()
+    };
+    *source.versions.lock().unwrap() = vec![version(&rsa), version(&ec)];
+    let cache = cache(Arc::clone(&source), &clock, KeyCacheConfig::default());
+    cache.ready().await.unwrap();
+    let verifies = |algorithm, key: &LocalKey| {
+        cache.still_verifies_at("shared", algorithm, &fingerprint(key), cache.now())
+    };
+    // Two keys share the kid: each verifies its own algorithm, neither the other's.
+    assert!(verifies(Algorithm::RS256, &rsa));
+    assert!(verifies(Algorithm::ES256, &ec));
+    assert!(!verifies(Algorithm::ES256, &rsa));
+    // The EC key leaves: the kid now names only the RSA key.
+    *source.versions.lock().unwrap() = vec![version(&rsa)];
+    cache.refresh_now().await.unwrap();
+    assert!(!verifies(Algorithm::ES256, &ec));
+    assert!(verifies(Algorithm::RS256, &rsa));
+    // The kid is reused for new material: the old key no longer verifies under it.
+    let renewed = LocalKey::generate(Algorithm::RS256).unwrap();
+    *source.versions.lock().unwrap() = vec![version(&renewed)];
+    cache.refresh_now().await.unwrap();
+    assert!(!verifies(Algorithm::RS256, &rsa));
+    assert!(verifies(Algorithm::RS256, &renewed));
 }
 
 #[tokio::test(start_paused = true)]

@@ -257,6 +257,56 @@ async fn token_cache_does_not_serve_tokens_whose_key_left_the_set() {
 }
 
 #[tokio::test]
+async fn token_cache_does_not_serve_tokens_whose_kid_names_another_key_now() {
+    let fixture = cached_fixture();
+    let hits = || fixture.layer.metrics().cache_hits;
+    // The kid is reused for new key material: the old key's token is checked in full again.
+    let token = fixture.token("ec");
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(hits(), 1);
+    fixture.source.remove("ec");
+    fixture.source.add("ec", Algorithm::ES256);
+    fixture.keys.refresh_now().await.unwrap();
+    let answer = fixture.bearer(&token).await;
+    assert_eq!(
+        answer.challenge().unwrap(),
+        invalid("the token's signature is invalid")
+    );
+    assert_eq!(hits(), 1);
+    // A token of the new key is cached as usual.
+    let renewed = fixture.token("ec");
+    assert_eq!(fixture.bearer(&renewed).await.status, StatusCode::OK);
+    assert_eq!(fixture.bearer(&renewed).await.status, StatusCode::OK);
+    assert_eq!(hits(), 2);
+
+    // An RSA and an EC key share a kid (RFC 7517 allows it); the EC key's token is cached,
+    // then the EC key leaves while the RSA key stays.
+    let rsa = fixture.source.key("rsa");
+    let ec = Arc::new(LocalKey::generate(Algorithm::ES256).unwrap());
+    fixture.source.add_key("rsa", Arc::clone(&ec), |v| v);
+    fixture.keys.refresh_now().await.unwrap();
+    let token = sign(&ec, &header("ES256", "rsa"), &fixture.claims());
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(fixture.bearer(&token).await.status, StatusCode::OK);
+    assert_eq!(hits(), 3);
+    fixture.source.remove("rsa");
+    fixture.source.add_key("rsa", rsa, |v| v);
+    fixture.keys.refresh_now().await.unwrap();
+    let answer = fixture.bearer(&token).await;
+    assert_eq!(
+        answer.challenge().unwrap(),
+        invalid("the token's algorithm does not match its key")
+    );
+    assert_eq!(hits(), 3);
+    // The RSA key's own tokens still verify.
+    assert_eq!(
+        fixture.bearer(&fixture.token("rsa")).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
 async fn token_cache_does_not_serve_when_keys_are_stale() {
     let fixture =
         Fixture::with(|b| b.token_cache(TokenCacheConfig::new(10, Duration::from_secs(86_400))));

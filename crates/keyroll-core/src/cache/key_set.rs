@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use rustc_hash::FxBuildHasher;
 
 use crate::Algorithm;
-use crate::key::KeyVersion;
+use crate::key::{KeyFingerprint, KeyVersion};
 use crate::policy::RotationPolicy;
 use crate::refresh::Expiring;
 
@@ -173,13 +173,31 @@ impl KeySet {
         }
     }
 
-    /// Whether the version `key` names validates under `policy` at `now` (what
-    /// [`lookup`](Self::lookup) tells as [`KeyLookup::Valid`]), without handing out the
-    /// version: nothing is cloned, so no reference count is written and threads asking at once
-    /// share no written cache line.
-    pub fn validates(&self, key: KeyRef<'_>, policy: &RotationPolicy, now: SystemTime) -> bool {
-        self.find(key)
-            .is_some_and(|version| policy.validates(version, now))
+    /// Whether a token with this `kid` and `algorithm`, verified by the key with `fingerprint`,
+    /// would verify with that same key now: the version the verifier picks for it (the newest
+    /// with the kid, or the newest with the kid that allows the algorithm) allows the
+    /// algorithm, has that fingerprint and validates under `policy` at `now`. What a cache of
+    /// verified tokens asks on a hit; nothing is cloned, so no reference count is written and
+    /// threads asking at once share no written cache line.
+    pub fn still_verifies(
+        &self,
+        kid: &str,
+        algorithm: Algorithm,
+        fingerprint: &KeyFingerprint,
+        policy: &RotationPolicy,
+        now: SystemTime,
+    ) -> bool {
+        let picked = match self.by_kid.get(kid) {
+            Some(version) if version.allows(algorithm) => Some(version),
+            Some(_) => self
+                .versions
+                .iter()
+                .find(|version| version.kid == kid && version.allows(algorithm)),
+            None => None,
+        };
+        picked.is_some_and(|version| {
+            version.verifying_key().fingerprint() == *fingerprint && policy.validates(version, now)
+        })
     }
 
     fn find(&self, key: KeyRef<'_>) -> Option<&Arc<KeyVersion>> {

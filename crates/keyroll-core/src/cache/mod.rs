@@ -88,7 +88,7 @@ pub use self::key_set::{KeyLookup, KeyRef, KeySet};
 pub use self::ledger::SignedBy;
 use crate::clock::{Clock, Sleep, later};
 use crate::error::SourceError;
-use crate::key::KeyVersion;
+use crate::key::{KeyFingerprint, KeyVersion};
 use crate::lock;
 use crate::policy::NoActiveKey;
 use crate::refresh::{
@@ -565,15 +565,28 @@ impl KeyCache {
         self.in_served_set(now, |set| set.lookup(key, &self.config().policy, now))
     }
 
-    /// Whether the version `key` names validates at `now` in the set
-    /// [`lookup_at`](Self::lookup_at) would serve (`false` whenever `lookup_at` would not
-    /// answer [`KeyLookup::Valid`]: no set loaded, past `max_stale`, a refresh due with the
-    /// background task down, an unknown or invalid version). What a cache of verified tokens
-    /// asks on each hit: it clones nothing ([`KeySet::validates`]), so hits on many threads
-    /// write no shared cache line.
-    pub fn validates_at(&self, key: KeyRef<'_>, now: SystemTime) -> bool {
+    /// Whether a token verified by the key with `fingerprint` would verify with that same key
+    /// at `now` in the set [`lookup_at`](Self::lookup_at) would serve
+    /// ([`KeySet::still_verifies`]; `false` whenever no set is served: none loaded, past
+    /// `max_stale`, a refresh due with the background task down). What a cache of verified
+    /// tokens asks on each hit: it clones nothing, so hits on many threads write no shared
+    /// cache line.
+    pub fn still_verifies_at(
+        &self,
+        kid: &str,
+        algorithm: Algorithm,
+        fingerprint: &KeyFingerprint,
+        now: SystemTime,
+    ) -> bool {
+        let policy = &self.config().policy;
         matches!(
-            self.in_served_set(now, |set| set.validates(key, &self.config().policy, now)),
+            self.in_served_set(now, |set| set.still_verifies(
+                kid,
+                algorithm,
+                fingerprint,
+                policy,
+                now
+            )),
             Ok(Some(true))
         )
     }

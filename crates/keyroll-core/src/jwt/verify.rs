@@ -12,7 +12,7 @@ use super::token::{
 use crate::algorithm::Algorithm;
 use crate::cache::{Found, KeyCache, KeyCacheError, KeyLookup, KeyRef};
 use crate::clock::unix_seconds;
-use crate::key::{KeyVersion, SignatureError};
+use crate::key::{KeyFingerprint, KeyVersion, SignatureError};
 
 /// What a token must satisfy for one issuer.
 ///
@@ -340,6 +340,7 @@ pub struct VerifiedToken {
     payload_end: usize,
     kid_end: usize,
     algorithm: Algorithm,
+    key: KeyFingerprint,
     /// Built from the payload on first use: most handlers deserialize their own claims type
     /// and never ask, so the hot path does not copy every string claim.
     claims: OnceLock<RegisteredClaims>,
@@ -358,7 +359,8 @@ impl std::fmt::Debug for VerifiedToken {
 }
 
 impl VerifiedToken {
-    fn new(payload: &str, kid: &str, issuer: &str, algorithm: Algorithm) -> Self {
+    fn new(payload: &str, version: &KeyVersion, issuer: &str, algorithm: Algorithm) -> Self {
+        let kid = version.kid.as_str();
         let mut text = String::with_capacity(payload.len() + kid.len() + issuer.len());
         text.push_str(payload);
         text.push_str(kid);
@@ -368,6 +370,7 @@ impl VerifiedToken {
             payload_end: payload.len(),
             kid_end: payload.len() + kid.len(),
             algorithm,
+            key: version.verifying_key().fingerprint(),
             claims: OnceLock::new(),
         }
     }
@@ -387,6 +390,11 @@ impl VerifiedToken {
     /// The signature algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm
+    }
+
+    /// The fingerprint of the public key that verified it.
+    pub fn key_fingerprint(&self) -> KeyFingerprint {
+        self.key
     }
 
     /// The registered claims.
@@ -591,7 +599,7 @@ impl Verifier {
             }
             Ok(VerifiedToken::new(
                 payload_text,
-                &version.kid,
+                version,
                 &issuer.name,
                 header.algorithm,
             ))

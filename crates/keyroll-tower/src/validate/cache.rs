@@ -6,9 +6,12 @@
 //! the table holds). An entry lives until the token's `exp`, or until it gets older than the
 //! issuer's [`Validation::max_age`](keyroll_core::jwt::Validation::max_age) (`iat` + `max_age` +
 //! leeway), at most `max_ttl`, on the issuer's clock; on every hit, `exp` and the maximum age
-//! are checked again on the issuer's clock, and the verifying key version must still be in the
-//! issuer's current set and valid, with the set fresh enough (a key that left the set, or keys
-//! that went stale, send the request down the full path, which answers 401 or 503).
+//! are checked again on the issuer's clock, and the very key that verified the token (its
+//! [`KeyFingerprint`](keyroll_core::KeyFingerprint)) must still be the one the token's kid and
+//! algorithm pick in the issuer's current set, and valid, with the set fresh enough (a key that
+//! left the set or was disabled, a kid that now names new key material or only a key of another
+//! type, or keys that went stale, send the request down the full path, which answers 401 or
+//! 503).
 //!
 //! At most `capacity` tokens: a full cache drops its oldest entry for a new one (first in,
 //! first out: every entry's life is capped by `max_ttl`, so the oldest is the nearest its end),
@@ -33,7 +36,7 @@ use std::time::{Duration, SystemTime};
 use crossbeam_utils::CachePadded;
 
 use keyroll_core::jwt::{Issuer, RegisteredClaims, Validation};
-use keyroll_core::{KeyRef, unix_seconds};
+use keyroll_core::{Algorithm, KeyFingerprint, unix_seconds};
 
 use super::extract::VerifiedClaims;
 use super::thread_slot;
@@ -161,6 +164,10 @@ struct Entry {
     /// kid is in the key).
     exp: Option<u64>,
     iat: Option<u64>,
+    algorithm: Algorithm,
+    /// The key that verified the token: a hit needs that very key, not just its kid (a kid
+    /// can name new key material after a rotation, or another key of a different type).
+    verified_by: KeyFingerprint,
     /// The end of the entry's life on the issuer's clock (`None`: beyond what a clock holds,
     /// so only `exp` and the maximum age end it).
     until: Option<SystemTime>,
@@ -168,8 +175,8 @@ struct Entry {
 
 impl Entry {
     /// Whether the entry may be served now: within its life, the rules that time can break
-    /// (`exp`, the maximum age) hold, and the key that verified it (`kid`) is still valid in a
-    /// fresh-enough set.
+    /// (`exp`, the maximum age) hold, and the key that verified it is still the one its `kid`
+    /// and algorithm name, valid in a fresh-enough set.
     fn servable(&self, kid: &str) -> bool {
         let keys = self.issuer.keys();
         let now = keys.now();
@@ -178,7 +185,7 @@ impl Entry {
             let seconds = unix_seconds(now);
             !validation.is_expired(self.exp, seconds)
                 && !validation.is_too_old(self.iat, seconds)
-                && keys.validates_at(KeyRef::Kid(kid), now)
+                && keys.still_verifies_at(kid, self.algorithm, &self.verified_by, now)
         }
     }
 
@@ -272,6 +279,8 @@ impl TokenCache {
             claims: claims.clone(),
             exp: registered.exp,
             iat: registered.iat,
+            algorithm: claims.algorithm(),
+            verified_by: claims.token().key_fingerprint(),
             until: now.checked_add(ttl),
             issuer,
         });
