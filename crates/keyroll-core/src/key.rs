@@ -492,6 +492,9 @@ mod tests {
         assert_ne!(fingerprint(&ec), fingerprint(&rsa));
         // Debug shows a prefix, enough to tell keys apart.
         let shown = format!("{:?}", fingerprint(&ec));
-        assert!(shown.starts_with("KeyFingerprint(") && shown.len() < 40, "{shown}");
+        assert!(
+            shown.starts_with("KeyFingerprint(") && shown.len() < 40,
+            "{shown}"
+        );
     }
 }

@@ -52,7 +52,8 @@ use crate::lock;
 /// audience, not per cache change: a new token, a refresh or a `401` elsewhere in the cache
 /// leaves every other route as it is; an audience the cache evicted is looked up again.
 /// It holds at most twice the cache's [`max_audiences`](super::TokenCacheConfig::max_audiences)
-/// origins (at least 64, at most 65,536), and starts over when full.
+/// origins (at least 64, at most 65,536), and starts over when full; origins the policy
+/// refuses take at most a quarter of it (past that, each is refused by the policy again).
 ///
 /// A function policy ([`AudiencePolicy::from_fn`]) runs its function for every request and
 /// looks the audience up in the cache.
@@ -104,11 +105,14 @@ struct Routes {
     map: ArcSwap<RouteMap>,
     /// Bumped after each store of `map`: a snapshot taken at an unchanged version is current.
     version: AtomicU64,
-    /// Serialises the writers of `map`.
-    writer: Mutex<()>,
+    /// Serialises the writers of `map`, and counts its refused origins.
+    writer: Mutex<Refusals>,
     /// The most routes kept.
     capacity: usize,
 }
+
+/// How many routes of the current index are [`Route::Refused`].
+type Refusals = usize;
 
 /// The index as one handle last read it.
 #[derive(Clone)]
@@ -198,7 +202,7 @@ impl<T: TokenSource> OutboundTokens<T> {
             routes: Arc::new(Routes {
                 map: ArcSwap::new(Arc::clone(&map)),
                 version: AtomicU64::new(0),
-                writer: Mutex::new(()),
+                writer: Mutex::new(0),
                 capacity,
             }),
             snapshot: Snapshot { version: 0, map },
@@ -288,8 +292,8 @@ impl<T: TokenSource> OutboundTokens<T> {
             return Lookup::Fetch(Arc::clone(audience));
         };
         // An update may be skipped while another writer runs: the next request tries again.
-        if let Ok(writer) = self.routes.writer.try_lock() {
-            self.routes.insert(&writer, written, route);
+        if let Ok(mut refusals) = self.routes.writer.try_lock() {
+            self.routes.insert(&mut refusals, written, route);
         }
         Lookup::Cached(token)
     }
@@ -337,21 +341,32 @@ impl<T: TokenSource> OutboundTokens<T> {
     }
 
     fn remember(&self, written: Written<'_>, route: Route) {
-        let writer = lock(&self.routes.writer);
-        self.routes.insert(&writer, written, route);
+        let mut refusals = lock(&self.routes.writer);
+        self.routes.insert(&mut refusals, written, route);
     }
 }
 
 impl Routes {
-    /// Adds or replaces a route (the caller holds `writer`, whose guard it passes).
-    fn insert(&self, _writer: &std::sync::MutexGuard<'_, ()>, written: Written<'_>, route: Route) {
+    /// Adds or replaces a route (`refusals` is the guard of `writer`, which the caller holds).
+    /// Refused origins take at most a quarter of the index: origins nobody listed can come in
+    /// any number (URLs from users), each new one copies the index, and refusing one again
+    /// costs only the policy's lookup.
+    fn insert(&self, refusals: &mut Refusals, written: Written<'_>, route: Route) {
         let current = self.map.load_full();
-        let mut map = if current.len() >= self.capacity && !current.contains_key(&written) {
+        let replaced = current.get(&written);
+        let refused = |route: Option<&Route>| usize::from(matches!(route, Some(Route::Refused)));
+        if refused(Some(&route)) > refused(replaced) && *refusals >= self.capacity / 4 {
+            return;
+        }
+        let mut map = if current.len() >= self.capacity && replaced.is_none() {
+            *refusals = 0;
             RouteMap::default()
         } else {
             (*current).clone()
         };
-        map.insert(OriginKey::new(written), route);
+        let new = refused(Some(&route));
+        let old = refused(map.insert(OriginKey::new(written), route).as_ref());
+        *refusals = *refusals + new - old;
         self.map.store(Arc::new(map));
         self.version.fetch_add(1, Ordering::AcqRel);
     }
@@ -514,13 +529,50 @@ mod tests {
 
     #[tokio::test]
     async fn the_index_is_bounded() {
-        let tokens = OutboundTokens::new(cache(1), AudiencePolicy::origin());
+        let policy = AudiencePolicy::origin().map("https://billing.internal", "api://billing");
+        let tokens = OutboundTokens::new(cache(1), policy);
         assert_eq!(tokens.routes.capacity, 64);
+        // Spellings of a listed origin are routes of their own.
+        for i in 0..200 {
+            let request = get(&format!("https://user{i}@billing.internal/"));
+            assert!(matches!(tokens.lookup(&request), Lookup::Fetch(_)));
+            assert!(tokens.routes.map.load().len() <= 64);
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_origins_take_at_most_a_quarter_of_the_index() {
+        let policy = AudiencePolicy::origin().map("https://billing.internal", "api://billing");
+        let tokens = OutboundTokens::new(cache(1), policy);
+        let listed = get("https://billing.internal/");
+        warm(&tokens, &listed).await;
         for i in 0..200 {
             let request = get(&format!("https://h{i}.internal/"));
             assert!(matches!(tokens.lookup(&request), Lookup::NoAudience));
-            assert!(tokens.routes.map.load().len() <= 64);
         }
+        // 16 refusals remembered beside the listed origin; the others are refused each time.
+        let routes = tokens.routes.map.load_full();
+        assert_eq!(routes.len(), 17);
+        assert_eq!(*tokens.routes.writer.lock().unwrap(), 16);
+        assert!(matches!(
+            tokens.lookup(&get("https://h199.internal/")),
+            Lookup::NoAudience
+        ));
+        assert!(Arc::ptr_eq(&routes, &tokens.routes.map.load_full()));
+        assert_eq!(cached(&tokens, &listed), "Bearer t-api://billing");
+        // A refused origin the policy now routes (a route replacing a refusal) frees its place.
+        let once_refused = get("https://h0.internal/");
+        assert!(matches!(tokens.lookup(&once_refused), Lookup::NoAudience));
+        let audience: Arc<str> = Arc::from("api://h0");
+        tokens.routes.insert(
+            &mut tokens.routes.writer.lock().unwrap(),
+            Written {
+                scheme: "https",
+                authority: "h0.internal",
+            },
+            tokens.reach(&audience, tokens.cache.slot_of(&audience)).0,
+        );
+        assert_eq!(*tokens.routes.writer.lock().unwrap(), 15);
     }
 
     #[tokio::test]
