@@ -755,12 +755,16 @@ impl<T> Inner<T> {
     }
 
     /// Makes room for one more audience: unusable tokens go first, then the ones that expire
-    /// first (an audience whose fetch runs stays).
+    /// first. An audience whose fetch runs stays, and so does one whose failed fetch waits out
+    /// its backoff while there is anything else to drop: a new slot for it would call the
+    /// source at once.
     fn evict(&self, slots: &mut Slots, max: usize) {
         let now = self.engine.clock.now();
+        let backing_off = |slot: &TokenSlot| slot.retry_at(Need::Urgent).is_some_and(|at| now < at);
         slots.retain(|_, slot| {
-            let keep =
-                slot.is_loading() || slot.value().as_ref().is_some_and(|t| now < t.usable_until);
+            let keep = slot.is_loading()
+                || backing_off(slot)
+                || slot.value().as_ref().is_some_and(|t| now < t.usable_until);
             if !keep {
                 slot.retire();
             }
@@ -770,7 +774,10 @@ impl<T> Inner<T> {
             let first_to_expire = slots
                 .iter()
                 .filter(|(_, slot)| !slot.is_loading())
-                .min_by_key(|(_, slot)| slot.value().as_ref().map(|t| t.expires_at))
+                .min_by_key(|(_, slot)| {
+                    let expires = slot.value().as_ref().map(|t| t.expires_at);
+                    (backing_off(slot), expires)
+                })
                 .map(|(audience, _)| Arc::clone(audience));
             let Some(audience) = first_to_expire else {
                 break;
@@ -1057,5 +1064,41 @@ mod tests {
         assert_eq!(cache.metrics().audiences, 3);
         assert!(cache.cached("a").is_none(), "the first to expire went");
         assert!(cache.cached("dddd").is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_audience_table_keeps_a_failing_audience_in_its_backoff() {
+        let clock = Arc::new(TokioClock::default());
+        let start = clock.now();
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&calls);
+        let cache = TokenCache::builder(from_fn(move |audience: String| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if audience == "down" {
+                    return Err(TokenError::new("the source is down"));
+                }
+                Ok(Token::new(audience, start + Duration::from_secs(3600)))
+            }
+        }))
+        .config(config().max_audiences(2))
+        .clock(clock)
+        .build();
+        assert!(cache.get("down").await.is_err());
+        for audience in ["a", "b", "c"] {
+            cache.get(audience).await.unwrap();
+        }
+        // The others made room for each other; the failing audience kept its slot.
+        assert_eq!(cache.metrics().audiences, 1);
+        assert!(cache.cached("c").is_some());
+        // Still in its backoff: the last error at once, no source call.
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert!(cache.get("down").await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(cache.metrics().cooldown_rejections, 1);
+        // Past its backoff it is an unusable audience like any other.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(cache.get("down").await.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
     }
 }
