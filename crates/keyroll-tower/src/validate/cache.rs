@@ -386,8 +386,10 @@ mod tests {
                     .await
                     .unwrap()
                     .token;
-                let claims =
-                    VerifiedClaims::new(verifier.verify(&token).await.unwrap(), Arc::clone(&realm));
+                let claims = VerifiedClaims::shareable(
+                    verifier.verify(&token).await.unwrap(),
+                    Arc::clone(&realm),
+                );
                 tokens.push((token, claims));
             }
             tokens
@@ -451,6 +453,8 @@ mod tests {
         assert!(entry.claims_for(other).is_clone_of(&replica));
         assert_eq!(replica.payload(), claims.payload());
         assert_eq!(replica.kid(), claims.kid());
+        // The copies share the token: the entry holds its payload once.
+        assert!(replica.shares_token_with(claims));
         // Through `get`, on this thread: its own slot's.
         assert!(cache.get(token.as_bytes()).unwrap().is_clone_of(claims));
     }

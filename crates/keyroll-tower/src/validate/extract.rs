@@ -21,8 +21,30 @@ pub struct VerifiedClaims {
 }
 
 struct ClaimsInner {
-    token: VerifiedToken,
+    token: Held,
     realm: Arc<str>,
+}
+
+/// The verified token: owned by the request's claims, or shared by the claims the
+/// verified-token cache hands out per thread slot (so that an entry holds its payload once
+/// however many threads hit it).
+// Inside the claims' own allocation: boxing the owned token would cost every accepted request
+// one more allocation, to save a replica a few hundred bytes.
+#[allow(clippy::large_enum_variant)]
+enum Held {
+    Owned(VerifiedToken),
+    Shared(Arc<VerifiedToken>),
+}
+
+impl std::ops::Deref for Held {
+    type Target = VerifiedToken;
+
+    fn deref(&self) -> &VerifiedToken {
+        match self {
+            Held::Owned(token) => token,
+            Held::Shared(token) => token,
+        }
+    }
 }
 
 impl fmt::Debug for VerifiedClaims {
@@ -37,21 +59,42 @@ impl fmt::Debug for VerifiedClaims {
 
 impl VerifiedClaims {
     pub(crate) fn new(token: VerifiedToken, realm: Arc<str>) -> Self {
+        VerifiedClaims::holding(Held::Owned(token), realm)
+    }
+
+    /// Claims whose token their [`replica`](Self::replica)s share: what the verified-token
+    /// cache keeps.
+    pub(crate) fn shareable(token: VerifiedToken, realm: Arc<str>) -> Self {
+        VerifiedClaims::holding(Held::Shared(Arc::new(token)), realm)
+    }
+
+    fn holding(token: Held, realm: Arc<str>) -> Self {
         VerifiedClaims {
             inner: Arc::new(ClaimsInner { token, realm }),
         }
     }
 
     /// The same claims behind a reference count of their own: the verified-token cache keeps
-    /// one per thread slot, so that hits on different threads clone different `Arc`s.
+    /// one per thread slot, so that hits on different threads clone different `Arc`s. The
+    /// token of [`shareable`](Self::shareable) claims is shared, not copied.
     pub(crate) fn replica(&self) -> Self {
-        VerifiedClaims::new(self.inner.token.clone(), Arc::clone(&self.inner.realm))
+        let token = match &self.inner.token {
+            Held::Owned(token) => Held::Owned(token.clone()),
+            Held::Shared(token) => Held::Shared(Arc::clone(token)),
+        };
+        VerifiedClaims::holding(token, Arc::clone(&self.inner.realm))
     }
 
     /// Whether `other` is a clone of these claims (one reference count), not a replica.
     #[cfg(test)]
     pub(crate) fn is_clone_of(&self, other: &VerifiedClaims) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Whether `other` holds this very token (a replica of shareable claims does).
+    #[cfg(test)]
+    pub(crate) fn shares_token_with(&self, other: &VerifiedClaims) -> bool {
+        std::ptr::eq::<VerifiedToken>(&*self.inner.token, &*other.inner.token)
     }
 
     /// The verified token.

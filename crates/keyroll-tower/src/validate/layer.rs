@@ -52,11 +52,12 @@ impl Shared {
         token: &[u8],
         verified: keyroll_core::jwt::VerifiedToken,
     ) -> VerifiedClaims {
-        let realm = &self.realms[thread_slot::current() % self.realms.len()];
-        let claims = VerifiedClaims::new(verified, Arc::clone(realm));
-        if let Some(cache) = &self.cache
-            && let Some(issuer) = self.verifier.issuer(claims.issuer())
-        {
+        let realm = Arc::clone(&self.realms[thread_slot::current() % self.realms.len()]);
+        let Some(cache) = &self.cache else {
+            return VerifiedClaims::new(verified, realm);
+        };
+        let claims = VerifiedClaims::shareable(verified, realm);
+        if let Some(issuer) = self.verifier.issuer(claims.issuer()) {
             cache.insert(token, &claims, Arc::clone(issuer));
         }
         claims
