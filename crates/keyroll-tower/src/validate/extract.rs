@@ -17,34 +17,21 @@ use super::response::Failure;
 /// [`Claims<T>`] for typed claims or [`RawClaims`] for the JSON object.
 #[derive(Clone)]
 pub struct VerifiedClaims {
-    inner: Arc<ClaimsInner>,
+    inner: Inner,
 }
 
-struct ClaimsInner {
-    token: Held,
+/// The token owned by the request's claims, or shared by the claims the verified-token cache
+/// hands out per thread slot (so that an entry holds its payload once however many threads
+/// hit it).
+#[derive(Clone)]
+enum Inner {
+    Owned(Arc<Held<VerifiedToken>>),
+    Shared(Arc<Held<Arc<VerifiedToken>>>),
+}
+
+struct Held<T> {
+    token: T,
     realm: Arc<str>,
-}
-
-/// The verified token: owned by the request's claims, or shared by the claims the
-/// verified-token cache hands out per thread slot (so that an entry holds its payload once
-/// however many threads hit it).
-// Inside the claims' own allocation: boxing the owned token would cost every accepted request
-// one more allocation, to save a replica a few hundred bytes.
-#[allow(clippy::large_enum_variant)]
-enum Held {
-    Owned(VerifiedToken),
-    Shared(Arc<VerifiedToken>),
-}
-
-impl std::ops::Deref for Held {
-    type Target = VerifiedToken;
-
-    fn deref(&self) -> &VerifiedToken {
-        match self {
-            Held::Owned(token) => token,
-            Held::Shared(token) => token,
-        }
-    }
 }
 
 impl fmt::Debug for VerifiedClaims {
@@ -59,18 +46,20 @@ impl fmt::Debug for VerifiedClaims {
 
 impl VerifiedClaims {
     pub(crate) fn new(token: VerifiedToken, realm: Arc<str>) -> Self {
-        VerifiedClaims::holding(Held::Owned(token), realm)
+        VerifiedClaims {
+            inner: Inner::Owned(Arc::new(Held { token, realm })),
+        }
     }
 
     /// Claims whose token their [`replica`](Self::replica)s share: what the verified-token
     /// cache keeps.
     pub(crate) fn shareable(token: VerifiedToken, realm: Arc<str>) -> Self {
-        VerifiedClaims::holding(Held::Shared(Arc::new(token)), realm)
+        VerifiedClaims::sharing(Arc::new(token), realm)
     }
 
-    fn holding(token: Held, realm: Arc<str>) -> Self {
+    fn sharing(token: Arc<VerifiedToken>, realm: Arc<str>) -> Self {
         VerifiedClaims {
-            inner: Arc::new(ClaimsInner { token, realm }),
+            inner: Inner::Shared(Arc::new(Held { token, realm })),
         }
     }
 
@@ -78,60 +67,74 @@ impl VerifiedClaims {
     /// one per thread slot, so that hits on different threads clone different `Arc`s. The
     /// token of [`shareable`](Self::shareable) claims is shared, not copied.
     pub(crate) fn replica(&self) -> Self {
-        let token = match &self.inner.token {
-            Held::Owned(token) => Held::Owned(token.clone()),
-            Held::Shared(token) => Held::Shared(Arc::clone(token)),
-        };
-        VerifiedClaims::holding(token, Arc::clone(&self.inner.realm))
+        let realm = Arc::clone(self.realm());
+        match &self.inner {
+            Inner::Owned(held) => VerifiedClaims::new(held.token.clone(), realm),
+            Inner::Shared(held) => VerifiedClaims::sharing(Arc::clone(&held.token), realm),
+        }
     }
 
     /// Whether `other` is a clone of these claims (one reference count), not a replica.
     #[cfg(test)]
     pub(crate) fn is_clone_of(&self, other: &VerifiedClaims) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+        match (&self.inner, &other.inner) {
+            (Inner::Owned(a), Inner::Owned(b)) => Arc::ptr_eq(a, b),
+            (Inner::Shared(a), Inner::Shared(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Whether `other` holds this very token (a replica of shareable claims does).
     #[cfg(test)]
     pub(crate) fn shares_token_with(&self, other: &VerifiedClaims) -> bool {
-        std::ptr::eq::<VerifiedToken>(&*self.inner.token, &*other.inner.token)
+        std::ptr::eq(self.token(), other.token())
+    }
+
+    pub(crate) fn realm(&self) -> &Arc<str> {
+        match &self.inner {
+            Inner::Owned(held) => &held.realm,
+            Inner::Shared(held) => &held.realm,
+        }
     }
 
     /// The verified token.
     pub fn token(&self) -> &VerifiedToken {
-        &self.inner.token
+        match &self.inner {
+            Inner::Owned(held) => &held.token,
+            Inner::Shared(held) => &held.token,
+        }
     }
 
     /// The registered claims (`iss`, `sub`, `aud`, times, `jti`, scopes, roles).
     pub fn registered(&self) -> &RegisteredClaims {
-        self.inner.token.claims()
+        self.token().claims()
     }
 
     /// The issuer that vouched for the token.
     pub fn issuer(&self) -> &str {
-        self.inner.token.issuer()
+        self.token().issuer()
     }
 
     /// The kid of the key version that verified it.
     pub fn kid(&self) -> &str {
-        self.inner.token.kid()
+        self.token().kid()
     }
 
     /// The signature algorithm.
     pub fn algorithm(&self) -> Algorithm {
-        self.inner.token.algorithm()
+        self.token().algorithm()
     }
 
     /// The payload: the claims as JSON bytes.
     pub fn payload(&self) -> &[u8] {
-        self.inner.token.payload()
+        self.token().payload()
     }
 
     /// The claims as `T`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, ClaimsRejection> {
         serde_json::from_slice(self.payload()).map_err(|error| ClaimsRejection {
             reason: ClaimsRejectionReason::InvalidClaims,
-            realm: Some(Arc::clone(&self.inner.realm)),
+            realm: Some(Arc::clone(self.realm())),
             scope: None,
             source: Some(error),
         })
@@ -147,7 +150,7 @@ impl VerifiedClaims {
         if let Some(name) = wide_integer_claim(self.payload()) {
             return Err(ClaimsRejection {
                 reason: ClaimsRejectionReason::InvalidClaims,
-                realm: Some(Arc::clone(&self.inner.realm)),
+                realm: Some(Arc::clone(self.realm())),
                 scope: None,
                 source: Some(<serde_json::Error as serde::de::Error>::custom(format!(
                     "claim `{name}` holds an integer beyond 64 bits, which a JSON value would round: deserialize the claims into a type of your own, or enable keyroll-tower's `exact-numbers` feature"
@@ -168,14 +171,10 @@ impl VerifiedClaims {
             Ok(())
         } else {
             Err(ClaimsRejection::insufficient_scope(
-                Some(Arc::clone(&self.inner.realm)),
+                Some(Arc::clone(self.realm())),
                 scope.to_owned(),
             ))
         }
-    }
-
-    pub(crate) fn realm(&self) -> &Arc<str> {
-        &self.inner.realm
     }
 
     /// The verified claims [`Validate`](super::Validate) put in a request's extensions.
