@@ -47,13 +47,6 @@ pub struct VerifyingKey {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyFingerprint([u8; 32]);
 
-impl KeyFingerprint {
-    /// The SHA-256 bytes.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-
 impl fmt::Debug for KeyFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The first eight bytes: enough to tell keys apart in a log.

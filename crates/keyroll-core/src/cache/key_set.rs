@@ -189,10 +189,7 @@ impl KeySet {
     ) -> bool {
         let picked = match self.by_kid.get(kid) {
             Some(version) if version.allows(algorithm) => Some(version),
-            Some(_) => self
-                .versions
-                .iter()
-                .find(|version| version.kid == kid && version.allows(algorithm)),
+            Some(_) => self.newest_allowing(KeyRef::Kid(kid), algorithm),
             None => None,
         };
         picked.is_some_and(|version| {
@@ -218,6 +215,11 @@ impl KeySet {
         policy: &RotationPolicy,
         now: SystemTime,
     ) -> KeyLookup {
+        classify(self.newest_allowing(key, algorithm), policy, now)
+    }
+
+    /// The newest version with this id whose key verifies `algorithm` (a scan).
+    fn newest_allowing(&self, key: KeyRef<'_>, algorithm: Algorithm) -> Option<&Arc<KeyVersion>> {
         let named = |version: &&Arc<KeyVersion>| match key {
             KeyRef::Kid(kid) => version.kid == kid,
             KeyRef::X5t(x5t) => version
@@ -225,12 +227,10 @@ impl KeySet {
                 .as_deref()
                 .is_some_and(|own| own.trim_end_matches('=') == x5t.trim_end_matches('=')),
         };
-        let found = self
-            .versions
+        self.versions
             .iter()
             .filter(named)
-            .find(|version| version.allows(algorithm));
-        classify(found, policy, now)
+            .find(|version| version.allows(algorithm))
     }
 
     /// The versions that validate at `now`, newest first.

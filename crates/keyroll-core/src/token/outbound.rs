@@ -355,7 +355,8 @@ impl Routes {
         let current = self.map.load_full();
         let replaced = current.get(&written);
         let refused = |route: Option<&Route>| usize::from(matches!(route, Some(Route::Refused)));
-        if refused(Some(&route)) > refused(replaced) && *refusals >= self.capacity / 4 {
+        let new = refused(Some(&route));
+        if new > refused(replaced) && *refusals >= self.capacity / 4 {
             return;
         }
         let mut map = if current.len() >= self.capacity && replaced.is_none() {
@@ -364,7 +365,6 @@ impl Routes {
         } else {
             (*current).clone()
         };
-        let new = refused(Some(&route));
         let old = refused(map.insert(OriginKey::new(written), route).as_ref());
         *refusals = *refusals + new - old;
         self.map.store(Arc::new(map));

@@ -90,19 +90,21 @@ impl VerifiedClaims {
         std::ptr::eq(self.token(), other.token())
     }
 
-    pub(crate) fn realm(&self) -> &Arc<str> {
+    /// The token and the realm, wherever they are held.
+    fn parts(&self) -> (&VerifiedToken, &Arc<str>) {
         match &self.inner {
-            Inner::Owned(held) => &held.realm,
-            Inner::Shared(held) => &held.realm,
+            Inner::Owned(held) => (&held.token, &held.realm),
+            Inner::Shared(held) => (&held.token, &held.realm),
         }
+    }
+
+    pub(crate) fn realm(&self) -> &Arc<str> {
+        self.parts().1
     }
 
     /// The verified token.
     pub fn token(&self) -> &VerifiedToken {
-        match &self.inner {
-            Inner::Owned(held) => &held.token,
-            Inner::Shared(held) => &held.token,
-        }
+        self.parts().0
     }
 
     /// The registered claims (`iss`, `sub`, `aud`, times, `jti`, scopes, roles).
